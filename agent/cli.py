@@ -1,0 +1,192 @@
+"""`cocoon-agent`: the agent's command line, a thin layer over the library.
+
+Every command explains itself with --help. Errors the user can fix are printed as one line on
+stderr with exit status 2 (configuration, keys) or 1 (verification failures, a full outbox).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from .config import AgentConfig, load_config
+from .errors import CocoonError, OutboxFull
+from .events import Draft
+from .signing import Verifier, generate_key_file, load_signer
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+class _Ctx:
+    def __init__(self, config_path: str | None):
+        self.config_path = config_path
+        self._config: AgentConfig | None = None
+
+    @property
+    def config(self) -> AgentConfig:
+        if self._config is None:
+            if not self.config_path:
+                raise click.UsageError("this command needs --config FILE")
+            self._config = load_config(self.config_path)
+        return self._config
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              envvar="COCOON_AGENT_CONFIG", help="The device's TOML configuration file.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, log_level: str) -> None:
+    """cocoon-agent: records purchases and custody as signed events and forwards them to the
+    bank.
+
+    Example: cocoon-agent --config /etc/cocoon-agent/agent.toml run
+    """
+    setup_logging(log_level)
+    ctx.obj = _Ctx(config_path)
+
+
+@cli.command()
+@click.pass_obj
+def run(obj: _Ctx) -> None:
+    """Run the agent until SIGTERM or Ctrl-C: record events and forward them to the bank."""
+    from .service import Agent
+
+    agent = Agent(obj.config)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    agent.run(stop)
+
+
+@cli.command()
+@click.option("--alg", type=click.Choice(["Ed25519", "ES256"]), default=None,
+              help="Key algorithm (default: [device] signing_alg).")
+@click.pass_obj
+def keygen(obj: _Ctx, alg: str | None) -> None:
+    """Create the device's signing key if it does not exist; never overwrite one.
+
+    Prints the public key as PEM, for registration with the bank's ingest.
+    """
+    cfg = obj.config
+    signer = generate_key_file(cfg.device.signing_key_file, alg or cfg.device.signing_alg)
+    click.echo(f"created {cfg.device.signing_key_file} (kid {signer.kid})", err=True)
+    click.echo(signer.public_key_pem().decode(), nl=False)
+
+
+@cli.command()
+@click.option("--public-key", is_flag=True, required=True,
+              help="Print the device's public signing key as PEM.")
+@click.pass_obj
+def identity(obj: _Ctx, public_key: bool) -> None:
+    """Show the device's identity: its public signing key as PEM."""
+    signer = load_signer(obj.config.device.signing_key_file)
+    click.echo(signer.public_key_pem().decode(), nl=False)
+
+
+@cli.command()
+@click.option("--type", "type_", required=True, help="Event type, e.g. test.manual.")
+@click.option("--priority", required=True, type=click.Choice(["money", "alert", "telemetry"]))
+@click.option("--body", required=True, help="The event body as a JSON object.")
+@click.pass_obj
+def emit(obj: _Ctx, type_: str, priority: str, body: str) -> None:
+    """Sign and durably append one event to the outbox; print its sequence number.
+
+    Safe while `run` is running: both get distinct, gap-free sequence numbers.
+
+    Example: cocoon-agent --config agent.toml emit --type test.manual --priority alert
+    --body '{"note": "door checked"}'
+    """
+    from .envelope import parse_json_object
+    from .service import open_outbox
+
+    draft = Draft(type_, priority, parse_json_object(body, "--body"))
+    outbox, _ = open_outbox(obj.config)
+    with outbox:
+        click.echo(outbox.append(draft))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_obj
+def queue(obj: _Ctx, as_json: bool) -> None:
+    """Show the outbox: event counts by state and the age of the oldest unacknowledged one."""
+    from .outbox import Outbox
+
+    cfg = obj.config
+    with Outbox(cfg.outbox_path, device=cfg.device.id,
+                signer=load_signer(cfg.device.signing_key_file),
+                capacity_bytes=cfg.outbox.capacity_bytes) as outbox:
+        stats = outbox.stats()
+    data = {
+        "pending": stats.counts["pending"],
+        "sent": stats.counts["sent"],
+        "acknowledged": stats.acked_seq,
+        "oldest_pending_age_s": None if stats.oldest_pending_age_s is None
+        else round(stats.oldest_pending_age_s, 1),
+        "head_seq": stats.head_seq,
+        "used_bytes": stats.used_bytes,
+        "capacity_bytes": stats.capacity_bytes,
+        "evicted_telemetry": stats.evicted_total,
+    }
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    for key, value in data.items():
+        click.echo(f"{key:22} {'-' if value is None else value}")
+
+
+@cli.command()
+@click.option("--public-key", "public_key", required=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="PEM file of the device's public signing key.")
+@click.argument("capture", type=click.File("rb"))
+def verify(public_key: str, capture) -> None:
+    """Verify a capture of event messages (one JSON message per line).
+
+    Reports every bad signature, gap, duplicate, reordering and broken chain link, then a
+    summary line; exits 1 if anything is wrong.
+    """
+    from .chain import check_capture
+
+    report = check_capture(capture, Verifier.from_file(public_key))
+    for problem in report.problems:
+        click.echo(problem)
+    click.echo(report.summary())
+    sys.exit(0 if report.ok else 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="cocoon-agent", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except OutboxFull as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except CocoonError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Device configuration: one TOML file, validated once into frozen, typed objects.
+
+Nothing below this module sees a raw dict. Every error names the file, the key and what was
+expected, so a field technician can fix the file without reading code. Relative paths are resolved
+against the configuration file's folder. Key material is always referenced by path, never inline.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEVICE_ID_RE = re.compile(r"^[a-z0-9-]+$")
+SIGNING_ALGS = ("Ed25519", "ES256")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    id: str
+    data_dir: Path
+    signing_key_file: Path
+    signing_alg: str
+    heartbeat_interval_s: float
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str
+    port: int
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    keepalive_s: int
+    inflight: int
+    connack_timeout_s: float
+    ack_timeout_s: float
+    reconnect_min_s: float
+    reconnect_max_s: float
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    ingest_public_key_file: Path
+    backend_public_key_file: Path | None
+    bank_public_key_file: Path | None
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    capacity_bytes: int
+    alert_reserve_bytes: int
+    telemetry_batch_ms: int
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """Simulated inputs for the demo: a scale whose readings become events on a schedule."""
+
+    enabled: bool
+    interval_s: float
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    path: Path
+    device: DeviceConfig
+    mqtt: MqttConfig
+    keys: KeysConfig
+    outbox: OutboxConfig
+    simulate: SimulateConfig
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.device.data_dir / "outbox.sqlite"
+
+
+REQUIRED = object()
+
+
+class Section:
+    """Typed accessors over one TOML table that produce precise error messages."""
+
+    def __init__(self, path: Path, name: str, table: Any, *, required: bool = True):
+        self.file, self.name = path, name
+        if table is None:
+            if required:
+                raise ConfigError(f"{path}: missing section [{name}]")
+            table = {}
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+        self.table = table
+
+    def _fail(self, key: str, expected: str, value: Any = None) -> ConfigError:
+        got = "" if value is None else f", got {value!r}"
+        return ConfigError(f"{self.file}: [{self.name}] {key}: expected {expected}{got}")
+
+    def _get(self, key: str, default: Any, expected: str) -> Any:
+        if key not in self.table:
+            if default is REQUIRED:
+                raise ConfigError(f"{self.file}: [{self.name}] {key}: missing, expected {expected}")
+            return default
+        return self.table[key]
+
+    def str(self, key: str, default: Any = None, *, pattern: re.Pattern | None = None) -> Any:
+        expected = "a string" + (f" matching {pattern.pattern}" if pattern else "")
+        if key not in self.table and default is not REQUIRED:
+            return default
+        value = self._get(key, default, expected)
+        if not isinstance(value, str) or not value or (pattern and not pattern.match(value)):
+            raise self._fail(key, expected, value)
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any) -> str:
+        value = self._get(key, default, f"one of {', '.join(choices)}")
+        if value not in choices:
+            raise self._fail(key, f"one of {', '.join(choices)}", value)
+        return value
+
+    def int(self, key: str, default: Any, *, lo: int, hi: int) -> int:
+        expected = f"an integer from {lo} to {hi}"
+        value = self._get(key, default, expected)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise self._fail(key, expected, value)
+        return value
+
+    def seconds(self, key: str, default: Any, *, lo: float, hi: float) -> float:
+        expected = f"a number of seconds from {lo} to {hi}"
+        value = self._get(key, default, expected)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            raise self._fail(key, expected, value)
+        return float(value)
+
+    def bool(self, key: str, default: Any) -> bool:
+        value = self._get(key, default, "true or false")
+        if not isinstance(value, bool):
+            raise self._fail(key, "true or false", value)
+        return value
+
+    def path(self, key: str, default: Any = None, *, must_exist: bool = False) -> Path | None:
+        if key not in self.table and default is not REQUIRED:
+            return default
+        value = self._get(key, default, "a file path")
+        if not isinstance(value, str) or not value:
+            raise self._fail(key, "a file path", value)
+        resolved = (self.file.parent / value).resolve()
+        if must_exist and not resolved.exists():
+            raise ConfigError(f"{self.file}: [{self.name}] {key}: file {resolved} does not exist")
+        return resolved
+
+
+def parse_mqtt(path: Path, table: Any) -> MqttConfig:
+    """The [mqtt] section, shared by the agent and the ingest."""
+    mq = Section(path, "mqtt", table)
+    mqtt = MqttConfig(
+        host=mq.str("host", REQUIRED),
+        port=mq.int("port", 8883, lo=1, hi=65535),
+        ca_file=mq.path("ca_file", REQUIRED),
+        cert_file=mq.path("cert_file", REQUIRED),
+        key_file=mq.path("key_file", REQUIRED),
+        keepalive_s=mq.int("keepalive_s", 30, lo=1, hi=3600),
+        inflight=mq.int("inflight", 32, lo=1, hi=1000),
+        connack_timeout_s=mq.seconds("connack_timeout_s", 10, lo=0.5, hi=300),
+        ack_timeout_s=mq.seconds("ack_timeout_s", 60, lo=0.5, hi=86400),
+        reconnect_min_s=mq.seconds("reconnect_min_s", 1, lo=0.01, hi=3600),
+        reconnect_max_s=mq.seconds("reconnect_max_s", 60, lo=0.01, hi=86400),
+    )
+    if mqtt.reconnect_max_s < mqtt.reconnect_min_s:
+        raise ConfigError(f"{path}: [mqtt] reconnect_max_s must not be below reconnect_min_s")
+    return mqtt
+
+
+def read_toml(path: str | Path) -> tuple[dict, Path]:
+    """Read a TOML file; errors name the file."""
+    path = Path(path).resolve()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return raw, path
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read and validate an agent configuration file."""
+    raw, path = read_toml(path)
+    return parse_config(raw, path)
+
+
+def parse_config(raw: dict, path: Path) -> AgentConfig:
+    known = {"device", "mqtt", "keys", "outbox", "simulate"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; expected {sorted(known)}")
+
+    dev = Section(path, "device", raw.get("device"))
+    data_dir = dev.path("data_dir", REQUIRED)
+    device = DeviceConfig(
+        id=dev.str("id", REQUIRED, pattern=DEVICE_ID_RE),
+        data_dir=data_dir,
+        signing_key_file=dev.path("signing_key_file", None) or data_dir / "device-signing.key",
+        signing_alg=dev.choice("signing_alg", SIGNING_ALGS, "Ed25519"),
+        heartbeat_interval_s=dev.seconds("heartbeat_interval_s", 60, lo=0.05, hi=86400),
+    )
+
+    mqtt = parse_mqtt(path, raw.get("mqtt"))
+
+    ks = Section(path, "keys", raw.get("keys"))
+    keys = KeysConfig(
+        ingest_public_key_file=ks.path("ingest_public_key_file", REQUIRED),
+        backend_public_key_file=ks.path("backend_public_key_file", None),
+        bank_public_key_file=ks.path("bank_public_key_file", None),
+    )
+
+    ob = Section(path, "outbox", raw.get("outbox"), required=False)
+    outbox = OutboxConfig(
+        capacity_bytes=ob.int("capacity_bytes", 512 * 1024 * 1024, lo=64 * 1024, hi=2**40),
+        alert_reserve_bytes=ob.int("alert_reserve_bytes", 1024 * 1024, lo=4096, hi=2**32),
+        telemetry_batch_ms=ob.int("telemetry_batch_ms", 200, lo=0, hi=10_000),
+    )
+
+    sim = Section(path, "simulate", raw.get("simulate"), required=False)
+    simulate = SimulateConfig(
+        enabled=sim.bool("enabled", False),
+        interval_s=sim.seconds("interval_s", 2, lo=0.01, hi=86400),
+    )
+    return AgentConfig(path, device, mqtt, keys, outbox, simulate)

@@ -1,0 +1,91 @@
+"""Signed JSON envelopes: RFC 8785 canonical bytes, a detached signature in `sig`.
+
+Events, acks and commands are all signed the same way: the signature covers the RFC 8785
+canonical JSON of the object without its `sig` member, and travels as unpadded base64url. RFC
+8785 admits only integers within +-2**53 (and no Decimal), so exact quantities travel as strings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import rfc8785
+
+from .errors import EventFormatError, SignatureError
+from .signing import Signer, Verifier, b64url, b64url_decode
+
+MAX_SAFE_INT = 2**53 - 1
+
+
+def canonical(obj: Any) -> bytes:
+    """RFC 8785 canonical JSON; refuses floats outside exact integers, Decimal and big ints."""
+    _check_values(obj)
+    try:
+        return rfc8785.dumps(obj)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise EventFormatError(f"cannot canonicalise: {exc}") from None
+
+
+def _check_values(obj: Any, where: str = "$") -> None:
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return
+    if isinstance(obj, int):
+        if abs(obj) > MAX_SAFE_INT:
+            raise EventFormatError(f"{where}: integer {obj} is outside +-2**53; send it as a string")
+        return
+    if isinstance(obj, float):
+        raise EventFormatError(f"{where}: floats are not allowed; send exact values as strings")
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise EventFormatError(f"{where}: object keys must be strings")
+            _check_values(value, f"{where}.{key}")
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _check_values(value, f"{where}[{i}]")
+        return
+    raise EventFormatError(f"{where}: {type(obj).__name__} is not a JSON value; use a string")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sign_object(unsigned: dict, signer: Signer) -> dict:
+    """Return a copy of `unsigned` with `sig` over its canonical form."""
+    if "sig" in unsigned:
+        raise EventFormatError("object to sign already has a sig")
+    signed = dict(unsigned)
+    signed["sig"] = b64url(signer.sign(canonical(unsigned)))
+    return signed
+
+
+def verify_object(signed: dict, verifier: Verifier, alg: str | None = None) -> None:
+    """Raise SignatureError unless `signed['sig']` verifies with the pinned key."""
+    if not isinstance(signed, dict) or "sig" not in signed:
+        raise SignatureError("message carries no signature")
+    body = {k: v for k, v in signed.items() if k != "sig"}
+    verifier.verify(
+        alg or signed.get("alg", verifier.alg),
+        signed.get("kid"),
+        canonical(body),
+        b64url_decode(signed["sig"]),
+    )
+
+
+def parse_json_object(data: bytes | str, what: str = "message") -> dict:
+    """Parse untrusted JSON text into a dict, with clear errors and no float surprises."""
+    try:
+        obj = json.loads(data, parse_float=_reject_float, parse_constant=_reject_float)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise EventFormatError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise EventFormatError(f"{what} must be a JSON object")
+    return obj
+
+
+def _reject_float(text: str):
+    raise ValueError(f"non-integer number {text!r} (exact values travel as strings)")

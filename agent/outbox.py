@@ -1,0 +1,424 @@
+"""The durable outbox: every event the agent records, from the moment it is sealed until the
+bank's ingest acknowledges that it has stored it.
+
+Why it is built this way:
+- `append()` returns only after the event is on disk (WAL, `synchronous=FULL`). Appenders that
+  arrive while a commit is running are committed together in the next one (group commit), each
+  caller blocking until its own commit is durable. Telemetry waits up to `telemetry_batch_ms`
+  for company before committing, so a burst of readings shares one fsync; money and alert events
+  never wait and take any waiting telemetry with them.
+- The sequence number and the chain link are assigned inside the committing transaction
+  (`BEGIN IMMEDIATE`), so several processes (the running agent and `cocoon-agent emit`) get
+  distinct, gap-free numbers, and a rolled-back transaction consumes no number.
+- Rows move pending -> sent (broker PUBACK) -> acknowledged (signed ack from the ingest); only
+  acknowledged rows are pruned. The chain head lives in `meta`, so pruning never loses it.
+- Capacity is counted in bytes. Money and alert events are never evicted: a money event that
+  does not fit fails with OutboxFull and raises an `outbox.full` alert (alerts may use a small
+  reserve above the capacity). Telemetry is evicted oldest first, and every eviction is declared
+  by a signed `seq.skipped` event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import events
+from .errors import CocoonError, OutboxError, OutboxFull
+from .events import Draft
+from .migrations import migrate
+from .outbox_schema import MIGRATIONS
+from .signing import Signer
+
+log = logging.getLogger(__name__)
+
+PENDING, SENT = 0, 1
+STATE_NAMES = {PENDING: "pending", SENT: "sent"}
+
+
+@dataclass
+class _Request:
+    draft: Draft
+    within: Callable | None
+    done: bool = False
+    seq: int | None = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One stored event as the uplink sees it."""
+
+    seq: int
+    priority: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    counts: dict[str, int]
+    oldest_pending_age_s: float | None
+    head_seq: int
+    acked_seq: int
+    used_bytes: int
+    capacity_bytes: int
+    evicted_total: int = 0
+    by_priority: dict[str, int] = field(default_factory=dict)
+
+
+def connect_sqlite(path: Path) -> sqlite3.Connection:
+    """The production connection: autocommit mode, explicit transactions, durable commits."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    return conn
+
+
+class Outbox:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str,
+        signer: Signer,
+        capacity_bytes: int = 512 * 1024 * 1024,
+        alert_reserve_bytes: int = 1024 * 1024,
+        telemetry_batch_ms: int = 200,
+        connect: Callable[[Path], object] = connect_sqlite,
+    ):
+        self.path = Path(path)
+        self.device = device
+        self.signer = signer
+        self.capacity_bytes = capacity_bytes
+        self.alert_reserve_bytes = alert_reserve_bytes
+        self.telemetry_batch_s = telemetry_batch_ms / 1000
+        self._connect = connect
+        self._queue: list[_Request] = []
+        self._cond = threading.Condition()
+        self._commit_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._full_alerted = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = self._open()
+        self._reader = self._open()
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _open(self):
+        conn = self._connect(self.path)
+        conn.execute("PRAGMA busy_timeout=30000")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise OutboxError(f"{self.path}: cannot switch the outbox to WAL mode (got {mode})")
+        conn.execute("PRAGMA synchronous=FULL")
+        if isinstance(conn, sqlite3.Connection):
+            migrate(conn, MIGRATIONS)
+        return conn
+
+    def close(self) -> None:
+        for conn in (self._conn, self._reader):
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing must not mask the caller's error
+                log.debug("outbox close failed", exc_info=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- appending -----------------------------------------------------------------------
+
+    def append(self, draft: Draft, *, within: Callable | None = None) -> int:
+        """Seal, sign and durably store one event; return its sequence number.
+
+        `within(execute)` runs inside the event's transaction before it is sealed, so that a
+        side record (such as a seen command id) is stored if and only if the event is. If it
+        raises a CocoonError, nothing of this request is stored and the error is re-raised.
+        """
+        req = _Request(draft, within)
+        with self._cond:
+            self._queue.append(req)
+            if draft.priority != "telemetry":
+                self._cond.notify_all()
+            elif self.telemetry_batch_s > 0:
+                self._cond.wait_for(
+                    lambda: req.done
+                    or any(r.draft.priority != "telemetry" for r in self._queue),
+                    timeout=self.telemetry_batch_s,
+                )
+        with self._commit_lock:
+            if not req.done:
+                with self._cond:
+                    batch, self._queue = self._queue, []
+                try:
+                    self._commit(batch)
+                finally:
+                    with self._cond:
+                        for r in batch:
+                            r.done = True
+                        self._cond.notify_all()
+        if req.error is not None:
+            raise req.error
+        return req.seq
+
+    def _meta(self, conn) -> dict[str, str]:
+        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def _commit(self, batch: list[_Request]) -> None:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._fail_all(batch, exc)
+            return
+        try:
+            meta = self._meta(conn)
+            state = _Head(int(meta["head_seq"]), meta["head_hash"], int(meta["used_bytes"]))
+            evicted: list[tuple[int, str]] = []
+            for req in batch:
+                self._append_one(conn, req, state, evicted)
+            if evicted:
+                self._declare_evictions(conn, state, evicted)
+            conn.executemany(
+                "UPDATE meta SET value = ? WHERE key = ?",
+                [
+                    (str(state.seq), "head_seq"),
+                    (state.hash, "head_hash"),
+                    (str(state.used), "used_bytes"),
+                    (str(int(meta.get("evicted_total", 0)) + len(evicted)), "evicted_total"),
+                ],
+            )
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                log.debug("rollback failed", exc_info=True)
+            self._fail_all(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    def _fail_all(self, batch, exc) -> None:
+        log.error("outbox commit failed: %s", exc)
+        for req in batch:
+            req.seq = None
+            req.error = exc if isinstance(exc, CocoonError) else OutboxError(
+                f"{self.path}: could not store the event ({exc}); it was NOT recorded"
+            )
+
+    def _append_one(self, conn, req: _Request, state: "_Head", evicted: list) -> None:
+        conn.execute("SAVEPOINT one")
+        try:
+            if req.within is not None:
+                req.within(conn.execute)
+            seq = state.seq + 1
+            event = events.seal(
+                req.draft, device=self.device, seq=seq, prev=state.hash, signer=self.signer
+            )
+            payload = events.encode(event)
+            self._make_room(conn, req.draft.priority, len(payload), state, evicted)
+            conn.execute(
+                "INSERT INTO events (seq, priority, type, state, hash, payload, size, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, req.draft.priority, req.draft.type, PENDING,
+                 events.sha256_hex(payload), payload, len(payload), time.time()),
+            )
+            conn.execute("RELEASE one")
+        except CocoonError as exc:
+            conn.execute("ROLLBACK TO one")
+            conn.execute("RELEASE one")
+            req.error = exc
+            if isinstance(exc, OutboxFull):
+                self._raise_full_alert(conn, state, evicted)
+            return
+        state.seq, state.hash = seq, events.sha256_hex(payload)
+        state.used += len(payload)
+        req.seq = seq
+
+    def _make_room(self, conn, priority: str, size: int, state: "_Head", evicted: list) -> None:
+        limit = self.capacity_bytes + (self.alert_reserve_bytes if priority == "alert" else 0)
+        if state.used + size <= limit:
+            if state.used + size < 0.9 * self.capacity_bytes:
+                self._full_alerted = False
+            return
+        need = state.used + size - limit
+        rows = conn.execute(
+            "SELECT seq, hash, size FROM events WHERE priority = 'telemetry' ORDER BY seq"
+        ).fetchall()
+        freed, victims = 0, []
+        for seq, h, sz in rows:
+            if freed >= need:
+                break
+            victims.append((seq, h))
+            freed += sz
+        if freed < need:
+            raise OutboxFull(
+                f"outbox full: {state.used} of {self.capacity_bytes} bytes hold events not yet "
+                f"acknowledged by the bank; new {priority} events cannot be recorded until the "
+                "link to the bank returns and the backlog drains"
+            )
+        conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s, _ in victims])
+        state.used -= freed
+        evicted.extend(victims)
+        log.warning("outbox full: evicted %d telemetry events (%d bytes)", len(victims), freed)
+
+    def _raise_full_alert(self, conn, state: "_Head", evicted: list) -> None:
+        if self._full_alerted:
+            return
+        self._full_alerted = True
+        alert = _Request(Draft("outbox.full", "alert", {
+            "used_bytes": state.used,
+            "capacity_bytes": self.capacity_bytes,
+            "message": "outbox full: money events are refused until the backlog drains",
+        }), None)
+        self._append_one(conn, alert, state, evicted)
+        if alert.error:
+            log.error("could not record the outbox.full alert: %s", alert.error)
+
+    def _declare_evictions(self, conn, state: "_Head", evicted: list[tuple[int, str]]) -> None:
+        evicted.sort()
+        ranges: list[dict] = []
+        for seq, h in evicted:
+            if ranges and ranges[-1]["to"] == seq - 1:
+                ranges[-1]["to"], ranges[-1]["last_hash"] = seq, h
+            else:
+                ranges.append({"from": seq, "to": seq, "last_hash": h})
+        decl = _Request(Draft(events.SEQ_SKIPPED, "alert", {
+            "reason": "telemetry-evicted", "ranges": ranges,
+        }), None)
+        self._append_one(conn, decl, state, [])
+        if decl.error:
+            raise decl.error  # never evict without declaring: roll the whole batch back
+
+    # -- the uplink's side -------------------------------------------------------------------
+
+    def pending(self, limit: int, *, after: int = 0, upto: int | None = None) -> list[Stored]:
+        """Pending events with after < seq <= upto, oldest first."""
+        sql = "SELECT seq, priority, payload FROM events WHERE state = 0 AND seq > ?"
+        args: list = [after]
+        if upto is not None:
+            sql += " AND seq <= ?"
+            args.append(upto)
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+        with self._read_lock:
+            rows = self._reader.execute(sql, args).fetchall()
+        return [Stored(s, p, bytes(b)) for s, p, b in rows]
+
+    def mark_sent(self, seqs: list[int]) -> None:
+        if not seqs:
+            return
+        now = time.time()
+        self._write(
+            "UPDATE events SET state = 1, sent_at = ?, attempts = attempts + 1"
+            " WHERE seq = ? AND state = 0",
+            [(now, s) for s in seqs],
+        )
+
+    def requeue_sent(self, older_than_s: float | None = None) -> int:
+        """Make sent-but-unacknowledged events pending again (after a reconnect or timeout)."""
+        if older_than_s is None:
+            return self._write("UPDATE events SET state = 0 WHERE state = 1")
+        cutoff = time.time() - older_than_s
+        return self._write(
+            "UPDATE events SET state = 0 WHERE state = 1 AND sent_at < ?", [(cutoff,)]
+        )
+
+    def event_hash(self, seq: int) -> str | None:
+        with self._read_lock:
+            row = self._reader.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
+        return row[0] if row else None
+
+    def acked_seq(self) -> int:
+        with self._read_lock:
+            return int(self._meta(self._reader)["acked_seq"])
+
+    def acknowledge(self, seq: int, hash_hex: str) -> int:
+        """Record the ingest's cumulative ack and prune everything up to `seq`.
+
+        The caller has verified the ack's signature. Returns how many rows were pruned. Raises
+        OutboxError when the ack does not match what this outbox holds (a forged or replayed
+        ack must never prune anything).
+        """
+        with self._commit_lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                meta = self._meta(conn)
+                acked, head = int(meta["acked_seq"]), int(meta["head_seq"])
+                if seq < acked:
+                    raise OutboxError(f"ack for seq {seq} is below the watermark {acked}")
+                if seq > head:
+                    raise OutboxError(f"ack for seq {seq} is beyond the last event {head}")
+                row = conn.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
+                expected = row[0] if row else (meta["acked_hash"] if seq == acked else None)
+                if expected != hash_hex:
+                    raise OutboxError(f"ack for seq {seq} names a hash this device never sent")
+                freed = conn.execute(
+                    "SELECT count(*), coalesce(sum(size), 0) FROM events WHERE seq <= ?", (seq,)
+                ).fetchone()
+                conn.execute("DELETE FROM events WHERE seq <= ?", (seq,))
+                conn.executemany(
+                    "UPDATE meta SET value = ? WHERE key = ?",
+                    [(str(seq), "acked_seq"), (hash_hex, "acked_hash"),
+                     (str(int(meta["used_bytes"]) - freed[1]), "used_bytes")],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return freed[0]
+
+    def _write(self, sql: str, rows: list | None = None) -> int:
+        with self._commit_lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if rows is None:
+                    cur = conn.execute(sql)
+                else:
+                    cur = conn.executemany(sql, rows)
+                changed = conn.execute("SELECT changes()").fetchone()[0] if rows is None else (
+                    cur.rowcount if getattr(cur, "rowcount", -1) >= 0 else len(rows))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return changed
+
+    # -- inspection ------------------------------------------------------------------------
+
+    def stats(self) -> QueueStats:
+        with self._read_lock:
+            conn = self._reader
+            meta = self._meta(conn)
+            counts = {name: 0 for name in STATE_NAMES.values()}
+            for st, n in conn.execute("SELECT state, count(*) FROM events GROUP BY state"):
+                counts[STATE_NAMES.get(st, str(st))] = n
+            by_priority = dict(conn.execute(
+                "SELECT priority, count(*) FROM events GROUP BY priority").fetchall())
+            oldest = conn.execute(
+                "SELECT min(created) FROM events WHERE state IN (0, 1)").fetchone()[0]
+        counts["acknowledged"] = int(meta["acked_seq"])
+        return QueueStats(
+            counts=counts,
+            oldest_pending_age_s=None if oldest is None else max(0.0, time.time() - oldest),
+            head_seq=int(meta["head_seq"]),
+            acked_seq=int(meta["acked_seq"]),
+            used_bytes=int(meta["used_bytes"]),
+            capacity_bytes=self.capacity_bytes,
+            evicted_total=int(meta.get("evicted_total", 0)),
+            by_priority=by_priority,
+        )
+
+
+@dataclass
+class _Head:
+    seq: int
+    hash: str
+    used: int

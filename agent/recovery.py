@@ -1,0 +1,102 @@
+"""Start-up integrity check of the outbox, and quarantine of a corrupt file.
+
+A corrupt outbox is never wiped: it is moved aside with its WAL, whatever can still be read is
+salvaged into a fresh database that continues the chain from the last good event, and the agent
+raises an `outbox.quarantined` alert so that people look at the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Salvage:
+    quarantined_to: Path
+    head_seq: int = 0
+    head_hash: str | None = None
+    acked_seq: int = 0
+    acked_hash: str | None = None
+    rows: list[tuple] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def check(path: Path) -> str | None:
+    """None when the file passes `PRAGMA quick_check`, else what is wrong."""
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    result = "; ".join(str(r[0]) for r in rows)
+    return None if result == "ok" else result
+
+
+def quarantine(path: Path) -> Salvage:
+    """Move a corrupt outbox aside and read back what can still be read."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            shutil.move(src, Path(str(target) + suffix))
+    salvage = Salvage(target)
+    try:
+        conn = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
+    except sqlite3.DatabaseError as exc:
+        salvage.errors.append(f"open: {exc}")
+        return salvage
+    try:
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            salvage.head_seq, salvage.head_hash = int(meta["head_seq"]), meta["head_hash"]
+            salvage.acked_seq, salvage.acked_hash = int(meta["acked_seq"]), meta["acked_hash"]
+        except (sqlite3.DatabaseError, KeyError, ValueError) as exc:
+            salvage.errors.append(f"meta: {exc}")
+        try:
+            for row in conn.execute(
+                "SELECT seq, priority, type, hash, payload, size, created FROM events ORDER BY seq"
+            ):
+                salvage.rows.append(row)
+        except sqlite3.DatabaseError as exc:
+            salvage.errors.append(f"events: {exc}")
+    finally:
+        conn.close()
+    if salvage.rows and salvage.rows[-1][0] > salvage.head_seq:
+        salvage.head_seq, salvage.head_hash = salvage.rows[-1][0], salvage.rows[-1][3]
+    log.error("outbox %s failed its integrity check; moved to %s (salvaged %d events)",
+              path, target, len(salvage.rows))
+    return salvage
+
+
+def restore(conn, salvage: Salvage) -> None:
+    """Write the salvaged head and unacknowledged rows into a fresh, migrated outbox."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rows = [r for r in salvage.rows if r[0] > salvage.acked_seq]
+        conn.executemany(
+            "INSERT INTO events (seq, priority, type, state, hash, payload, size, created)"
+            " VALUES (?, ?, ?, 0, ?, ?, ?, ?)", rows)
+        meta = {"used_bytes": str(sum(r[5] for r in rows))}
+        if salvage.head_hash:
+            meta.update(head_seq=str(salvage.head_seq), head_hash=salvage.head_hash)
+        if salvage.acked_hash:
+            meta.update(acked_seq=str(salvage.acked_seq), acked_hash=salvage.acked_hash)
+        conn.executemany("UPDATE meta SET value = ? WHERE key = ?",
+                         [(v, k) for k, v in meta.items()])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

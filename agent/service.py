@@ -1,0 +1,136 @@
+"""The running agent: wires configuration, keys, outbox, uplink and the periodic producers.
+
+Threads: the MQTT link (owns paho, feeds the outbox to the broker), the command worker, the
+heartbeat, and any input producers (the simulated scale for now). Producers only call
+`Outbox.append`, which is safe from any thread and any process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from . import recovery
+from .commands import BACKEND, BANK, Dispatcher
+from .config import AgentConfig
+from .events import Draft
+from .mqtt_link import LinkSettings, MqttLink
+from .outbox import Outbox
+from .signing import Verifier, load_signer
+from .uplink import Uplink
+from .clock import wall_clock_synced
+
+log = logging.getLogger(__name__)
+
+
+def open_outbox(config: AgentConfig, signer=None) -> tuple[Outbox, recovery.Salvage | None]:
+    """Open the device's outbox, quarantining it first if it fails its integrity check."""
+    signer = signer or load_signer(config.device.signing_key_file)
+    path = config.outbox_path
+    problem = recovery.check(path)
+    salvage = recovery.quarantine(path) if problem else None
+    outbox = Outbox(
+        path,
+        device=config.device.id,
+        signer=signer,
+        capacity_bytes=config.outbox.capacity_bytes,
+        alert_reserve_bytes=config.outbox.alert_reserve_bytes,
+        telemetry_batch_ms=config.outbox.telemetry_batch_ms,
+    )
+    if salvage is not None:
+        recovery.restore(outbox._conn, salvage)
+        outbox.append(Draft("outbox.quarantined", "alert", {
+            "problem": problem[:500],
+            "moved_to": salvage.quarantined_to.name,
+            "salvaged_events": len(salvage.rows),
+            "chain_continues_from": salvage.head_seq,
+            "read_errors": [e[:200] for e in salvage.errors],
+        }))
+    return outbox, salvage
+
+
+@dataclass
+class Periodic:
+    """Run `fn` every `interval_s` until stopped, measuring from the monotonic clock."""
+
+    name: str
+    interval_s: float
+    fn: object
+
+    def start(self, stop: threading.Event) -> threading.Thread:
+        def loop():
+            next_at = time.monotonic()
+            while not stop.is_set():
+                try:
+                    self.fn()
+                except Exception:  # noqa: BLE001 - a producer fault must not kill the agent
+                    log.exception("%s failed", self.name)
+                next_at += self.interval_s
+                stop.wait(max(0.0, next_at - time.monotonic()))
+
+        thread = threading.Thread(target=loop, name=self.name, daemon=True)
+        thread.start()
+        return thread
+
+
+class Agent:
+    def __init__(self, config: AgentConfig):
+        self.config = config
+        self.signer = load_signer(config.device.signing_key_file)
+        self.outbox, _ = open_outbox(config, self.signer)
+        keys = config.keys
+        verifiers = {
+            BANK: Verifier.from_file(keys.bank_public_key_file) if keys.bank_public_key_file else None,
+            BACKEND: Verifier.from_file(keys.backend_public_key_file)
+            if keys.backend_public_key_file else None,
+        }
+        self.dispatcher = Dispatcher(config.device.id, self.outbox, verifiers)
+        self.uplink = Uplink(
+            config.device.id,
+            self.outbox,
+            Verifier.from_file(keys.ingest_public_key_file),
+            window=config.mqtt.inflight,
+            ack_timeout_s=config.mqtt.ack_timeout_s,
+            on_command=self.dispatcher.handle,
+        )
+        self.link = MqttLink(LinkSettings.from_config(config.device.id, config.mqtt), self.uplink)
+        self._started = time.monotonic()
+        self.producers: list[Periodic] = [
+            Periodic("heartbeat", config.device.heartbeat_interval_s, self.heartbeat)
+        ]
+        if config.simulate.enabled:
+            from .simulate import SimulatedScale
+
+            scale = SimulatedScale(self.outbox)
+            self.producers.append(Periodic("simulated-scale", config.simulate.interval_s,
+                                           scale.step))
+
+    def heartbeat(self) -> int:
+        stats = self.outbox.stats()
+        oldest = stats.oldest_pending_age_s
+        return self.outbox.append(Draft("device.heartbeat", "telemetry", {
+            "uptime_s": int(time.monotonic() - self._started),
+            "outbox_depth": stats.counts["pending"] + stats.counts["sent"],
+            "oldest_pending_age_s": None if oldest is None else int(oldest),
+            "outbox_used_bytes": stats.used_bytes,
+            "clock_synced": wall_clock_synced(),
+            "link_connected": self.link.status.connected,
+        }))
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("agent %s starting; outbox %s", self.config.device.id, self.outbox.path)
+        self.outbox.append(Draft("agent.started", "telemetry", {"version": _version()}))
+        for producer in self.producers:
+            producer.start(stop)
+        try:
+            self.link.run(stop)
+        finally:
+            self.outbox.close()
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

@@ -1,0 +1,154 @@
+"""Store-and-forward: moves events from the outbox to the broker and acks back into it.
+
+Runs as the MqttLink handler, in the link's thread. It keeps paho's window small (paho scans its
+in-flight list on every PUBACK) and feeds it from the outbox: events appended since the link came
+up ("live") go first, but at least a quarter of every refill comes from the backlog so an old
+backlog is never starved. A PUBACK only marks a row sent; the row is forgotten after a verified
+ack from the ingest. Rows sent but not acknowledged go out again after a reconnect or after
+`ack_timeout_s`. Commands are handed to a worker thread so that a slow handler never stalls the
+link.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from . import topics
+from .acks import parse_ack
+from .errors import CocoonError
+from .signing import Verifier
+
+log = logging.getLogger(__name__)
+
+
+class Uplink:
+    def __init__(self, device: str, outbox, ingest_verifier: Verifier, *, window: int = 32,
+                 ack_timeout_s: float = 60.0, on_command=None, commands_worker: bool = True):
+        self.device = device
+        self.outbox = outbox
+        self.verifier = ingest_verifier
+        self.window = window
+        self.ack_timeout_s = ack_timeout_s
+        self.on_command = on_command
+        self._inflight: dict[int, int] = {}  # mid -> seq
+        self._acked_mids: list[int] = []
+        self._live_mark = 0
+        self._backlog_cursor = 0
+        self._live_cursor = 0
+        self._last_timeout_check = time.monotonic()
+        self.published = 0
+        self.acked_seq = 0
+        self.rejected_acks = 0
+        self._commands: queue.Queue | None = None
+        if on_command is not None and commands_worker:
+            self._commands = queue.Queue()
+            threading.Thread(target=self._command_worker, name="commands", daemon=True).start()
+
+    # -- link events ----------------------------------------------------------------------
+
+    def on_connected(self, link) -> None:
+        link.subscribe(topics.acks(self.device), qos=1)
+        if self.on_command is not None:
+            link.subscribe(topics.commands(self.device), qos=1)
+        self._inflight.clear()
+        self._acked_mids.clear()
+        requeued = self.outbox.requeue_sent()
+        if requeued:
+            log.info("uplink: %d sent-but-unacknowledged events will be sent again", requeued)
+        self._reset_cursors()
+
+    def on_disconnected(self, link, reason: str) -> None:
+        self._flush_pubacks()
+        self._inflight.clear()
+
+    def on_message(self, link, topic: str, payload: bytes, retain: bool) -> None:
+        if topic == topics.acks(self.device):
+            self._handle_ack(payload)
+        elif topic == topics.commands(self.device) and self.on_command is not None:
+            if self._commands is not None:
+                self._commands.put(payload)
+            else:
+                self.on_command(payload)
+        else:
+            log.warning("uplink: message on unexpected topic %s ignored", topic)
+
+    def on_puback(self, link, mid: int, reason_code: int) -> None:
+        seq = self._inflight.pop(mid, None)
+        if seq is None:
+            return
+        if reason_code >= 0x80:
+            log.error("uplink: broker refused event seq %d (reason code %d%s); it stays queued",
+                      seq, reason_code, ", not authorized: check the broker ACL" if
+                      reason_code == 135 else "")
+            return
+        self._acked_mids.append(seq)
+
+    def on_tick(self, link) -> None:
+        self._flush_pubacks()
+        now = time.monotonic()
+        if now - self._last_timeout_check >= min(5.0, self.ack_timeout_s / 2):
+            self._last_timeout_check = now
+            if self.outbox.requeue_sent(older_than_s=self.ack_timeout_s):
+                log.info("uplink: no ack within %.0f s; sending again", self.ack_timeout_s)
+                self._reset_cursors()
+            elif not self._inflight:
+                self._reset_cursors()  # picks up events the broker refused earlier
+        self._fill(link)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _reset_cursors(self) -> None:
+        self._backlog_cursor = self.outbox.acked_seq()
+        self._live_mark = self.outbox.stats().head_seq
+        self._live_cursor = self._live_mark
+
+    def _flush_pubacks(self) -> None:
+        if self._acked_mids:
+            self.outbox.mark_sent(self._acked_mids)
+            self._acked_mids = []
+
+    def _fill(self, link) -> None:
+        room = self.window - len(self._inflight)
+        if room <= 0:
+            return
+        backlog_share = max(1, room // 4)
+        batch = self.outbox.pending(room, after=self._live_cursor)
+        batch = batch[: room - backlog_share] if self._backlog_cursor < self._live_mark else batch
+        if self._backlog_cursor < self._live_mark:
+            older = self.outbox.pending(room - len(batch), after=self._backlog_cursor,
+                                        upto=self._live_mark)
+            if not older:
+                self._backlog_cursor = self._live_mark
+            batch = older + batch
+        for stored in batch:
+            mid = link.publish(topics.events(self.device), stored.payload, qos=1)
+            self._inflight[mid] = stored.seq
+            self.published += 1
+            if stored.seq > self._live_mark:
+                self._live_cursor = max(self._live_cursor, stored.seq)
+            else:
+                self._backlog_cursor = max(self._backlog_cursor, stored.seq)
+
+    def _handle_ack(self, payload: bytes) -> None:
+        try:
+            ack = parse_ack(payload, self.verifier, self.device)
+            if ack.seq <= self.acked_seq and ack.seq == self.outbox.acked_seq():
+                return  # the retained ack we already applied
+            pruned = self.outbox.acknowledge(ack.seq, ack.hash)
+        except CocoonError as exc:
+            self.rejected_acks += 1
+            log.warning("uplink: ack rejected: %s", exc)
+            return
+        self.acked_seq = ack.seq
+        log.debug("uplink: ingest acknowledged up to seq %d (%d pruned)", ack.seq, pruned)
+
+    def _command_worker(self) -> None:
+        while True:
+            payload = self._commands.get()
+            try:
+                self.on_command(payload)
+            except CocoonError as exc:
+                log.error("command handling failed: %s", exc)

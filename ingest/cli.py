@@ -1,0 +1,181 @@
+"""`cocoon-ingest`: run the reference receiver, show its state, and send signed commands."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import sys
+import threading
+import time
+
+import click
+
+from agent import topics
+from agent.cli import setup_logging
+from agent.commands import SIGNER_OF, make_command
+from agent.envelope import parse_json_object
+from agent.errors import CocoonError
+from agent.signing import generate_key_file, load_signer
+
+from .config import IngestConfig, load_ingest_config
+
+
+class _Ctx:
+    def __init__(self, path):
+        self.path = path
+        self._config = None
+
+    @property
+    def config(self) -> IngestConfig:
+        if self._config is None:
+            if not self.path:
+                raise click.UsageError("this command needs --config FILE")
+            self._config = load_ingest_config(self.path)
+        return self._config
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              envvar="COCOON_INGEST_CONFIG", help="The ingest's TOML configuration file.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.pass_context
+def cli(ctx, config_path, log_level) -> None:
+    """cocoon-ingest: the reference bank-side receiver of cocoon-agent events."""
+    setup_logging(log_level)
+    ctx.obj = _Ctx(config_path)
+
+
+@cli.command()
+@click.option("--echo", is_flag=True, help="Print one line per verified event on stdout.")
+@click.pass_obj
+def run(obj: _Ctx, echo: bool) -> None:
+    """Receive, verify, store and acknowledge events until SIGTERM or Ctrl-C."""
+    from .service import Ingest
+
+    ingest = Ingest(obj.config, echo=click.echo if echo else None)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    ingest.run(stop)
+
+
+@cli.command()
+@click.pass_obj
+def keygen(obj: _Ctx) -> None:
+    """Create the ingest's ack-signing key if absent and print its public key (give it to the
+    devices as [keys] ingest_public_key_file)."""
+    settings = obj.config.require_ingest()
+    signer = generate_key_file(settings.signing_key_file)
+    click.echo(signer.public_key_pem().decode(), nl=False)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_obj
+def status(obj: _Ctx, as_json: bool) -> None:
+    """Per device: last seen, acknowledged watermark, accepted/rejected counts, open alerts."""
+    from .store import IngestStore
+
+    store = IngestStore(obj.config.require_ingest().store_path)
+    try:
+        rows = store.devices()
+        for row in rows:
+            row["open_alerts"] = [a["kind"] for a in store.open_alerts(row["device"])]
+            row["last_seen_s_ago"] = None if not row["last_seen"] else int(
+                time.time() - row["last_seen"])
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo(f"{'device':20} {'last seen':>10} {'acked':>8} {'accepted':>9} {'dup':>5} "
+               f"{'rejected':>8}  alerts")
+    for r in rows:
+        seen = "-" if r["last_seen_s_ago"] is None else f"{r['last_seen_s_ago']}s ago"
+        click.echo(f"{r['device']:20} {seen:>10} {r['watermark']:>8} {r['accepted']:>9} "
+                   f"{r['duplicates']:>5} {r['rejected']:>8}  {', '.join(r['open_alerts']) or '-'}")
+
+
+@cli.command("send-command")
+@click.option("--key", "key_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="PEM private key of the bank or backend, whichever the type requires.")
+@click.option("--device", required=True, help="Target device id.")
+@click.option("--type", "type_", required=True, type=click.Choice(sorted(SIGNER_OF)))
+@click.option("--body", required=True, help="Command body as a JSON object.")
+@click.option("--expires", default=3600, show_default=True, type=click.IntRange(1, 30 * 86400),
+              help="Seconds until the command expires.")
+@click.option("--id", "command_id", default=None, help="Command id (default: a new UUID).")
+@click.pass_obj
+def send_command(obj: _Ctx, key_file, device, type_, body, expires, command_id) -> None:
+    """Sign a command and publish it to the device's commands topic (QoS 1).
+
+    Uses the [mqtt] section of --config (an operator's client certificate).
+
+    Example: cocoon-ingest --config operator.toml send-command --key bank.key --device st-01
+    --type payment.confirm --body '{"purchase": "st-01/42"}'
+    """
+    from agent.mqtt_link import LinkSettings, MqttLink
+
+    command = make_command(device, type_, parse_json_object(body, "--body"),
+                           load_signer(key_file), expires_in_s=expires, command_id=command_id)
+    payload = json.dumps(command).encode()
+    done = threading.Event()
+    result = {}
+
+    class OneShot:
+        mid = None
+
+        def on_connected(self, link):
+            self.mid = link.publish(topics.commands(device), payload, qos=1)
+
+        def on_disconnected(self, link, reason):
+            pass
+
+        def on_message(self, *args):
+            pass
+
+        def on_puback(self, link, mid, reason_code):
+            if mid == self.mid:
+                result["code"] = reason_code
+                done.set()
+
+        def on_tick(self, link):
+            pass
+
+    cfg = obj.config.mqtt
+    settings = dataclasses.replace(
+        LinkSettings.from_config(f"cmd-{command['id'][:12]}", cfg),
+        clean_start=True, session_expiry_s=0, reconnect_max_s=2.0)
+    link = MqttLink(settings, OneShot())
+    watchdog = threading.Timer(cfg.connack_timeout_s + 10, done.set)
+    watchdog.start()
+    link_thread = threading.Thread(target=link.run, args=(done,), daemon=True)
+    link_thread.start()
+    link_thread.join()
+    watchdog.cancel()
+    if "code" not in result:
+        raise click.ClickException(f"command not delivered: {link.status.last_error or 'timeout'}")
+    if result["code"] >= 0x80:
+        raise click.ClickException(f"broker refused the command (reason code {result['code']})")
+    click.echo(command["id"])
+
+
+def main(argv=None) -> None:
+    try:
+        cli.main(args=argv, prog_name="cocoon-ingest", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        sys.exit(130)
+    except CocoonError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The ingest's TOML configuration, validated once into frozen objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import DEVICE_ID_RE, REQUIRED, MqttConfig, Section, parse_mqtt, read_toml
+from agent.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    id: str
+    data_dir: Path
+    devices_dir: Path
+    signing_key_file: Path
+    group: str
+    heartbeat_interval_s: float
+    silence_intervals: int
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "ingest.sqlite"
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    path: Path
+    ingest: IngestSettings | None
+    mqtt: MqttConfig
+
+    def require_ingest(self) -> IngestSettings:
+        if self.ingest is None:
+            raise ConfigError(f"{self.path}: missing section [ingest]")
+        return self.ingest
+
+
+def load_ingest_config(path: str | Path) -> IngestConfig:
+    raw, path = read_toml(path)
+    unknown = sorted(set(raw) - {"ingest", "mqtt"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")
+    settings = None
+    if "ingest" in raw:
+        sec = Section(path, "ingest", raw["ingest"])
+        data_dir = sec.path("data_dir", REQUIRED)
+        settings = IngestSettings(
+            id=sec.str("id", "ingest", pattern=DEVICE_ID_RE),
+            data_dir=data_dir,
+            devices_dir=sec.path("devices_dir", REQUIRED),
+            signing_key_file=sec.path("signing_key_file", None) or data_dir / "ingest-signing.key",
+            group=sec.str("group", "ingest", pattern=DEVICE_ID_RE),
+            heartbeat_interval_s=sec.seconds("heartbeat_interval_s", 60, lo=0.05, hi=86400),
+            silence_intervals=sec.int("silence_intervals", 3, lo=1, hi=1000),
+        )
+    return IngestConfig(path, settings, parse_mqtt(path, raw.get("mqtt")))

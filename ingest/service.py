@@ -1,0 +1,112 @@
+"""The running ingest: a shared subscription to every device's events, a durable store, and
+signed cumulative acks on each device's (retained) acks topic.
+
+Messages are stored in batches (one fsync per batch) and acks are published only after the
+batch is committed. Several workers may share one stream through the MQTT shared subscription
+`$share/<group>/cocoon/v1/+/events`; see docs/ingest.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from agent import topics
+from agent.acks import make_ack
+from agent.mqtt_link import LinkSettings, MqttLink
+from agent.signing import load_signer
+
+from .config import IngestConfig
+from .registry import DeviceRegistry
+from .store import ACCEPTED, DUPLICATE, IngestStore
+
+log = logging.getLogger(__name__)
+
+SILENT = "device.silent"
+
+
+class Ingest:
+    """Link handler: everything runs in the link's thread."""
+
+    def __init__(self, config: IngestConfig, *, echo=None, batch_max: int = 500):
+        self.config = config
+        self.settings = config.require_ingest()
+        self.signer = load_signer(self.settings.signing_key_file)
+        self.registry = DeviceRegistry(self.settings.devices_dir)
+        self.store = IngestStore(self.settings.store_path)
+        self.echo = echo
+        self.batch_max = batch_max
+        self._inbox: list[tuple[str, bytes]] = []
+        self._last_silence_check = 0.0
+        self.stats = {"accepted": 0, "duplicate": 0, "rejected": 0, "acks": 0}
+        self.link = MqttLink(LinkSettings.from_config(self.settings.id, config.mqtt), self)
+
+    @property
+    def subscription(self) -> str:
+        return f"$share/{self.settings.group}/{topics.PREFIX}/+/events"
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("ingest %s starting; store %s", self.settings.id, self.store.path)
+        try:
+            self.link.run(stop)
+        finally:
+            self.store.close()
+
+    # -- link handler -------------------------------------------------------------------
+
+    def on_connected(self, link) -> None:
+        link.subscribe(self.subscription, qos=1)
+
+    def on_disconnected(self, link, reason: str) -> None:
+        pass  # messages already received stay in the inbox and are stored at the next tick
+
+    def on_message(self, link, topic: str, payload: bytes, retain: bool) -> None:
+        self._inbox.append((topic, payload))
+
+    def on_puback(self, link, mid: int, reason_code: int) -> None:
+        if reason_code >= 0x80:
+            log.error("ingest: broker refused an ack (reason code %d); check the ACL", reason_code)
+
+    def on_tick(self, link) -> None:
+        while self._inbox:
+            batch, self._inbox = self._inbox[: self.batch_max], self._inbox[self.batch_max:]
+            self._store_and_ack(link, batch)
+        now = time.monotonic()
+        if now - self._last_silence_check >= min(1.0, self.settings.heartbeat_interval_s):
+            self._last_silence_check = now
+            self.check_silence()
+
+    # -- work ------------------------------------------------------------------------------
+
+    def _store_and_ack(self, link, batch) -> None:
+        outcomes, moved = self.store.process_batch(batch, self.registry)
+        for o in outcomes:
+            self.stats[o.status] += 1
+            if o.status == ACCEPTED:
+                log.info("ingest: verified %s seq %d %s (%s)", o.device, o.seq, o.type,
+                         o.priority)
+                if self.store.close_alerts(o.device, SILENT):
+                    log.warning("ingest: device %s is heard again", o.device)
+            if self.echo and o.status == ACCEPTED:
+                self.echo(f"verified {o.device} seq {o.seq} {o.type} ({o.priority})")
+        for device, (seq, digest) in moved.items():
+            if seq == 0:
+                continue
+            ack = make_ack(device, seq, digest, self.signer)
+            link.publish(topics.acks(device), json.dumps(ack).encode(), qos=1, retain=True)
+            self.stats["acks"] += 1
+            log.info("ingest: acknowledged %s up to seq %d", device, seq)
+            if self.echo:
+                self.echo(f"acked    {device} up to seq {seq}")
+
+    def check_silence(self) -> None:
+        limit = self.settings.heartbeat_interval_s * self.settings.silence_intervals
+        now = time.time()
+        for dev in self.store.devices():
+            silent_for = now - (dev["last_seen"] or 0)
+            if silent_for > limit and self.store.open_alert(
+                    dev["device"], SILENT, f"no event for {int(silent_for)} s"):
+                log.warning("ingest: ALERT device %s silent for %d s (limit %d s)",
+                            dev["device"], silent_for, limit)

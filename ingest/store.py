@@ -1,0 +1,262 @@
+"""The ingest's store: events kept idempotently on (device, seq), chain links checked once both
+ends are here, and the cumulative watermark each ack reports.
+
+Events may arrive in any order (the agent sends live events ahead of its backlog, and resends
+after reconnects). An event is stored only if its signature verifies against the device's
+registered key, its seq is new (the same seq with other content is a replay or a forgery), and
+it agrees with every neighbour already stored: `prev` must equal the hash of seq-1 (or the
+`last_hash` of a declared skipped range ending at seq-1), and seq+1's `prev` must equal its hash.
+Whatever fails is counted, logged and kept out of the events table.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from agent import events, topics
+from agent.envelope import parse_json_object
+from agent.errors import EventFormatError, SignatureError
+from agent.migrations import migrate
+
+log = logging.getLogger(__name__)
+
+ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    device: str | None
+    seq: int | None = None
+    type: str | None = None
+    priority: str | None = None
+    reason: str = ""
+
+
+def _m001(db: sqlite_utils.Database) -> None:
+    db["events"].create(
+        {"device": str, "seq": int, "hash": str, "prev": str, "type": str, "priority": str,
+         "ts": str, "payload": bytes, "received_at": float},
+        pk=("device", "seq"),
+    )
+    db["skipped"].create(
+        {"device": str, "first": int, "last": int, "last_hash": str, "declared_by": int},
+        pk=("device", "first", "last"),
+    )
+    db["devices"].create(
+        {"device": str, "watermark": int, "watermark_hash": str, "last_seen": float,
+         "accepted": int, "duplicates": int, "rejected": int},
+        pk="device",
+    )
+    db["rejections"].create(
+        {"id": int, "device": str, "seq": int, "reason": str, "at": float}, pk="id"
+    )
+    db["alerts"].create(
+        {"id": int, "device": str, "kind": str, "detail": str, "opened_at": float,
+         "closed_at": float},
+        pk="id",
+    )
+
+
+MIGRATIONS = [("0001-ingest-store", _m001)]
+
+
+class IngestStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                    timeout=30)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        migrate(self.conn, MIGRATIONS)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- batches ------------------------------------------------------------------------
+
+    def process_batch(self, messages: list[tuple[str, bytes]], registry) -> tuple[
+            list[Outcome], dict[str, tuple[int, str]]]:
+        """Store a batch durably in one transaction; return outcomes and moved watermarks."""
+        outcomes, touched = [], set()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for topic, payload in messages:
+                outcome = self._process(topic, payload, registry)
+                outcomes.append(outcome)
+                if outcome.device and outcome.status != REJECTED:
+                    touched.add(outcome.device)
+            moved = {}
+            for device in sorted(touched):
+                before = self.watermark(device)
+                after = self._advance(device)
+                if after != before or any(o.status == DUPLICATE and o.device == device
+                                          for o in outcomes):
+                    moved[device] = after
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return outcomes, moved
+
+    def _process(self, topic: str, payload: bytes, registry) -> Outcome:
+        device = topics.device_of(topic)
+        try:
+            event = parse_json_object(payload, "event")
+            events.check_shape(event)
+        except EventFormatError as exc:
+            return self._reject(device, None, f"malformed: {exc}")
+        seq = event["seq"]
+        if event["device"] != device:
+            return self._reject(device, seq, f"event names device {event['device']!r} but came "
+                                             f"on the topic of {device!r}")
+        verifier = registry.get(device)
+        if verifier is None:
+            return self._reject(device, seq, "unknown device: no registered public key")
+        try:
+            events.verify(event, verifier)
+        except (SignatureError, EventFormatError) as exc:
+            return self._reject(device, seq, f"bad signature: {exc}")
+        digest = events.event_hash(event)
+        row = self.conn.execute("SELECT hash FROM events WHERE device=? AND seq=?",
+                                (device, seq)).fetchone()
+        if row:
+            if row[0] == digest:
+                self._count(device, "duplicates")
+                return Outcome(DUPLICATE, device, seq, event["type"], event["priority"])
+            return self._reject(device, seq, "seq already stored with other content "
+                                             "(replayed or forged event)")
+        problem = self._chain_problem(device, event, digest)
+        if problem:
+            return self._reject(device, seq, f"out of chain: {problem}")
+        self.conn.execute(
+            "INSERT INTO events (device, seq, hash, prev, type, priority, ts, payload, received_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (device, seq, digest, event["prev"], event["type"], event["priority"], event["ts"],
+             payload, time.time()))
+        if event["type"] == events.SEQ_SKIPPED:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO skipped (device, first, last, last_hash, declared_by)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(device, a, b, h, seq) for a, b, h in events.skipped_ranges(event)])
+        self._count(device, "accepted")
+        return Outcome(ACCEPTED, device, seq, event["type"], event["priority"])
+
+    def _chain_problem(self, device: str, event: dict, digest: str) -> str | None:
+        seq, prev = event["seq"], event["prev"]
+        if seq == 1:
+            if prev != events.GENESIS_PREV:
+                return "seq 1 must chain to 64 zeros"
+        else:
+            before = self.conn.execute("SELECT hash FROM events WHERE device=? AND seq=?",
+                                       (device, seq - 1)).fetchone()
+            if before and before[0] != prev:
+                return f"prev does not match the hash of seq {seq - 1}"
+            declared = self.conn.execute(
+                "SELECT last_hash FROM skipped WHERE device=? AND last=?", (device, seq - 1)
+            ).fetchone()
+            if not before and declared and declared[0] != prev:
+                return f"prev does not match the declared hash before the skipped seq {seq - 1}"
+        after = self.conn.execute("SELECT prev FROM events WHERE device=? AND seq=?",
+                                  (device, seq + 1)).fetchone()
+        if after and after[0] != digest:
+            return f"the stored seq {seq + 1} does not chain to this event"
+        if event["type"] == events.SEQ_SKIPPED:
+            try:
+                ranges = events.skipped_ranges(event)
+            except EventFormatError as exc:
+                return str(exc)
+            for _first, last, last_hash in ranges:
+                nxt = self.conn.execute("SELECT prev FROM events WHERE device=? AND seq=?",
+                                        (device, last + 1)).fetchone()
+                if nxt and nxt[0] != last_hash:
+                    return f"declared hash before seq {last + 1} does not match that event"
+        return None
+
+    def _reject(self, device: str | None, seq: int | None, reason: str) -> Outcome:
+        log.warning("ingest: rejected %s seq %s: %s", device, seq, reason)
+        self.conn.execute("INSERT INTO rejections (device, seq, reason, at) VALUES (?, ?, ?, ?)",
+                          (device, seq, reason[:500], time.time()))
+        if device:
+            self._count(device, "rejected")
+        return Outcome(REJECTED, device, seq, reason=reason)
+
+    def _count(self, device: str, column: str) -> None:
+        self.conn.execute(
+            "INSERT INTO devices (device, watermark, watermark_hash, last_seen, accepted,"
+            " duplicates, rejected) VALUES (?, 0, ?, ?, 0, 0, 0) ON CONFLICT(device) DO NOTHING",
+            (device, events.GENESIS_PREV, time.time()))
+        seen = ", last_seen = ?" if column != "rejected" else ""
+        args = (time.time(), device) if seen else (device,)
+        self.conn.execute(f"UPDATE devices SET {column} = {column} + 1{seen} WHERE device = ?",
+                          args)
+
+    # -- watermark ----------------------------------------------------------------------
+
+    def watermark(self, device: str) -> tuple[int, str]:
+        row = self.conn.execute("SELECT watermark, watermark_hash FROM devices WHERE device=?",
+                                (device,)).fetchone()
+        return (row[0], row[1]) if row else (0, events.GENESIS_PREV)
+
+    def _advance(self, device: str) -> tuple[int, str]:
+        wm, wm_hash = self.watermark(device)
+        nxt = wm + 1
+        while True:
+            row = self.conn.execute("SELECT hash FROM events WHERE device=? AND seq=?",
+                                    (device, nxt)).fetchone()
+            if row:
+                wm, wm_hash, nxt = nxt, row[0], nxt + 1
+                continue
+            rng = self.conn.execute(
+                "SELECT max(last) FROM skipped WHERE device=? AND first<=? AND last>=?",
+                (device, nxt, nxt)).fetchone()
+            if rng and rng[0] is not None:
+                nxt = rng[0] + 1
+                continue
+            break
+        self.conn.execute("UPDATE devices SET watermark=?, watermark_hash=? WHERE device=?",
+                          (wm, wm_hash, device))
+        return wm, wm_hash
+
+    # -- status & alerts ---------------------------------------------------------------
+
+    def devices(self) -> list[dict]:
+        cols = ["device", "watermark", "last_seen", "accepted", "duplicates", "rejected"]
+        rows = self.conn.execute(f"SELECT {', '.join(cols)} FROM devices ORDER BY device")
+        return [dict(zip(cols, r)) for r in rows.fetchall()]
+
+    def open_alerts(self, device: str | None = None) -> list[dict]:
+        sql = "SELECT id, device, kind, detail, opened_at FROM alerts WHERE closed_at IS NULL"
+        args: tuple = ()
+        if device:
+            sql, args = sql + " AND device = ?", (device,)
+        cols = ["id", "device", "kind", "detail", "opened_at"]
+        return [dict(zip(cols, r)) for r in self.conn.execute(sql, args).fetchall()]
+
+    def open_alert(self, device: str, kind: str, detail: str) -> bool:
+        if any(a["kind"] == kind for a in self.open_alerts(device)):
+            return False
+        self.conn.execute("INSERT INTO alerts (device, kind, detail, opened_at) VALUES (?,?,?,?)",
+                          (device, kind, detail, time.time()))
+        return True
+
+    def close_alerts(self, device: str, kind: str) -> int:
+        cur = self.conn.execute(
+            "UPDATE alerts SET closed_at=? WHERE device=? AND kind=? AND closed_at IS NULL",
+            (time.time(), device, kind))
+        return cur.rowcount
+
+    def stored_seqs(self, device: str) -> list[int]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT seq FROM events WHERE device=? ORDER BY seq", (device,)).fetchall()]
+
+    def payloads(self, device: str) -> list[bytes]:
+        return [bytes(r[0]) for r in self.conn.execute(
+            "SELECT payload FROM events WHERE device=? ORDER BY seq", (device,)).fetchall()]
