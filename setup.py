@@ -26,6 +26,7 @@ setup(
             "pytest-timeout>=2.2",
             "apsw>=3.45",
             "hypothesis>=6.90",
+            "jsonschema>=4.17",
         ],
     },
     entry_points={

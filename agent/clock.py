@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import time
 import uuid
 from datetime import datetime, timezone
@@ -44,14 +45,22 @@ def parse_utc_timestamp(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
 
 
-def _adjtimex_state() -> int | None:
+@functools.lru_cache(maxsize=1)
+def _adjtimex():
+    # Looked up once: find_library() runs `ldconfig -p` in a subprocess on every call, and the
+    # state is read for every sealed event inside the outbox's commit.
     libc_name = ctypes.util.find_library("c")
     if not libc_name:
         return None
     try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        adjtimex = libc.adjtimex
+        return ctypes.CDLL(libc_name, use_errno=True).adjtimex
     except (OSError, AttributeError):
+        return None
+
+
+def _adjtimex_state() -> int | None:
+    adjtimex = _adjtimex()
+    if adjtimex is None:
         return None
     # struct timex is ~208 bytes on 64-bit Linux; modes=0 (first field) only reads the state.
     buf = ctypes.create_string_buffer(512)

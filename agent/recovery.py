@@ -65,13 +65,27 @@ def quarantine(path: Path) -> Salvage:
             salvage.acked_seq, salvage.acked_hash = int(meta["acked_seq"]), meta["acked_hash"]
         except (sqlite3.DatabaseError, KeyError, ValueError) as exc:
             salvage.errors.append(f"meta: {exc}")
+        cols = "seq, priority, type, hash, payload, size, created"
         try:
-            for row in conn.execute(
-                "SELECT seq, priority, type, hash, payload, size, created FROM events ORDER BY seq"
-            ):
+            for row in conn.execute(f"SELECT {cols} FROM events ORDER BY seq"):
                 salvage.rows.append(row)
         except sqlite3.DatabaseError as exc:
             salvage.errors.append(f"events: {exc}")
+            # Past the damaged page, look events up one by one: a b-tree lookup may still
+            # reach rows that a full scan cannot.
+            start = salvage.rows[-1][0] + 1 if salvage.rows else 1
+            lost = 0
+            for seq in range(start, salvage.head_seq + 1):
+                try:
+                    row = conn.execute(f"SELECT {cols} FROM events WHERE seq = ?",
+                                       (seq,)).fetchone()
+                except sqlite3.DatabaseError:
+                    lost += 1
+                    continue
+                if row:
+                    salvage.rows.append(row)
+            if lost:
+                salvage.errors.append(f"events: {lost} rows unreadable")
     finally:
         conn.close()
     if salvage.rows and salvage.rows[-1][0] > salvage.head_seq:

@@ -47,3 +47,32 @@ def broker(pki, tmp_path):
 
 
 # --- end of local PKI / broker fixtures ------------------------------------
+
+
+# ---------------------------------------------------------------------------
+# Outbox and key fixtures for tests without a broker.
+# ---------------------------------------------------------------------------
+from agent.outbox import Outbox  # noqa: E402
+from agent.signing import Ed25519Signer  # noqa: E402
+
+
+@pytest.fixture
+def signer():
+    return Ed25519Signer.generate()
+
+
+@pytest.fixture
+def make_outbox(tmp_path, signer):
+    """Factory for outboxes on a temp file; all are closed at teardown."""
+    opened = []
+
+    def factory(name="outbox.sqlite", **kw):
+        kw.setdefault("telemetry_batch_ms", 0)
+        ob = Outbox(tmp_path / name, device=kw.pop("device", "dev-a"),
+                    signer=kw.pop("signer", signer), **kw)
+        opened.append(ob)
+        return ob
+
+    yield factory
+    for ob in opened:
+        ob.close()

@@ -1,0 +1,119 @@
+"""The event wire contract: the documented test vector, schemas, signing and refusals."""
+
+import json
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import jsonschema
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from agent import events
+from agent.envelope import canonical, sign_object, verify_object
+from agent.errors import EventFormatError, SignatureError
+from agent.events import Context, Draft
+from agent.signing import ES256Signer, Ed25519Signer, Verifier
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "events.md"
+
+
+def doc_block(tag: str) -> str:
+    text = DOC.read_text(encoding="utf-8")
+    m = re.search(r"```\w+ " + re.escape(tag) + r"\n(.*?)\n```", text, re.S)
+    assert m, f"docs/events.md has no block tagged {tag}"
+    return m.group(1)
+
+
+def vector_signer():
+    seed = bytes.fromhex(doc_block("vector:seed-hex").strip())
+    return Ed25519Signer(ed25519.Ed25519PrivateKey.from_private_bytes(seed))
+
+
+def test_documented_vector_byte_for_byte():
+    signer = vector_signer()
+    assert signer.public_key_pem().decode().strip() == doc_block("vector:public-key").strip()
+    assert signer.kid == doc_block("vector:kid").strip()
+    event = json.loads(doc_block("vector:event"))
+    unsigned = {k: v for k, v in event.items() if k != "sig"}
+    assert canonical(unsigned) == doc_block("vector:signed-bytes").encode("utf-8")
+    assert sign_object(unsigned, signer)["sig"] == doc_block("vector:sig").strip() == event["sig"]
+    assert events.event_hash(event) == doc_block("vector:hash").strip()
+    verifier = Verifier.from_pem(doc_block("vector:public-key").encode())
+    events.verify(event, verifier)
+
+
+def test_seal_reproduces_the_vector():
+    doc = json.loads(doc_block("vector:event"))
+    sealed = events.seal(
+        Draft(doc["type"], doc["priority"], doc["body"]), device=doc["device"], seq=doc["seq"],
+        prev=doc["prev"], signer=vector_signer(),
+        context=Context(doc["boot"], doc["ts"], doc["clock_synced"], doc["mono_ms"]))
+    assert sealed == doc
+
+
+@pytest.mark.parametrize("signer_cls", [Ed25519Signer, ES256Signer])
+def test_sealed_events_match_the_schema_and_verify(signer_cls):
+    signer = signer_cls.generate()
+    event = events.seal(Draft("test.thing", "alert", {"n": 1, "weight_g": "123"}),
+                        device="dev-a", seq=1, prev=events.GENESIS_PREV, signer=signer)
+    jsonschema.validate(event, json.loads(doc_block("schema:event")))
+    verifier = Verifier.from_pem(signer.public_key_pem())
+    events.verify(event, verifier)
+    if signer_cls is ES256Signer:
+        assert len(__import__("agent.signing").signing.b64url_decode(event["sig"])) == 64
+
+
+def test_every_field_is_covered_by_the_signature():
+    signer = Ed25519Signer.generate()
+    verifier = Verifier.from_pem(signer.public_key_pem())
+    event = events.seal(Draft("test.thing", "money", {"amount": "10.00"}), device="dev-a",
+                        seq=7, prev="a" * 64, signer=signer)
+    changes = {"seq": 8, "prev": "b" * 64, "type": "test.other", "priority": "telemetry",
+               "ts": "2020-01-01T00:00:00.000000Z", "clock_synced": not event["clock_synced"],
+               "mono_ms": event["mono_ms"] + 1, "body": {"amount": "10.01"},
+               "device": "dev-b", "boot": "00000000-0000-0000-0000-000000000000"}
+    for field, value in changes.items():
+        with pytest.raises(SignatureError):
+            events.verify({**event, field: value}, verifier)
+
+
+def test_wrong_key_and_wrong_alg_are_refused():
+    a, b = Ed25519Signer.generate(), ES256Signer.generate()
+    event = events.seal(Draft("test.thing", "money", {}), device="d", seq=1,
+                        prev=events.GENESIS_PREV, signer=a)
+    with pytest.raises(SignatureError):
+        events.verify(event, Verifier.from_pem(Ed25519Signer.generate().public_key_pem()))
+    with pytest.raises(SignatureError):
+        events.verify(event, Verifier.from_pem(b.public_key_pem()))
+
+
+@pytest.mark.parametrize("body", [
+    {"weight": 1.5}, {"amount": Decimal("1.50")}, {"big": 2**53}, {"nested": [{"x": 0.1}]},
+])
+def test_inexact_numbers_are_refused(body):
+    with pytest.raises(EventFormatError):
+        Draft("test.thing", "money", body)
+
+
+@pytest.mark.parametrize("type_,priority", [("Purchase", "money"), ("purchase", "money"),
+                                            ("a.b", "urgent")])
+def test_bad_type_or_priority_is_refused(type_, priority):
+    with pytest.raises(EventFormatError):
+        Draft(type_, priority, {})
+
+
+def test_shape_check_names_the_field():
+    signer = Ed25519Signer.generate()
+    event = events.seal(Draft("test.thing", "money", {}), device="dev-a", seq=1,
+                        prev=events.GENESIS_PREV, signer=signer)
+    with pytest.raises(EventFormatError, match="seq"):
+        events.check_shape({**event, "seq": "1"})
+    with pytest.raises(EventFormatError, match="unexpected"):
+        events.check_shape({**event, "extra": 1})
+
+
+def test_signed_envelope_without_sig_is_refused():
+    signer = Ed25519Signer.generate()
+    with pytest.raises(SignatureError):
+        verify_object({"a": 1}, Verifier.from_pem(signer.public_key_pem()))

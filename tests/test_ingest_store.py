@@ -1,0 +1,126 @@
+"""The ingest's store without a broker: idempotence, any order, chain checks, watermark."""
+
+import json
+import random
+
+import pytest
+
+from agent import events
+from agent.events import Draft
+from agent.signing import Ed25519Signer, Verifier
+from ingest.store import ACCEPTED, DUPLICATE, REJECTED, IngestStore
+
+
+class Registry:
+    def __init__(self, **keys):
+        self.keys = {d: Verifier.from_pem(s.public_key_pem()) for d, s in keys.items()}
+
+    def get(self, device):
+        return self.keys.get(device)
+
+
+def chain(signer, n, device="dev-a", start=1, prev=events.GENESIS_PREV, types=None):
+    out = []
+    for seq in range(start, start + n):
+        ev = events.seal(Draft((types or {}).get(seq, "test.x"), "money", {"seq": seq}),
+                         device=device, seq=seq, prev=prev, signer=signer)
+        prev = events.event_hash(ev)
+        out.append(ev)
+    return out
+
+
+def msg(ev, device=None):
+    return (f"cocoon/v1/{device or ev['device']}/events", json.dumps(ev).encode())
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = IngestStore(tmp_path / "ingest.sqlite")
+    yield s
+    s.close()
+
+
+def test_any_order_is_stored_once_and_the_watermark_follows(store):
+    signer = Ed25519Signer.generate()
+    reg = Registry(**{"dev-a": signer})
+    evs = chain(signer, 30)
+    shuffled = evs[:]
+    random.Random(4).shuffle(shuffled)
+    first, second = shuffled[:15], shuffled[15:]
+    out1, _ = store.process_batch([msg(e) for e in first], reg)
+    assert all(o.status == ACCEPTED for o in out1)
+    out2, moved = store.process_batch([msg(e) for e in second + first[:3]], reg)
+    assert [o.status for o in out2].count(DUPLICATE) == 3
+    assert moved["dev-a"] == (30, events.event_hash(evs[-1]))
+    assert store.stored_seqs("dev-a") == list(range(1, 31))
+
+
+def test_watermark_stops_at_the_first_hole(store):
+    signer = Ed25519Signer.generate()
+    reg = Registry(**{"dev-a": signer})
+    evs = chain(signer, 10)
+    _, moved = store.process_batch([msg(e) for e in evs[:4] + evs[5:]], reg)
+    assert moved["dev-a"][0] == 4
+    _, moved = store.process_batch([msg(evs[4])], reg)
+    assert moved["dev-a"][0] == 10
+
+
+def test_declared_skips_close_the_gap_and_are_chain_checked(store):
+    signer = Ed25519Signer.generate()
+    reg = Registry(**{"dev-a": signer})
+    evs = chain(signer, 6)  # 1..6; pretend 3..4 were evicted
+    decl = events.seal(Draft("seq.skipped", "alert", {"reason": "telemetry-evicted", "ranges": [
+        {"from": 3, "to": 4, "last_hash": events.event_hash(evs[3])}]}),
+        device="dev-a", seq=7, prev=events.event_hash(evs[5]), signer=signer)
+    out, moved = store.process_batch([msg(e) for e in evs[:2] + evs[4:]] + [msg(decl)], reg)
+    assert all(o.status == ACCEPTED for o in out)
+    assert moved["dev-a"] == (7, events.event_hash(decl))
+    # a declaration whose hash does not match the stored follower is refused
+    liar = events.seal(Draft("seq.skipped", "alert", {"reason": "x", "ranges": [
+        {"from": 3, "to": 4, "last_hash": "f" * 64}]}),
+        device="dev-a", seq=8, prev=events.event_hash(decl), signer=signer)
+    out, _ = store.process_batch([msg(liar)], reg)
+    assert out[0].status == REJECTED and "declared hash" in out[0].reason
+
+
+def test_forgeries_are_rejected_and_counted(store):
+    signer, other = Ed25519Signer.generate(), Ed25519Signer.generate()
+    reg = Registry(**{"dev-a": signer, "dev-b": other})
+    evs = chain(signer, 3)
+    store.process_batch([msg(e) for e in evs], reg)
+    flipped = json.loads(json.dumps(evs[1]))
+    flipped["body"]["seq"] = 99
+    wrong_key = chain(other, 4, device="dev-a")[3]
+    replay = events.seal(Draft("test.x", "money", {"replayed": True}), device="dev-a", seq=2,
+                         prev=events.event_hash(evs[0]), signer=signer)
+    bad_link = events.seal(Draft("test.x", "money", {}), device="dev-a", seq=4,
+                           prev="e" * 64, signer=signer)
+    cases = [
+        (msg(flipped), "bad signature"),
+        (msg(wrong_key), "bad signature"),
+        (msg(replay), "other content"),
+        (msg(bad_link), "out of chain"),
+        (msg(evs[0], device="dev-b"), "came on the topic"),
+        (msg(chain(other, 1, device="dev-z")[0]), "unknown device"),
+        (("cocoon/v1/dev-a/events", b"{not json"), "malformed"),
+        (("cocoon/v1/dev-a/events", b'{"v": 1}'), "malformed"),
+    ]
+    out, _ = store.process_batch([m for m, _ in cases], reg)
+    for (_, reason), outcome in zip(cases, out):
+        assert outcome.status == REJECTED and reason in outcome.reason, outcome
+    assert store.stored_seqs("dev-a") == [1, 2, 3]
+    dev = {d["device"]: d for d in store.devices()}
+    assert dev["dev-a"]["rejected"] >= 6
+    assert store.conn.execute("SELECT count(*) FROM rejections").fetchone()[0] == len(cases)
+
+
+def test_a_later_event_must_chain_to_an_earlier_stored_one(store):
+    signer = Ed25519Signer.generate()
+    reg = Registry(**{"dev-a": signer})
+    evs = chain(signer, 3)
+    store.process_batch([msg(evs[2])], reg)  # 3 arrives first
+    fork = events.seal(Draft("test.x", "money", {"fork": 1}), device="dev-a", seq=2,
+                       prev=events.event_hash(evs[0]), signer=signer)
+    out, _ = store.process_batch([msg(evs[0]), msg(fork), msg(evs[1])], reg)
+    assert [o.status for o in out] == [ACCEPTED, REJECTED, ACCEPTED]
+    assert "does not chain" in out[1].reason
