@@ -81,7 +81,7 @@ def check_capture(lines: Iterable[str | bytes], verifier: Verifier) -> Report:
             except EventFormatError as exc:
                 report.add("malformed", f"line {lineno}: {exc}")
 
-    first_seq = min(by_seq) if by_seq else 0
+    first_seq = min(by_seq) if by_seq else 1  # an empty capture has no gap
     for seq in sorted(by_seq):
         event, _ = by_seq[seq]
         if seq == 1:

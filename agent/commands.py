@@ -188,10 +188,16 @@ class Dispatcher:
     def _run_handler(self, cmd: Command) -> None:
         try:
             result = self.handlers[cmd.type](cmd)
-        except CocoonError as exc:
-            log.warning("command %s failed: %s", cmd.id, exc)
+            done = Draft("command.done", "alert",
+                         {"id": cmd.id, "type": cmd.type, "result": result or {}})
+        except Exception as exc:  # a handler's bug must not stop the commands after it
+            if isinstance(exc, CocoonError):
+                log.warning("command %s failed: %s", cmd.id, exc)
+                reason = str(exc)
+            else:
+                log.exception("command %s: handler for %s crashed", cmd.id, cmd.type)
+                reason = f"handler error: {type(exc).__name__}: {exc}"
             self.outbox.append(Draft("command.failed", "alert",
-                                     {"id": cmd.id, "type": cmd.type, "reason": str(exc)}))
+                                     {"id": cmd.id, "type": cmd.type, "reason": reason[:500]}))
             return
-        self.outbox.append(Draft("command.done", "alert",
-                                 {"id": cmd.id, "type": cmd.type, "result": result or {}}))
+        self.outbox.append(done)

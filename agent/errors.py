@@ -37,6 +37,11 @@ class OutboxFull(OutboxError):
     """
 
 
+class StaleAck(OutboxError):
+    """An ack below the current watermark: late (several ingest workers) or replayed. Harmless,
+    since it prunes nothing."""
+
+
 class OutboxCorrupt(OutboxError):
     """The outbox database failed its integrity check."""
 

@@ -71,6 +71,15 @@ class LinkHandler(Protocol):
     def on_tick(self, link: "MqttLink") -> None: ...
 
 
+def _certificate_refused(exc: BaseException) -> bool:
+    """True for TLS failures about certificates (either side's), not for network trouble."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return True
+    reason = str(getattr(exc, "reason", "") or "") if isinstance(exc, ssl.SSLError) else ""
+    return "ALERT" in reason and any(
+        word in reason for word in ("CERTIFICATE", "UNKNOWN_CA", "ACCESS_DENIED"))
+
+
 class Backoff:
     """Exponential backoff with full jitter (a random delay between 0 and the cap)."""
 
@@ -208,6 +217,11 @@ class MqttLink:
                                  clean_start=s.clean_start, properties=props)
         except (OSError, ssl.SSLError, ValueError) as exc:
             self.status.last_error = f"connect to {s.host}:{s.port} failed: {exc}"
+            if _certificate_refused(exc):
+                # Over TLS 1.2 a refused client certificate is a handshake alert, not a
+                # missing CONNACK; a server certificate we cannot verify is the same problem.
+                self.status.auth_failed = True
+                self.status.last_error += "; check [mqtt] cert_file, key_file and ca_file"
             log.warning("mqtt %s", self.status.last_error)
             return False
         deadline = time.monotonic() + s.connack_timeout_s

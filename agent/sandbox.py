@@ -108,7 +108,7 @@ class Site:
     def ingest_public_key(self) -> Path:
         return self.ingest_config.parent / "ingest-public.pem"
 
-    def add_device(self, device: str, **sections) -> Path:
+    def add_device(self, device: str, /, **sections) -> Path:
         """Create (or update) a device: cert, signing key, config, registration."""
         self.devices[device] = self.root / "devices" / device / "agent.toml"
         self.device_sections[device] = sections

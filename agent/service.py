@@ -127,6 +127,7 @@ class Agent:
         try:
             self.link.run(stop)
         finally:
+            self.uplink.close()
             self.outbox.close()
 
 

@@ -18,7 +18,7 @@ import time
 
 from . import topics
 from .acks import parse_ack
-from .errors import CocoonError
+from .errors import CocoonError, StaleAck
 from .signing import Verifier
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,13 @@ class Uplink:
         self.published = 0
         self.acked_seq = 0
         self.rejected_acks = 0
+        self.stale_acks = 0
         self._commands: queue.Queue | None = None
         if on_command is not None and commands_worker:
             self._commands = queue.Queue()
-            threading.Thread(target=self._command_worker, name="commands", daemon=True).start()
+            self._worker = threading.Thread(target=self._command_worker, name="commands",
+                                            daemon=True)
+            self._worker.start()
 
     # -- link events ----------------------------------------------------------------------
 
@@ -138,6 +141,10 @@ class Uplink:
             if ack.seq <= self.acked_seq and ack.seq == self.outbox.acked_seq():
                 return  # the retained ack we already applied
             pruned = self.outbox.acknowledge(ack.seq, ack.hash)
+        except StaleAck as exc:
+            self.stale_acks += 1
+            log.info("uplink: stale ack ignored: %s", exc)
+            return
         except CocoonError as exc:
             self.rejected_acks += 1
             log.warning("uplink: ack rejected: %s", exc)
@@ -145,9 +152,17 @@ class Uplink:
         self.acked_seq = ack.seq
         log.debug("uplink: ingest acknowledged up to seq %d (%d pruned)", ack.seq, pruned)
 
+    def close(self) -> None:
+        """Stop the command worker after the commands already queued (bounded wait)."""
+        if self._commands is not None:
+            self._commands.put(None)
+            self._worker.join(timeout=10)
+
     def _command_worker(self) -> None:
         while True:
             payload = self._commands.get()
+            if payload is None:
+                return
             try:
                 self.on_command(payload)
             except CocoonError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,15 +11,24 @@ from agent.config import DEVICE_ID_RE, REQUIRED, MqttConfig, Section, parse_mqtt
 from agent.errors import ConfigError
 
 
+WORKER_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 @dataclass(frozen=True)
 class IngestSettings:
     id: str
+    worker: str
     data_dir: Path
     devices_dir: Path
     signing_key_file: Path
     group: str
     heartbeat_interval_s: float
     silence_intervals: int
+
+    @property
+    def client_id(self) -> str:
+        """MQTT client id: unique per worker, or workers would take over each other's session."""
+        return f"{self.id}-{self.worker}"
 
     @property
     def store_path(self) -> Path:
@@ -47,6 +58,8 @@ def load_ingest_config(path: str | Path) -> IngestConfig:
         data_dir = sec.path("data_dir", REQUIRED)
         settings = IngestSettings(
             id=sec.str("id", "ingest", pattern=DEVICE_ID_RE),
+            worker=sec.str("worker", socket.gethostname().split(".")[0].lower() or "w",
+                           pattern=WORKER_RE),
             data_dir=data_dir,
             devices_dir=sec.path("devices_dir", REQUIRED),
             signing_key_file=sec.path("signing_key_file", None) or data_dir / "ingest-signing.key",
