@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import events
-from .errors import CocoonError, OutboxError, OutboxFull
+from .errors import CocoonError, OutboxError, OutboxFull, StaleAck
 from .events import Draft
 from .migrations import migrate
 from .outbox_schema import MIGRATIONS
@@ -173,8 +173,10 @@ class Outbox:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
+        except BaseException as exc:  # any driver's error: every caller must see the failure
             self._fail_all(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
             return
         try:
             meta = self._meta(conn)
@@ -352,7 +354,7 @@ class Outbox:
                 meta = self._meta(conn)
                 acked, head = int(meta["acked_seq"]), int(meta["head_seq"])
                 if seq < acked:
-                    raise OutboxError(f"ack for seq {seq} is below the watermark {acked}")
+                    raise StaleAck(f"ack for seq {seq} is below the watermark {acked}")
                 if seq > head:
                     raise OutboxError(f"ack for seq {seq} is beyond the last event {head}")
                 row = conn.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
