@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from .cli_scale import scale
 from .config import AgentConfig, load_config
 from .errors import CocoonError, OutboxFull
 from .events import Draft
@@ -167,6 +168,9 @@ def verify(public_key: str, capture) -> None:
         click.echo(problem)
     click.echo(report.summary())
     sys.exit(0 if report.ok else 1)
+
+
+cli.add_command(scale)
 
 
 def main(argv: list[str] | None = None) -> None:

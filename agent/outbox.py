@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import events
+from .durable import fsync_dir
 from .errors import CocoonError, OutboxError, OutboxFull, StaleAck
 from .events import Draft
 from .migrations import migrate
@@ -102,8 +103,11 @@ class Outbox:
         self._read_lock = threading.Lock()
         self._full_alerted = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
         self._conn = self._open()
         self._reader = self._open()
+        if created:
+            fsync_dir(self.path.parent)  # SQLite does not sync the new file's directory entry
 
     # -- opening -------------------------------------------------------------------------
 
@@ -210,7 +214,8 @@ class Outbox:
         for req in batch:
             req.seq = None
             req.error = exc if isinstance(exc, CocoonError) else OutboxError(
-                f"{self.path}: could not store the event ({exc}); it was NOT recorded"
+                f"{self.path}: could not store the event ({exc}); it may not have been "
+                "recorded: check the outbox before recording it again"
             )
 
     def _append_one(self, conn, req: _Request, state: "_Head", evicted: list) -> None:

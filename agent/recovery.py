@@ -39,7 +39,11 @@ def check(path: Path) -> str | None:
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        return str(exc)
+        # Only corruption is a reason to move the file aside; a lock or a passing I/O error
+        # must not quarantine a healthy outbox that another process has open.
+        if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+            return str(exc)
+        raise
     result = "; ".join(str(r[0]) for r in rows)
     return None if result == "ok" else result
 

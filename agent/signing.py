@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from .durable import fsync_dir
 from .errors import KeyFileError, SignatureError
 
 ED25519 = "Ed25519"
@@ -178,6 +179,7 @@ def generate_key_file(path: str | Path, alg: str = ED25519) -> _SoftwareSigner:
         fh.write(signer.private_key_pem())
         fh.flush()
         os.fsync(fh.fileno())
+    fsync_dir(path.parent)  # the key's directory entry too: a new device must not lose its key
     return signer
 
 
