@@ -1,12 +1,14 @@
 """Packaging for cocoon-agent: the edge agent, its drivers and the reference bank-side ingest."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="cocoon-agent",
     version="0.1.0",
     description="Edge agent for silkworm-cocoon purchase stations and bank-supervised warehouses",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["agent*", "drivers*", "firmware_bridge*", "ingest*"]),

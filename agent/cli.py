@@ -11,7 +11,6 @@ import logging
 import signal
 import sys
 import threading
-from pathlib import Path
 
 import click
 

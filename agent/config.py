@@ -198,7 +198,8 @@ def parse_config(raw: dict, path: Path) -> AgentConfig:
     known = {"device", "mqtt", "keys", "outbox", "simulate"}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; expected {sorted(known)}")
+        raise ConfigError(
+            f"{path}: unknown section(s) {', '.join(unknown)}; expected {sorted(known)}")
 
     dev = Section(path, "device", raw.get("device"))
     data_dir = dev.path("data_dir", REQUIRED)

@@ -9,7 +9,6 @@ Ctrl-C stops everything; running it again continues the same chain.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys

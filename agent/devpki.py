@@ -83,7 +83,7 @@ class LocalCA:
         self.key_file = self.directory / "ca.key"
 
     @classmethod
-    def create(cls, directory: Path, name: str = "cocoon-dev-ca") -> "LocalCA":
+    def create(cls, directory: Path, name: str = "cocoon-dev-ca") -> LocalCA:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         cert_file = directory / "ca.pem"
@@ -184,7 +184,8 @@ class LocalCA:
                 ),
                 critical=False,
             )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
                 critical=False,

@@ -33,7 +33,8 @@ def _check_values(obj: Any, where: str = "$") -> None:
         return
     if isinstance(obj, int):
         if abs(obj) > MAX_SAFE_INT:
-            raise EventFormatError(f"{where}: integer {obj} is outside +-2**53; send it as a string")
+            raise EventFormatError(
+                f"{where}: integer {obj} is outside +-2**53; send it as a string")
         return
     if isinstance(obj, float):
         raise EventFormatError(f"{where}: floats are not allowed; send exact values as strings")

@@ -20,6 +20,7 @@ FORMAT_VERSION = 1
 GENESIS_PREV = "0" * 64
 PRIORITIES = ("money", "alert", "telemetry")
 TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+DEVICE_RE = re.compile(r"^[a-z0-9-]+$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -61,7 +62,7 @@ class Context:
     mono_ms: int
 
     @classmethod
-    def now(cls) -> "Context":
+    def now(cls) -> Context:
         return cls(boot_id(), utc_timestamp(), wall_clock_synced(), mono_ms())
 
 
@@ -106,7 +107,7 @@ def check_shape(event: Any) -> dict:
         raise EventFormatError(f"event fields: missing {missing}, unexpected {extra}")
     checks = (
         ("v", event["v"] == FORMAT_VERSION and type(event["v"]) is int, f"{FORMAT_VERSION}"),
-        ("device", isinstance(event["device"], str) and re.fullmatch(r"[a-z0-9-]+", event["device"]),
+        ("device", isinstance(event["device"], str) and DEVICE_RE.match(event["device"]),
          "a device id [a-z0-9-]+"),
         ("boot", isinstance(event["boot"], str) and UUID_RE.match(event["boot"]), "a UUID"),
         ("seq", type(event["seq"]) is int and 1 <= event["seq"] <= 2**53 - 1, "an integer >= 1"),

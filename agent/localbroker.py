@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, Optional, Union
+from typing import IO, Union
 
 __all__ = ["DEFAULT_ACL", "LocalBroker", "LocalBrokerError", "find_mosquitto"]
 
@@ -125,7 +125,7 @@ class LocalBroker:
         key_file: StrPath,
         *,
         acl: str = DEFAULT_ACL,
-        port: Optional[int] = None,
+        port: int | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         self.workdir = Path(workdir)
@@ -135,8 +135,8 @@ class LocalBroker:
         self.acl = acl
         self._port = port
         self._host = host
-        self._proc: Optional[subprocess.Popen] = None
-        self._stderr: Optional[IO[bytes]] = None
+        self._proc: subprocess.Popen | None = None
+        self._stderr: IO[bytes] | None = None
         self.conf_file = self.workdir / "mosquitto.conf"
         self.acl_file = self.workdir / "mosquitto.acl"
         self.log_file = self.workdir / "mosquitto.log"
@@ -149,7 +149,7 @@ class LocalBroker:
         return self._host
 
     @property
-    def port(self) -> Optional[int]:
+    def port(self) -> int | None:
         """The listening port; None until the first start() if none was given."""
         return self._port
 
@@ -158,12 +158,12 @@ class LocalBroker:
         return self._proc is not None and self._proc.poll() is None
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
     # -- lifecycle ----------------------------------------------------------
 
-    def start(self) -> "LocalBroker":
+    def start(self) -> LocalBroker:
         if self.is_running:
             return self
         self._reap()
@@ -175,7 +175,7 @@ class LocalBroker:
             raise LocalBrokerError(f"{self._host}:{self._port} is already in use")
         self._write_config()
 
-        self._stderr = open(self.stderr_file, "ab")
+        self._stderr = open(self.stderr_file, "ab")  # noqa: SIM115 - lives as long as the broker
         self._proc = subprocess.Popen(
             [binary, "-c", str(self.conf_file)],
             stdin=subprocess.DEVNULL,
@@ -221,7 +221,7 @@ class LocalBroker:
             self._stderr.close()
             self._stderr = None
 
-    def __enter__(self) -> "LocalBroker":
+    def __enter__(self) -> LocalBroker:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

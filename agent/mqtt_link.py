@@ -23,8 +23,8 @@ from typing import Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class LinkSettings:
     session_expiry_s: int = 3600
 
     @classmethod
-    def from_config(cls, client_id: str, mqtt) -> "LinkSettings":
+    def from_config(cls, client_id: str, mqtt) -> LinkSettings:
         return cls(
             client_id=client_id, host=mqtt.host, port=mqtt.port, ca_file=mqtt.ca_file,
             cert_file=mqtt.cert_file, key_file=mqtt.key_file, keepalive_s=mqtt.keepalive_s,
@@ -60,15 +60,15 @@ class LinkSettings:
 class LinkHandler(Protocol):
     """Called from the link's thread only."""
 
-    def on_connected(self, link: "MqttLink") -> None: ...
+    def on_connected(self, link: MqttLink) -> None: ...
 
-    def on_disconnected(self, link: "MqttLink", reason: str) -> None: ...
+    def on_disconnected(self, link: MqttLink, reason: str) -> None: ...
 
-    def on_message(self, link: "MqttLink", topic: str, payload: bytes, retain: bool) -> None: ...
+    def on_message(self, link: MqttLink, topic: str, payload: bytes, retain: bool) -> None: ...
 
-    def on_puback(self, link: "MqttLink", mid: int, reason_code: int) -> None: ...
+    def on_puback(self, link: MqttLink, mid: int, reason_code: int) -> None: ...
 
-    def on_tick(self, link: "MqttLink") -> None: ...
+    def on_tick(self, link: MqttLink) -> None: ...
 
 
 def _certificate_refused(exc: BaseException) -> bool:
@@ -187,13 +187,12 @@ class MqttLink:
     def run(self, stop: threading.Event, tick_s: float = 0.05) -> None:
         """Connect, keep connected and pump the client until `stop` is set."""
         while not stop.is_set():
-            if not self.status.connected:
-                if not self._connect_once(stop):
-                    delay = self._backoff.next_delay()
-                    log.info("mqtt reconnect in %.2f s", delay)
-                    if stop.wait(delay):
-                        break
-                    continue
+            if not self.status.connected and not self._connect_once(stop):
+                delay = self._backoff.next_delay()
+                log.info("mqtt reconnect in %.2f s", delay)
+                if stop.wait(delay):
+                    break
+                continue
             rc = self._client.loop(timeout=tick_s)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and self.status.connected:
                 self._on_disconnect(self._client, None, None, paho.error_string(rc), None)
@@ -255,7 +254,7 @@ class MqttLink:
         self.status.connected = False  # our own disconnect is not a lost link
         try:
             self._client.disconnect()
-        except Exception:  # noqa: BLE001 - best effort on the way down
+        except Exception:
             pass
         self._client.loop(timeout=0.01)
         sock = self._client.socket()

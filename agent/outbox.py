@@ -126,7 +126,7 @@ class Outbox:
         for conn in (self._conn, self._reader):
             try:
                 conn.close()
-            except Exception:  # noqa: BLE001 - closing must not mask the caller's error
+            except Exception:
                 log.debug("outbox close failed", exc_info=True)
 
     def __enter__(self):
@@ -203,7 +203,7 @@ class Outbox:
         except BaseException as exc:
             try:
                 conn.execute("ROLLBACK")
-            except Exception:  # noqa: BLE001 - the original error is the one to report
+            except Exception:
                 log.debug("rollback failed", exc_info=True)
             self._fail_all(batch, exc)
             if not isinstance(exc, Exception):
@@ -218,7 +218,7 @@ class Outbox:
                 "recorded: check the outbox before recording it again"
             )
 
-    def _append_one(self, conn, req: _Request, state: "_Head", evicted: list) -> None:
+    def _append_one(self, conn, req: _Request, state: _Head, evicted: list) -> None:
         conn.execute("SAVEPOINT one")
         try:
             if req.within is not None:
@@ -247,7 +247,7 @@ class Outbox:
         state.used += len(payload)
         req.seq = seq
 
-    def _make_room(self, conn, priority: str, size: int, state: "_Head", evicted: list) -> None:
+    def _make_room(self, conn, priority: str, size: int, state: _Head, evicted: list) -> None:
         limit = self.capacity_bytes + (self.alert_reserve_bytes if priority == "alert" else 0)
         if state.used + size <= limit:
             if state.used + size < 0.9 * self.capacity_bytes:
@@ -274,7 +274,7 @@ class Outbox:
         evicted.extend(victims)
         log.warning("outbox full: evicted %d telemetry events (%d bytes)", len(victims), freed)
 
-    def _raise_full_alert(self, conn, state: "_Head", evicted: list) -> None:
+    def _raise_full_alert(self, conn, state: _Head, evicted: list) -> None:
         if self._full_alerted:
             return
         self._full_alerted = True
@@ -287,7 +287,7 @@ class Outbox:
         if alert.error:
             log.error("could not record the outbox.full alert: %s", alert.error)
 
-    def _declare_evictions(self, conn, state: "_Head", evicted: list[tuple[int, str]]) -> None:
+    def _declare_evictions(self, conn, state: _Head, evicted: list[tuple[int, str]]) -> None:
         evicted.sort()
         ranges: list[dict] = []
         for seq, h in evicted:
@@ -386,12 +386,12 @@ class Outbox:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                before = conn.execute("SELECT total_changes()").fetchone()[0]
                 if rows is None:
-                    cur = conn.execute(sql)
+                    conn.execute(sql)
                 else:
-                    cur = conn.executemany(sql, rows)
-                changed = conn.execute("SELECT changes()").fetchone()[0] if rows is None else (
-                    cur.rowcount if getattr(cur, "rowcount", -1) >= 0 else len(rows))
+                    conn.executemany(sql, rows)
+                changed = conn.execute("SELECT total_changes()").fetchone()[0] - before
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

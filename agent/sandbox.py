@@ -49,7 +49,7 @@ class Site:
     device_sections: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, root: Path, *, mqtt_overrides: dict | None = None) -> "Site":
+    def create(cls, root: Path, *, mqtt_overrides: dict | None = None) -> Site:
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o700)

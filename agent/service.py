@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from . import recovery
+from .clock import wall_clock_synced
 from .commands import BACKEND, BANK, Dispatcher
 from .config import AgentConfig
 from .events import Draft
@@ -20,7 +21,6 @@ from .mqtt_link import LinkSettings, MqttLink
 from .outbox import Outbox
 from .signing import Verifier, load_signer
 from .uplink import Uplink
-from .clock import wall_clock_synced
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Periodic:
             while not stop.is_set():
                 try:
                     self.fn()
-                except Exception:  # noqa: BLE001 - a producer fault must not kill the agent
+                except Exception:
                     log.exception("%s failed", self.name)
                 next_at += self.interval_s
                 stop.wait(max(0.0, next_at - time.monotonic()))
@@ -82,9 +82,8 @@ class Agent:
         self.outbox, _ = open_outbox(config, self.signer)
         keys = config.keys
         verifiers = {
-            BANK: Verifier.from_file(keys.bank_public_key_file) if keys.bank_public_key_file else None,
-            BACKEND: Verifier.from_file(keys.backend_public_key_file)
-            if keys.backend_public_key_file else None,
+            BANK: _optional_verifier(keys.bank_public_key_file),
+            BACKEND: _optional_verifier(keys.backend_public_key_file),
         }
         self.dispatcher = Dispatcher(config.device.id, self.outbox, verifiers)
         self.uplink = Uplink(
@@ -129,6 +128,10 @@ class Agent:
         finally:
             self.uplink.close()
             self.outbox.close()
+
+
+def _optional_verifier(path):
+    return Verifier.from_file(path) if path else None
 
 
 def _version() -> str:

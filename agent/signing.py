@@ -84,7 +84,7 @@ class Ed25519Signer(_SoftwareSigner):
     alg = ED25519
 
     @classmethod
-    def generate(cls) -> "Ed25519Signer":
+    def generate(cls) -> Ed25519Signer:
         return cls(ed25519.Ed25519PrivateKey.generate())
 
     def sign(self, data: bytes) -> bytes:
@@ -95,7 +95,7 @@ class ES256Signer(_SoftwareSigner):
     alg = ES256
 
     @classmethod
-    def generate(cls) -> "ES256Signer":
+    def generate(cls) -> ES256Signer:
         return cls(ec.generate_private_key(ec.SECP256R1()))
 
     def sign(self, data: bytes) -> bytes:
@@ -112,7 +112,7 @@ class Verifier:
     kid: str
 
     @classmethod
-    def from_public_key(cls, public_key) -> "Verifier":
+    def from_public_key(cls, public_key) -> Verifier:
         if isinstance(public_key, ed25519.Ed25519PublicKey):
             alg = ED25519
         elif isinstance(public_key, ec.EllipticCurvePublicKey) and isinstance(
@@ -124,7 +124,7 @@ class Verifier:
         return cls(public_key, alg, key_id(public_key))
 
     @classmethod
-    def from_pem(cls, pem: bytes) -> "Verifier":
+    def from_pem(cls, pem: bytes) -> Verifier:
         try:
             key = serialization.load_pem_public_key(pem)
         except ValueError as exc:
@@ -132,7 +132,7 @@ class Verifier:
         return cls.from_public_key(key)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Verifier":
+    def from_file(cls, path: str | Path) -> Verifier:
         try:
             pem = Path(path).read_bytes()
         except OSError as exc:

@@ -10,7 +10,6 @@ from pathlib import Path
 from agent.config import DEVICE_ID_RE, REQUIRED, MqttConfig, Section, parse_mqtt, read_toml
 from agent.errors import ConfigError
 
-
 WORKER_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 

@@ -20,7 +20,7 @@ from agent.signing import load_signer
 
 from .config import IngestConfig
 from .registry import DeviceRegistry
-from .store import ACCEPTED, DUPLICATE, IngestStore
+from .store import ACCEPTED, IngestStore
 
 log = logging.getLogger(__name__)
 

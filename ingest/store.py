@@ -230,7 +230,7 @@ class IngestStore:
     def devices(self) -> list[dict]:
         cols = ["device", "watermark", "last_seen", "accepted", "duplicates", "rejected"]
         rows = self.conn.execute(f"SELECT {', '.join(cols)} FROM devices ORDER BY device")
-        return [dict(zip(cols, r)) for r in rows.fetchall()]
+        return [dict(zip(cols, r, strict=True)) for r in rows.fetchall()]
 
     def open_alerts(self, device: str | None = None) -> list[dict]:
         sql = "SELECT id, device, kind, detail, opened_at FROM alerts WHERE closed_at IS NULL"
@@ -238,7 +238,7 @@ class IngestStore:
         if device:
             sql, args = sql + " AND device = ?", (device,)
         cols = ["id", "device", "kind", "detail", "opened_at"]
-        return [dict(zip(cols, r)) for r in self.conn.execute(sql, args).fetchall()]
+        return [dict(zip(cols, r, strict=True)) for r in self.conn.execute(sql, args).fetchall()]
 
     def open_alert(self, device: str, kind: str, detail: str) -> bool:
         if any(a["kind"] == kind for a in self.open_alerts(device)):

@@ -1,10 +1,8 @@
 """The cocoon-agent command line, run as a user runs it (a subprocess per command)."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -8,7 +8,7 @@ import pytest
 from agent.commands import BACKEND, BANK, Dispatcher, make_command
 from agent.envelope import parse_json_object
 from agent.errors import CommandRejected
-from agent.signing import ES256Signer, Ed25519Signer, Verifier
+from agent.signing import Ed25519Signer, ES256Signer, Verifier
 
 NOW = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
 
@@ -61,9 +61,10 @@ def test_valid_command_is_accepted_handled_and_recorded(setup, keys):
 ])
 def test_refusals_are_recorded_with_a_reason(setup, keys, case, reason):
     disp, outbox, handled = setup
-    make = lambda **kw: make_command(kw.pop("device", "dev-a"), kw.pop("type_", "payment.confirm"),
-                                     {"p": 1}, kw.pop("signer", keys["bank"]),
-                                     now=kw.pop("now", NOW), **kw)
+    def make(**kw):
+        return make_command(kw.pop("device", "dev-a"), kw.pop("type_", "payment.confirm"),
+                            {"p": 1}, kw.pop("signer", keys["bank"]), now=kw.pop("now", NOW), **kw)
+
     payload = {
         "expired": lambda: raw(make(now=NOW - timedelta(hours=2), expires_in_s=60)),
         "future": lambda: raw(make(now=NOW + timedelta(hours=1))),

@@ -13,7 +13,7 @@ from agent import events
 from agent.envelope import canonical, sign_object, verify_object
 from agent.errors import EventFormatError, SignatureError
 from agent.events import Context, Draft
-from agent.signing import ES256Signer, Ed25519Signer, Verifier
+from agent.signing import Ed25519Signer, ES256Signer, Verifier
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "events.md"
 

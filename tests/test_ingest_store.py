@@ -106,7 +106,7 @@ def test_forgeries_are_rejected_and_counted(store):
         (("cocoon/v1/dev-a/events", b'{"v": 1}'), "malformed"),
     ]
     out, _ = store.process_batch([m for m, _ in cases], reg)
-    for (_, reason), outcome in zip(cases, out):
+    for (_, reason), outcome in zip(cases, out, strict=True):
         assert outcome.status == REJECTED and reason in outcome.reason, outcome
     assert store.stored_seqs("dev-a") == [1, 2, 3]
     dev = {d["device"]: d for d in store.devices()}

@@ -148,7 +148,8 @@ def test_share_filter_acl_alone_delivers_nothing(pki, tmp_path):
         "topic read $share/+/cocoon/v1/+/events\n"
         "topic read cocoon/v1/+/acks\n"
     )
-    with LocalBroker(tmp_path, pki.ca.cert_file, pki.server.cert_file, pki.server.key_file, acl=acl) as b:
+    with LocalBroker(tmp_path, pki.ca.cert_file, pki.server.cert_file, pki.server.key_file,
+                     acl=acl) as b:
         ingest, dev_a = mqtt_client(pki, b, "ingest"), mqtt_client(pki, b, "dev-a")
         try:
             ingest_rec, dev_a_rec = Recorder(ingest), Recorder(dev_a)

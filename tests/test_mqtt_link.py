@@ -96,7 +96,7 @@ def test_backoff_is_exponential_with_full_jitter():
     backoff = Backoff(0.5, 8.0, random.Random(1))
     ceilings = [0.5, 1, 2, 4, 8, 8, 8]
     delays = [backoff.next_delay() for _ in ceilings]
-    assert all(0 <= d <= c for d, c in zip(delays, ceilings))
+    assert all(0 <= d <= c for d, c in zip(delays, ceilings, strict=True))
     assert len({round(d, 6) for d in delays}) == len(delays)  # jittered, not a fixed ladder
     many = [Backoff(1, 1, random.Random(i)).next_delay() for i in range(200)]
     assert min(many) < 0.1 and max(many) > 0.9  # full jitter spans the whole range

@@ -7,10 +7,9 @@ import threading
 
 import pytest
 
-from agent import events
 from agent.chain import check_capture
-from agent.errors import OutboxError, OutboxFull
 from agent.envelope import parse_json_object
+from agent.errors import OutboxError, OutboxFull
 from agent.events import Draft
 from agent.signing import Verifier
 
