@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import time
 
 import click
@@ -41,6 +42,9 @@ def protocols() -> None:
 @click.option("--protocol", "spec", required=True, help=PROTOCOL_HELP)
 @click.option("--baud", type=click.IntRange(min=50), default=None,
               help="Baud rate (default: the protocol's usual, 9600).")
+@click.option("--bits", default=None, metavar="8N1",
+              help="Data bits, parity (N, E, O) and stop bits, e.g. 7E1 for some Toledo "
+                   "indicators (default: the protocol's, usually 8N1).")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per line: readings (weight, unit, stable, ...), "
                    "rejected frames (error), answers (reply), port changes (link).")
@@ -63,10 +67,10 @@ def protocols() -> None:
                    "may be used for a sale.")
 @click.option("--min-divisions", type=click.IntRange(min=0), default=20, show_default=True,
               help="Minimum load in divisions, for --division.")
-def watch(url: str, spec: str, baud: int | None, as_json: bool, count: int | None,
-          seconds: float | None, commands: tuple[str, ...], every: float | None,
-          stable_count: int, stable_window: float, division: str | None,
-          min_divisions: int) -> None:
+def watch(url: str, spec: str, baud: int | None, bits: str | None, as_json: bool,
+          count: int | None, seconds: float | None, commands: tuple[str, ...],
+          every: float | None, stable_count: int, stable_window: float,
+          division: str | None, min_divisions: int) -> None:
     """Show each reading as it arrives, with stability and rejected frames.
 
     Runs until Ctrl-C, --count or --seconds. A vanished port (USB adapter unplugged) is
@@ -89,6 +93,7 @@ def watch(url: str, spec: str, baud: int | None, as_json: bool, count: int | Non
         SalePolicy,
         ScaleError,
         ScaleReader,
+        SerialSettings,
         StabilityDetector,
         check_sale,
         get_protocol,
@@ -101,6 +106,13 @@ def watch(url: str, spec: str, baud: int | None, as_json: bool, count: int | Non
         raise click.BadParameter(str(exc), param_hint="--protocol") from None
     except ScaleError as exc:
         raise click.BadParameter(str(exc), param_hint="--send") from None
+    settings = protocol.serial
+    if bits is not None:
+        match = re.fullmatch(r"([5-8])([NEO])([12])", bits.upper())
+        if not match:
+            raise click.BadParameter(f"{bits!r} is not like 8N1 or 7E1", param_hint="--bits")
+        settings = SerialSettings(**{**settings.as_kwargs(), "bytesize": int(match[1]),
+                                     "parity": match[2], "stopbits": int(match[3])})
     policy = None
     if division is not None:
         try:
@@ -114,7 +126,7 @@ def watch(url: str, spec: str, baud: int | None, as_json: bool, count: int | Non
         logging.getLogger("drivers.scale").setLevel(logging.ERROR)
     events: queue.Queue = queue.Queue()
     detector = StabilityDetector(stable_count, stable_window)
-    reader = ScaleReader(url, protocol, events.put, baudrate=baud)
+    reader = ScaleReader(url, protocol, events.put, settings=settings, baudrate=baud)
     deadline = None if seconds is None else time.monotonic() + seconds
     next_send = None
     frames = 0
