@@ -142,7 +142,9 @@ class Outbox:
 
         `within(execute)` runs inside the event's transaction before it is sealed, so that a
         side record (such as a seen command id) is stored if and only if the event is. If it
-        raises a CocoonError, nothing of this request is stored and the error is re-raised.
+        returns a dict, its members are added to the body (a number drawn in the transaction,
+        such as a voucher). If it raises a CocoonError, nothing of this request is stored and the
+        error is re-raised.
         """
         req = _Request(draft, within)
         with self._cond:
@@ -221,11 +223,14 @@ class Outbox:
     def _append_one(self, conn, req: _Request, state: _Head, evicted: list) -> None:
         conn.execute("SAVEPOINT one")
         try:
+            draft = req.draft
             if req.within is not None:
-                req.within(conn.execute)
+                extra = req.within(conn.execute)
+                if extra:  # e.g. a voucher number drawn in this very transaction
+                    draft = Draft(draft.type, draft.priority, {**draft.body, **extra})
             seq = state.seq + 1
             event = events.seal(
-                req.draft, device=self.device, seq=seq, prev=state.hash, signer=self.signer
+                draft, device=self.device, seq=seq, prev=state.hash, signer=self.signer
             )
             payload = events.encode(event)
             self._make_room(conn, req.draft.priority, len(payload), state, evicted)
