@@ -124,7 +124,7 @@ class Dispatcher:
                     "id": cmd.id, "type": cmd.type, "kid": cmd.kid,
                     "issued": utc_timestamp(cmd.issued), "expires": utc_timestamp(cmd.expires),
                 }),
-                within=lambda execute: self._remember(execute, cmd),
+                within=lambda execute, seq: self._remember(execute, cmd),
             )
         except CommandRejected as exc:
             self._refuse(summary, str(exc))

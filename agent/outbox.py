@@ -140,7 +140,7 @@ class Outbox:
     def append(self, draft: Draft, *, within: Callable | None = None) -> int:
         """Seal, sign and durably store one event; return its sequence number.
 
-        `within(execute)` runs inside the event's transaction before it is sealed, so that a
+        `within(execute, seq)` runs inside the event's transaction before it is sealed, so that a
         side record (such as a seen command id) is stored if and only if the event is. If it
         returns a dict, its members are added to the body (a number drawn in the transaction,
         such as a voucher). If it raises a CocoonError, nothing of this request is stored and the
@@ -224,11 +224,11 @@ class Outbox:
         conn.execute("SAVEPOINT one")
         try:
             draft = req.draft
+            seq = state.seq + 1
             if req.within is not None:
-                extra = req.within(conn.execute)
+                extra = req.within(conn.execute, seq)
                 if extra:  # e.g. a voucher number drawn in this very transaction
                     draft = Draft(draft.type, draft.priority, {**draft.body, **extra})
-            seq = state.seq + 1
             event = events.seal(
                 draft, device=self.device, seq=seq, prev=state.hash, signer=self.signer
             )
@@ -385,6 +385,15 @@ class Outbox:
                 conn.execute("ROLLBACK")
                 raise
         return freed[0]
+
+    def read(self, sql: str, args: tuple | list = ()) -> list[tuple]:
+        """Run a read-only query on the outbox's reader connection (for station records)."""
+        with self._read_lock:
+            return self._reader.execute(sql, args).fetchall()
+
+    def write(self, sql: str, rows: list | None = None) -> int:
+        """Run one statement (or one per row) in its own transaction; return rows changed."""
+        return self._write(sql, rows)
 
     def _write(self, sql: str, rows: list | None = None) -> int:
         with self._commit_lock:

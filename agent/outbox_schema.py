@@ -44,7 +44,20 @@ def _m002_seen_commands(db: sqlite_utils.Database) -> None:
     db["seen_commands"].create({"id": str, "expires": str, "seen_at": float}, pk="id")
 
 
+def _m003_sales(db: sqlite_utils.Database) -> None:
+    # Station records kept beside the events they belong to, written in the same transaction.
+    db["vouchers"].create({"day": str, "last": int}, pk="day")
+    db["sales"].create(
+        {"seq": int, "voucher": str, "farmer_id": str, "card_uid": str, "net_g": int,
+         "amount": str, "created": float, "paid_at": float, "payment_ref": str,
+         "voided_by": int},
+        pk="seq",
+    )
+    db["sales"].create_index(["voucher"], unique=True)
+
+
 MIGRATIONS = [
     ("0001-events-and-meta", _m001_events),
     ("0002-seen-commands", _m002_seen_commands),
+    ("0003-station-sales", _m003_sales),
 ]

@@ -31,7 +31,7 @@ def test_append_is_durable_and_numbered_from_one(make_outbox, tmp_path):
     rows = conn.execute("SELECT seq, priority, state FROM events ORDER BY seq").fetchall()
     assert rows == [(1, "money", 0), (2, "money", 0), (3, "money", 0)]
     names = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
-    assert names == {"0001-events-and-meta", "0002-seen-commands"}
+    assert names == {"0001-events-and-meta", "0002-seen-commands", "0003-station-sales"}
 
 
 def test_chain_links_and_signatures(make_outbox, signer):
@@ -199,7 +199,7 @@ def test_a_failed_commit_consumes_no_number(make_outbox):
     ob = make_outbox()
     ob.append(Draft("test.x", "money", {}))
 
-    def boom(execute):
+    def boom(execute, seq):
         raise OutboxError("side record failed")
 
     with pytest.raises(OutboxError, match="side record"):

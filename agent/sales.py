@@ -1,0 +1,97 @@
+"""The station's sales: voucher numbers and the sale records kept beside the events.
+
+A voucher number is the device id, the day and a counter for that day
+(`station-01-20260601-0007`). It is drawn inside the transaction that makes the
+`purchase.recorded` event durable, so a number exists if and only if its sale does, it is never
+reused (not even after a power cut), and vouchers of different scales never collide because each
+scale's agent has its own device id. If the clock is set back, the day's counter continues from
+where it was, so numbers stay unique.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .errors import CocoonError
+
+
+class SaleNotFound(CocoonError):
+    """A payment confirmation or void names a sale this station never recorded."""
+
+
+@dataclass(frozen=True)
+class Sale:
+    seq: int
+    voucher: str
+    farmer_id: str
+    net_g: int
+    amount: str
+    created: float
+    paid_at: float | None
+    payment_ref: str | None
+    voided_by: int | None
+
+
+def day_of(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%d")
+
+
+def recorder(device: str, body: dict, now: float | None = None) -> Callable:
+    """The `within` callback for a purchase: draws the voucher and stores the sale row.
+
+    Returns the members to add to the event body.
+    """
+    now = time.time() if now is None else now
+
+    def within(execute, seq: int) -> dict:
+        day = day_of(now)
+        row = execute("SELECT last FROM vouchers WHERE day = ?", (day,)).fetchone()
+        number = (row[0] if row else 0) + 1
+        execute("INSERT INTO vouchers (day, last) VALUES (?, ?) "
+                "ON CONFLICT(day) DO UPDATE SET last = excluded.last", (day, number))
+        voucher = f"{device}-{day}-{number:04d}"
+        execute(
+            "INSERT INTO sales (seq, voucher, farmer_id, card_uid, net_g, amount, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (seq, voucher, body["farmer"]["farmer_id"], body["farmer"]["card_uid"],
+             int(body["scale"]["net_g"]), body["amount"], now))
+        return {"voucher": voucher}
+
+    return within
+
+
+def _sale(row) -> Sale:
+    return Sale(*row)
+
+
+_COLUMNS = "seq, voucher, farmer_id, net_g, amount, created, paid_at, payment_ref, voided_by"
+
+
+def find(outbox, *, seq: int | None = None, voucher: str | None = None) -> Sale:
+    if seq is not None:
+        rows = outbox.read(f"SELECT {_COLUMNS} FROM sales WHERE seq = ?", (seq,))
+    else:
+        rows = outbox.read(f"SELECT {_COLUMNS} FROM sales WHERE voucher = ?", (voucher,))
+    if not rows:
+        raise SaleNotFound(f"no sale {voucher or seq} at this station")
+    return _sale(rows[0])
+
+
+def since(outbox, ts: float) -> list[Sale]:
+    return [_sale(r) for r in outbox.read(
+        f"SELECT {_COLUMNS} FROM sales WHERE created >= ? ORDER BY seq", (ts,))]
+
+
+def mark_paid(outbox, voucher: str, payment_ref: str, paid_at: float | None = None) -> Sale:
+    find(outbox, voucher=voucher)
+    outbox.write("UPDATE sales SET paid_at = ?, payment_ref = ? WHERE voucher = ?",
+                 [(paid_at or time.time(), payment_ref, voucher)])
+    return find(outbox, voucher=voucher)
+
+
+def mark_voided(outbox, seq: int, void_seq: int) -> None:
+    find(outbox, seq=seq)
+    outbox.write("UPDATE sales SET voided_by = ? WHERE seq = ?", [(void_seq, seq)])
