@@ -19,6 +19,7 @@ setup(
         "rfc8785>=0.1.4",
         "click>=8.1",
         "pyserial>=3.5",
+        "python-escpos>=3.1",
     ],
     extras_require={
         # Hardware access. pyscard needs libpcsclite-dev to build; RPi.GPIO only imports on a Pi.
