@@ -1,0 +1,146 @@
+"""The station at run time: carries out what the purchase flow asks for.
+
+One thread owns the flow. Inputs (cards, scale updates, the clerk's keys, ticks) arrive on a
+queue from any thread; each effect the flow returns is carried out here and its outcome fed back
+at once, in order: record the purchase durably (drawing the voucher in the same transaction),
+write the sale to the card, print the voucher, show messages, sound the buzzer. Nothing here
+decides anything about the sale; the flow does.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+from . import purchase as p
+from . import sales
+from .errors import CocoonError
+from .events import Draft
+
+log = logging.getLogger(__name__)
+
+
+class Station:
+    def __init__(self, device: str, outbox, *, write_card: Callable[[p.Farmer, dict], None],
+                 display: Callable[[str], None] = lambda text: None,
+                 buzzer: Callable[[str], None] = lambda kind: None,
+                 printer=None, timeouts: p.Timeouts | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.device = device
+        self.outbox = outbox
+        self.flow = p.PurchaseFlow(device, timeouts or p.Timeouts())
+        self.write_card = write_card
+        self.display = display
+        self.buzzer = buzzer
+        self.printer = printer
+        self.clock = clock
+        self.inputs: queue.Queue = queue.Queue()
+        self.last_voucher: dict | None = None
+
+    # -- feeding ----------------------------------------------------------------------
+
+    def submit(self, event) -> None:
+        """Queue an input for the flow (thread-safe)."""
+        self.inputs.put(event)
+
+    def run(self, stop: threading.Event, tick_s: float = 0.5) -> None:
+        while not stop.is_set():
+            try:
+                event = self.inputs.get(timeout=tick_s)
+            except queue.Empty:
+                event = p.Tick()
+            self.handle(event)
+
+    def handle(self, event) -> None:
+        """Process one input and everything that follows from it, synchronously."""
+        pending = [event]
+        while pending:
+            effects = self.flow.handle(pending.pop(0), self.clock())
+            for effect in effects:
+                outcome = self._carry_out(effect)
+                if outcome is not None:
+                    pending.append(outcome)
+
+    # -- effects ------------------------------------------------------------------------
+
+    def _carry_out(self, effect):
+        if isinstance(effect, p.Show):
+            self.display(effect.text)
+        elif isinstance(effect, p.Beep):
+            self.buzzer(effect.kind)
+        elif isinstance(effect, p.RecordPurchase):
+            return self._record_purchase(effect.body)
+        elif isinstance(effect, p.RecordEvent):
+            self._record(Draft(effect.type, effect.priority, effect.body))
+            if effect.type == "purchase.voided":
+                sales.mark_voided(self.outbox, effect.body["original_seq"],
+                                  self.outbox.stats().head_seq)
+        elif isinstance(effect, p.WriteCard):
+            try:
+                self.write_card(effect.farmer, effect.sale)
+            except CocoonError as exc:
+                log.warning("card write failed for sale %s: %s", effect.sale.get("voucher"), exc)
+                return p.CardWriteFailed(str(exc))
+            return p.CardWritten()
+        elif isinstance(effect, p.PrintVoucher):
+            self._print(effect.voucher)
+        else:
+            raise TypeError(f"unknown effect {effect!r}")
+        return None
+
+    def _record_purchase(self, body: dict):
+        try:
+            seq = self.outbox.append(Draft("purchase.recorded", "money", body),
+                                     within=sales.recorder(self.device, body))
+        except CocoonError as exc:
+            log.error("purchase not recorded: %s", exc)
+            return p.RecordFailed(str(exc))
+        voucher = sales.find(self.outbox, seq=seq).voucher
+        log.info("purchase recorded: seq %d voucher %s amount %s", seq, voucher, body["amount"])
+        return p.Recorded(seq, voucher)
+
+    def _record(self, draft: Draft) -> None:
+        try:
+            self.outbox.append(draft)
+        except CocoonError as exc:
+            log.error("could not record %s: %s", draft.type, exc)
+            self.display(f"WARNING: could not record {draft.type}: {exc}")
+
+    def _print(self, voucher: dict) -> None:
+        self.last_voucher = voucher
+        if self.printer is None:
+            return
+        from drivers.printer import PrinterError, print_voucher
+
+        try:
+            print_voucher(self.printer, voucher)
+        except PrinterError as exc:
+            log.error("%s", exc)
+            self.display(f"Printer fault: {exc}. The sale is recorded; print it again.")
+            self._record(Draft("printer.failed", "alert",
+                               {"voucher": voucher["voucher"], "reason": str(exc)[:300]}))
+
+
+def payment_handler(outbox, on_paid: Callable[[sales.Sale], None] = lambda sale: None):
+    """Handler for the bank's `payment.confirm` command: marks the sale paid.
+
+    Body: `voucher`, `payment_ref`, and optionally `amount` (checked against the sale)."""
+
+    def handle(cmd) -> dict:
+        body = cmd.body
+        voucher, ref = body.get("voucher"), body.get("payment_ref")
+        if not isinstance(voucher, str) or not isinstance(ref, str) or not ref:
+            raise CocoonError("payment.confirm needs a voucher and a payment_ref")
+        sale = sales.find(outbox, voucher=voucher)
+        if "amount" in body and Decimal(str(body["amount"])) != Decimal(sale.amount):
+            raise CocoonError(f"payment amount {body['amount']} does not match the sale's "
+                              f"amount {sale.amount} for voucher {voucher}")
+        paid = sales.mark_paid(outbox, voucher, ref)
+        on_paid(paid)
+        return {"voucher": voucher, "seq": paid.seq, "payment_ref": ref}
+
+    return handle

@@ -1,0 +1,116 @@
+"""The station runtime with a real outbox: effects carried out, outcomes fed back."""
+
+from decimal import Decimal
+
+import pytest
+
+from agent import purchase as p
+from agent import sales
+from agent.commands import Command
+from agent.envelope import parse_json_object
+from agent.errors import CocoonError, OutboxFull
+from agent.station import Station, payment_handler
+from drivers.printer import open_printer
+
+CLERK = p.Staff("s-01", "Clerk Li", "clerk")
+FARMER = p.Farmer("04a1b2c3", "cpu", "F-0001", "Zhang San", "acct-1", 7)
+GOOD = p.Weighing("scale-1", 52_400, 60, 52_340, True, True, frames_digest="d" * 64)
+PRICED = p.Priced("+1", Decimal("38.50"), Decimal("2015.09"), {"table": "t:1"})
+
+
+class Clock:
+    t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def rig(make_outbox):
+    written, shown, beeps = [], [], []
+    outbox = make_outbox()
+    printer = open_printer("dummy://")
+
+    faults = {"card": False}
+
+    def write_card(farmer, sale):
+        if faults["card"]:
+            raise CocoonError("card removed")
+        written.append(sale)
+
+    station = Station("station-01", outbox, write_card=write_card, display=shown.append,
+                      buzzer=beeps.append, printer=printer, clock=Clock())
+    station.faults = faults
+    return station, outbox, written, shown, printer
+
+
+def sell(station):
+    for event in (p.StaffCard(CLERK), p.ScaleUpdate(GOOD), p.FarmerCard(FARMER),
+                  p.Graded(PRICED), p.Confirm()):
+        station.handle(event)
+
+
+def stored(outbox):
+    return [parse_json_object(s.payload) for s in outbox.pending(100)]
+
+
+def test_a_sale_is_recorded_written_and_printed(rig):
+    station, outbox, written, shown, printer = rig
+    sell(station)
+    (event,) = [e for e in stored(outbox) if e["type"] == "purchase.recorded"]
+    voucher = event["body"]["voucher"]
+    assert voucher.startswith("station-01-") and event["priority"] == "money"
+    assert written == [{**written[0], "voucher": voucher, "seq": event["seq"]}]
+    assert voucher.encode() in printer.output
+    assert any(voucher in text for text in shown)
+    assert station.flow.phase is p.Phase.READY
+    assert sales.find(outbox, voucher=voucher).amount == "2015.09"
+
+
+def test_card_write_failure_is_recorded_and_the_sale_stands(rig):
+    station, outbox, written, shown, _ = rig
+    station.faults["card"] = True
+    sell(station)
+    types = [e["type"] for e in stored(outbox)]
+    assert types == ["purchase.recorded", "card.write_failed"]
+
+
+def test_a_full_outbox_refuses_the_sale_and_records_nothing(make_outbox):
+    outbox = make_outbox(name="full.sqlite", capacity_bytes=64 * 1024, alert_reserve_bytes=4096)
+    for pad in (3000, 300, 30):  # fill it up to the last few bytes
+        with pytest.raises(OutboxFull):
+            while True:
+                outbox.append(p_draft(pad))
+    shown = []
+    station = Station("station-01", outbox, write_card=lambda f, s: None, display=shown.append,
+                      clock=Clock())
+    before = outbox.stats().head_seq
+    sell(station)
+    assert any("SALE NOT RECORDED" in t for t in shown)
+    assert station.flow.phase is p.Phase.CONFIRMING
+    assert sales.since(outbox, 0) == []
+    assert outbox.stats().head_seq == before
+
+
+def p_draft(pad):
+    from agent.events import Draft
+    return Draft("test.filler", "money", {"pad": "x" * pad})
+
+
+def test_payment_confirmation_marks_the_sale_paid(rig):
+    station, outbox, *_ = rig
+    sell(station)
+    voucher = sales.since(outbox, 0)[0].voucher
+    paid = []
+    handler = payment_handler(outbox, paid.append)
+    cmd = Command("c1", "station-01", "payment.confirm", None, None,
+                  {"voucher": voucher, "payment_ref": "B-77", "amount": "2015.09"}, "k")
+    assert handler(cmd)["payment_ref"] == "B-77"
+    assert paid[0].paid_at and sales.find(outbox, voucher=voucher).payment_ref == "B-77"
+    wrong = Command("c2", "station-01", "payment.confirm", None, None,
+                    {"voucher": voucher, "payment_ref": "B-78", "amount": "1.00"}, "k")
+    with pytest.raises(CocoonError, match="does not match"):
+        handler(wrong)
+    with pytest.raises(sales.SaleNotFound):
+        handler(Command("c3", "station-01", "payment.confirm", None, None,
+                        {"voucher": "nope", "payment_ref": "x"}, "k"))
