@@ -68,7 +68,16 @@ def _adjtimex_state() -> int | None:
     return None if state < 0 else state
 
 
+TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
+
+
 def wall_clock_synced() -> bool:
-    """True when the kernel says NTP has synchronised the clock (adjtimex state != TIME_ERROR)."""
+    """True when the kernel says NTP has synchronised the clock (adjtimex state != TIME_ERROR).
+
+    Under the hardened systemd unit (ProtectClock=) adjtimex is refused; then the flag file
+    that systemd-timesyncd keeps while synchronised decides.
+    """
     state = _adjtimex_state()
-    return state is not None and state != _TIME_ERROR
+    if state is None:
+        return TIMESYNC_FLAG.exists()
+    return state != _TIME_ERROR

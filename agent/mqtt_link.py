@@ -115,6 +115,7 @@ class MqttLink:
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
         self._client: paho.Client | None = None
         self._connack: tuple[bool, str] | None = None
+        self.loops = 0  # iterations of the owning loop: the watchdog's sign of progress
 
     # -- client construction ------------------------------------------------------------
 
@@ -187,10 +188,11 @@ class MqttLink:
     def run(self, stop: threading.Event, tick_s: float = 0.05) -> None:
         """Connect, keep connected and pump the client until `stop` is set."""
         while not stop.is_set():
+            self.loops += 1
             if not self.status.connected and not self._connect_once(stop):
                 delay = self._backoff.next_delay()
                 log.info("mqtt reconnect in %.2f s", delay)
-                if stop.wait(delay):
+                if self._sleep(stop, delay):
                     break
                 continue
             rc = self._client.loop(timeout=tick_s)
@@ -201,6 +203,15 @@ class MqttLink:
             except ConnectionError as exc:
                 log.warning("mqtt link: %s", exc)
         self._close()
+
+    def _sleep(self, stop: threading.Event, delay: float) -> bool:
+        """Wait out a backoff in short slices, so that `loops` shows the thread is alive."""
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            if stop.wait(min(left, 1.0)):
+                return True
+            self.loops += 1
+        return stop.is_set()
 
     def _connect_once(self, stop: threading.Event) -> bool:
         s = self.settings

@@ -19,6 +19,7 @@ from .config import AgentConfig
 from .events import Draft
 from .mqtt_link import LinkSettings, MqttLink
 from .outbox import Outbox
+from .sdnotify import Notifier, Watchdog, watchdog_interval_s
 from .signing import Verifier, load_signer
 from .uplink import Uplink
 
@@ -118,14 +119,24 @@ class Agent:
             "link_connected": self.link.status.connected,
         }))
 
-    def run(self, stop: threading.Event) -> None:
+    def progress(self) -> tuple[int, int]:
+        """Moves while the agent works: the link loop turns and the outbox answers."""
+        return self.link.loops, self.outbox.stats().head_seq
+
+    def run(self, stop: threading.Event, notifier: Notifier | None = None) -> None:
+        notifier = notifier or Notifier()
         log.info("agent %s starting; outbox %s", self.config.device.id, self.outbox.path)
         self.outbox.append(Draft("agent.started", "telemetry", {"version": _version()}))
         for producer in self.producers:
             producer.start(stop)
+        interval = watchdog_interval_s()
+        if interval:
+            Watchdog(notifier, interval, self.progress).start(stop)
+        notifier.ready(f"device {self.config.device.id}")
         try:
             self.link.run(stop)
         finally:
+            notifier.stopping()
             self.uplink.close()
             self.outbox.close()
 
