@@ -19,8 +19,10 @@ BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 _TIME_ERROR = 5  # adjtimex(2): clock not synchronised
 
 
+@functools.lru_cache(maxsize=1)
 def boot_id() -> str:
-    """The kernel's random boot id (a UUID that changes at every boot)."""
+    """The kernel's random boot id (a UUID that changes at every boot; read once per process,
+    since a process never outlives its boot)."""
     try:
         return str(uuid.UUID(BOOT_ID_PATH.read_text().strip()))
     except (OSError, ValueError):

@@ -21,14 +21,14 @@ MAX_SAFE_INT = 2**53 - 1
 
 def canonical(obj: Any) -> bytes:
     """RFC 8785 canonical JSON; refuses floats outside exact integers, Decimal and big ints."""
-    _check_values(obj)
+    check_values(obj)
     try:
         return rfc8785.dumps(obj)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise EventFormatError(f"cannot canonicalise: {exc}") from None
 
 
-def _check_values(obj: Any, where: str = "$") -> None:
+def check_values(obj: Any, where: str = "$") -> None:
     if isinstance(obj, bool) or obj is None or isinstance(obj, str):
         return
     if isinstance(obj, int):
@@ -42,11 +42,11 @@ def _check_values(obj: Any, where: str = "$") -> None:
         for key, value in obj.items():
             if not isinstance(key, str):
                 raise EventFormatError(f"{where}: object keys must be strings")
-            _check_values(value, f"{where}.{key}")
+            check_values(value, f"{where}.{key}")
         return
     if isinstance(obj, (list, tuple)):
         for i, value in enumerate(obj):
-            _check_values(value, f"{where}[{i}]")
+            check_values(value, f"{where}[{i}]")
         return
     raise EventFormatError(f"{where}: {type(obj).__name__} is not a JSON value; use a string")
 

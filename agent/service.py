@@ -121,7 +121,7 @@ class Agent:
 
     def progress(self) -> tuple[int, int]:
         """Moves while the agent works: the link loop turns and the outbox answers."""
-        return self.link.loops, self.outbox.stats().head_seq
+        return self.link.loops, self.outbox.head_seq()
 
     def run(self, stop: threading.Event, notifier: Notifier | None = None) -> None:
         notifier = notifier or Notifier()

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 
 from . import topics
 from .acks import parse_ack
@@ -22,6 +23,8 @@ from .errors import CocoonError, StaleAck
 from .signing import Verifier
 
 log = logging.getLogger(__name__)
+
+PREFETCH = 512  # rows read from the outbox at a time, per stream
 
 
 class Uplink:
@@ -38,8 +41,12 @@ class Uplink:
         self._live_mark = 0
         self._backlog_cursor = 0
         self._live_cursor = 0
+        self._backlog_buf: deque = deque()
+        self._live_buf: deque = deque()
+        self._last_flush = time.monotonic()
         self._last_timeout_check = time.monotonic()
         self.published = 0
+        self.pubacked = 0  # PUBACKs received (the broker has it; not yet the bank)
         self.acked_seq = 0
         self.rejected_acks = 0
         self.stale_acks = 0
@@ -64,7 +71,7 @@ class Uplink:
         self._reset_cursors()
 
     def on_disconnected(self, link, reason: str) -> None:
-        self._flush_pubacks()
+        self._flush_pubacks(force=True)
         self._inflight.clear()
 
     def on_message(self, link, topic: str, payload: bytes, retain: bool) -> None:
@@ -88,6 +95,7 @@ class Uplink:
                       reason_code == 135 else "")
             return
         self._acked_mids.append(seq)
+        self.pubacked += 1
 
     def on_tick(self, link) -> None:
         self._flush_pubacks()
@@ -104,36 +112,46 @@ class Uplink:
     # -- internals ------------------------------------------------------------------------
 
     def _reset_cursors(self) -> None:
+        """Start reading both streams again from the outbox (after a reconnect or timeout)."""
         self._backlog_cursor = self.outbox.acked_seq()
-        self._live_mark = self.outbox.stats().head_seq
+        self._live_mark = self.outbox.head_seq()
         self._live_cursor = self._live_mark
+        self._backlog_buf.clear()
+        self._live_buf.clear()
 
-    def _flush_pubacks(self) -> None:
-        if self._acked_mids:
+    def _flush_pubacks(self, force: bool = False) -> None:
+        # Marking rows sent needs no hurry (a row not yet marked is at worst sent again), so
+        # PUBACKs are written in batches rather than one transaction per tick.
+        due = force or len(self._acked_mids) >= 256 or (
+            time.monotonic() - self._last_flush >= 0.5)
+        if self._acked_mids and due:
             self.outbox.mark_sent(self._acked_mids)
             self._acked_mids = []
+            self._last_flush = time.monotonic()
 
     def _fill(self, link) -> None:
+        """Top the window up: live events first, at least a quarter of it from the backlog."""
         room = self.window - len(self._inflight)
         if room <= 0:
             return
-        backlog_share = max(1, room // 4)
-        batch = self.outbox.pending(room, after=self._live_cursor)
-        batch = batch[: room - backlog_share] if self._backlog_cursor < self._live_mark else batch
-        if self._backlog_cursor < self._live_mark:
-            older = self.outbox.pending(room - len(batch), after=self._backlog_cursor,
-                                        upto=self._live_mark)
-            if not older:
-                self._backlog_cursor = self._live_mark
-            batch = older + batch
+        if not self._backlog_buf and self._backlog_cursor < self._live_mark:
+            rows = self.outbox.pending(PREFETCH, after=self._backlog_cursor, upto=self._live_mark)
+            self._backlog_buf.extend(rows)
+            self._backlog_cursor = rows[-1].seq if rows else self._live_mark
+        if not self._live_buf:
+            rows = self.outbox.pending(PREFETCH, after=self._live_cursor)
+            self._live_buf.extend(rows)
+            if rows:
+                self._live_cursor = rows[-1].seq
+        from_backlog = min(len(self._backlog_buf), max(1, room // 4))
+        from_live = min(len(self._live_buf), room - from_backlog)
+        from_backlog = min(len(self._backlog_buf), room - from_live)
+        batch = [self._backlog_buf.popleft() for _ in range(from_backlog)]
+        batch += [self._live_buf.popleft() for _ in range(from_live)]
+        topic = topics.events(self.device)
         for stored in batch:
-            mid = link.publish(topics.events(self.device), stored.payload, qos=1)
-            self._inflight[mid] = stored.seq
-            self.published += 1
-            if stored.seq > self._live_mark:
-                self._live_cursor = max(self._live_cursor, stored.seq)
-            else:
-                self._backlog_cursor = max(self._backlog_cursor, stored.seq)
+            self._inflight[link.publish(topic, stored.payload, qos=1)] = stored.seq
+        self.published += len(batch)
 
     def _handle_ack(self, payload: bytes) -> None:
         try:

@@ -178,6 +178,7 @@ def test_sigkill_loop_loses_no_returned_event(tmp_path):
             moments.append({"delay": delay,
                             "appended": len(read_journal(journal)) - journaled_before,
                             "ingest_progress": watermark() - wm_before,
+                            "ingest_watermark": watermark(),
                             "acks_applied": state["acked"] - acked_before, **state})
             acked_before = state["acked"]
 
@@ -246,7 +247,11 @@ def test_sigkill_loop_loses_no_returned_event(tmp_path):
     # loaded machine does less per run).
     assert len(moments) >= 50 and len({m["delay"] for m in moments}) == len(moments)
     assert sum(m["appended"] > 0 for m in moments) >= KILLS // 2, summary  # mid-append
-    assert sum(m["sent"] > 0 for m in moments) >= 3, summary  # published, not yet acked
+    # published, not yet acked: marked sent, or already stored by the ingest beyond the
+    # agent's ack watermark (the uplink writes "sent" marks in batches, so the kill often comes
+    # before they reach the file)
+    assert sum(m["sent"] > 0 or m["ingest_watermark"] > m["acked"] for m in moments) >= 3, \
+        summary
     assert sum(m["pending"] > 0 for m in moments) >= 3, summary  # appended, not yet published
     assert sum(m["acks_applied"] > 0 for m in moments) >= KILLS // 4, summary  # ack handling
     assert len(journaled) >= 200, summary

@@ -117,3 +117,12 @@ def test_signed_envelope_without_sig_is_refused():
     signer = Ed25519Signer.generate()
     with pytest.raises(SignatureError):
         verify_object({"a": 1}, Verifier.from_pem(signer.public_key_pem()))
+
+
+def test_fast_sealing_matches_generic_canonical_json():
+    signer = Ed25519Signer.generate()
+    body = {"z": "1", "a": [1, {"é": "ü", "b": None}], "emoji": "\U0001f41b", "n": -5}
+    event, payload = events.seal_encoded(Draft("test.thing", "money", body), device="dev-a",
+                                         seq=3, prev="c" * 64, signer=signer)
+    assert payload == canonical(event)
+    assert sign_object({k: v for k, v in event.items() if k != "sig"}, signer) == event
