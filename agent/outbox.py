@@ -128,6 +128,7 @@ class Outbox:
         if str(mode).lower() != "wal":
             raise OutboxError(f"{self.path}: cannot switch the outbox to WAL mode (got {mode})")
         conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA cache_size=-1024")  # 1 MiB per connection: a Pi has little RAM
         if isinstance(conn, sqlite3.Connection):
             migrate(conn, MIGRATIONS)
         return conn
@@ -369,10 +370,17 @@ class Outbox:
         if not seqs:
             return
         now = time.time()
+        # PUBACKs come back mostly in order: one statement per run of consecutive numbers.
+        runs: list[list[int]] = []
+        for seq in sorted(seqs):
+            if runs and seq == runs[-1][1] + 1:
+                runs[-1][1] = seq
+            else:
+                runs.append([seq, seq])
         self._write(
             "UPDATE events SET state = 1, sent_at = ?, attempts = attempts + 1"
-            " WHERE seq = ? AND state = 0",
-            [(now, s) for s in seqs],
+            " WHERE seq BETWEEN ? AND ? AND state = 0",
+            [(now, first, last) for first, last in runs],
         )
 
     def requeue_sent(self, older_than_s: float | None = None) -> int:
