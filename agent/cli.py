@@ -7,7 +7,6 @@ stderr with exit status 2 (configuration, keys) or 1 (verification failures, a f
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
 import threading
@@ -15,32 +14,10 @@ import threading
 import click
 
 from .cli_scale import scale
-from .config import AgentConfig, load_config
-from .errors import CocoonError, OutboxFull
+from .cli_support import ConfigContext, run_cli, setup_logging
+from .config import load_config
 from .events import Draft
 from .signing import Verifier, generate_key_file, load_signer
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-class _Ctx:
-    def __init__(self, config_path: str | None):
-        self.config_path = config_path
-        self._config: AgentConfig | None = None
-
-    @property
-    def config(self) -> AgentConfig:
-        if self._config is None:
-            if not self.config_path:
-                raise click.UsageError("this command needs --config FILE")
-            self._config = load_config(self.config_path)
-        return self._config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,12 +33,12 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str) -> None:
     Example: cocoon-agent --config /etc/cocoon-agent/agent.toml run
     """
     setup_logging(log_level)
-    ctx.obj = _Ctx(config_path)
+    ctx.obj = ConfigContext(config_path, load_config)
 
 
 @cli.command()
 @click.pass_obj
-def run(obj: _Ctx) -> None:
+def run(obj: ConfigContext) -> None:
     """Run the agent until SIGTERM or Ctrl-C: record events and forward them to the bank."""
     from .service import Agent
 
@@ -76,7 +53,7 @@ def run(obj: _Ctx) -> None:
 @click.option("--alg", type=click.Choice(["Ed25519", "ES256"]), default=None,
               help="Key algorithm (default: [device] signing_alg).")
 @click.pass_obj
-def keygen(obj: _Ctx, alg: str | None) -> None:
+def keygen(obj: ConfigContext, alg: str | None) -> None:
     """Create the device's signing key if it does not exist; never overwrite one.
 
     Prints the public key as PEM, for registration with the bank's ingest.
@@ -91,7 +68,7 @@ def keygen(obj: _Ctx, alg: str | None) -> None:
 @click.option("--public-key", is_flag=True, required=True,
               help="Print the device's public signing key as PEM.")
 @click.pass_obj
-def identity(obj: _Ctx, public_key: bool) -> None:
+def identity(obj: ConfigContext, public_key: bool) -> None:
     """Show the device's identity: its public signing key as PEM."""
     signer = load_signer(obj.config.device.signing_key_file)
     click.echo(signer.public_key_pem().decode(), nl=False)
@@ -102,7 +79,7 @@ def identity(obj: _Ctx, public_key: bool) -> None:
 @click.option("--priority", required=True, type=click.Choice(["money", "alert", "telemetry"]))
 @click.option("--body", required=True, help="The event body as a JSON object.")
 @click.pass_obj
-def emit(obj: _Ctx, type_: str, priority: str, body: str) -> None:
+def emit(obj: ConfigContext, type_: str, priority: str, body: str) -> None:
     """Sign and durably append one event to the outbox; print its sequence number.
 
     Safe while `run` is running: both get distinct, gap-free sequence numbers.
@@ -122,7 +99,7 @@ def emit(obj: _Ctx, type_: str, priority: str, body: str) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_obj
-def queue(obj: _Ctx, as_json: bool) -> None:
+def queue(obj: ConfigContext, as_json: bool) -> None:
     """Show the outbox: event counts by state and the age of the oldest unacknowledged one."""
     from .outbox import Outbox
 
@@ -173,22 +150,7 @@ cli.add_command(scale)
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        cli.main(args=argv, prog_name="cocoon-agent", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except OutboxFull as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except CocoonError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    run_cli(cli, "cocoon-agent", argv)
 
 
 if __name__ == "__main__":

@@ -5,34 +5,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
-import sys
 import threading
 import time
 
 import click
 
 from agent import topics
-from agent.cli import setup_logging
+from agent.cli_support import ConfigContext, run_cli, setup_logging
 from agent.commands import SIGNER_OF, make_command
 from agent.envelope import parse_json_object
-from agent.errors import CocoonError
 from agent.signing import generate_key_file, load_signer
 
-from .config import IngestConfig, load_ingest_config
-
-
-class _Ctx:
-    def __init__(self, path):
-        self.path = path
-        self._config = None
-
-    @property
-    def config(self) -> IngestConfig:
-        if self._config is None:
-            if not self.path:
-                raise click.UsageError("this command needs --config FILE")
-            self._config = load_ingest_config(self.path)
-        return self._config
+from .config import load_ingest_config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,13 +28,13 @@ class _Ctx:
 def cli(ctx, config_path, log_level) -> None:
     """cocoon-ingest: the reference bank-side receiver of cocoon-agent events."""
     setup_logging(log_level)
-    ctx.obj = _Ctx(config_path)
+    ctx.obj = ConfigContext(config_path, load_ingest_config)
 
 
 @cli.command()
 @click.option("--echo", is_flag=True, help="Print one line per verified event on stdout.")
 @click.pass_obj
-def run(obj: _Ctx, echo: bool) -> None:
+def run(obj: ConfigContext, echo: bool) -> None:
     """Receive, verify, store and acknowledge events until SIGTERM or Ctrl-C."""
     from .service import Ingest
 
@@ -63,7 +47,7 @@ def run(obj: _Ctx, echo: bool) -> None:
 
 @cli.command()
 @click.pass_obj
-def keygen(obj: _Ctx) -> None:
+def keygen(obj: ConfigContext) -> None:
     """Create the ingest's ack-signing key if absent and print its public key (give it to the
     devices as [keys] ingest_public_key_file)."""
     settings = obj.config.require_ingest()
@@ -74,7 +58,7 @@ def keygen(obj: _Ctx) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_obj
-def status(obj: _Ctx, as_json: bool) -> None:
+def status(obj: ConfigContext, as_json: bool) -> None:
     """Per device: last seen, acknowledged watermark, accepted/rejected counts, open alerts."""
     from .store import IngestStore
 
@@ -108,7 +92,7 @@ def status(obj: _Ctx, as_json: bool) -> None:
               help="Seconds until the command expires.")
 @click.option("--id", "command_id", default=None, help="Command id (default: a new UUID).")
 @click.pass_obj
-def send_command(obj: _Ctx, key_file, device, type_, body, expires, command_id) -> None:
+def send_command(obj: ConfigContext, key_file, device, type_, body, expires, command_id) -> None:
     """Sign a command and publish it to the device's commands topic (QoS 1).
 
     Uses the [mqtt] section of --config (an operator's client certificate).
@@ -163,18 +147,7 @@ def send_command(obj: _Ctx, key_file, device, type_, body, expires, command_id) 
 
 
 def main(argv=None) -> None:
-    try:
-        cli.main(args=argv, prog_name="cocoon-ingest", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        sys.exit(130)
-    except CocoonError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    run_cli(cli, "cocoon-ingest", argv)
 
 
 if __name__ == "__main__":

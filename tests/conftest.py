@@ -76,3 +76,29 @@ def make_outbox(tmp_path, signer):
     yield factory
     for ob in opened:
         ob.close()
+
+
+# ---------------------------------------------------------------------------
+# A whole local installation (broker, ingest, devices) and services run in threads.
+# ---------------------------------------------------------------------------
+from tests.support.running import Services, make_site  # noqa: E402
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A started Site with short timeouts (tests.support.running.make_site)."""
+    site = make_site(tmp_path / "site")
+    try:
+        yield site
+    finally:
+        site.broker.stop()
+
+
+@pytest.fixture
+def services(site):
+    """Agents and ingests run in threads, all stopped at teardown."""
+    svc = Services()
+    try:
+        yield svc
+    finally:
+        svc.stop_all()

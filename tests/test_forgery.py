@@ -12,7 +12,6 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import paho.mqtt.client as mqtt
-import pytest
 
 from agent import events, topics
 from agent.acks import make_ack
@@ -23,14 +22,12 @@ from agent.events import Draft
 from agent.signing import Ed25519Signer, Verifier, load_signer
 from tests.support.mqtt import mqtt_client
 from tests.support.running import (
-    Services,
     add_device,
     cli,
     ingest_device,
     ingest_rejections,
     ingest_store_payloads,
     ingest_store_rows,
-    make_site,
     outbox_events,
 )
 from tests.support.waiting import wait_for
@@ -38,24 +35,6 @@ from tests.support.waiting import wait_for
 DEV = "station-01"
 OTHER = "station-02"
 FAR_SEQ = 100_000  # a seq the device will not reach in a test
-
-
-@pytest.fixture
-def site(tmp_path):
-    site = make_site(tmp_path / "site")
-    try:
-        yield site
-    finally:
-        site.broker.stop()
-
-
-@pytest.fixture
-def services(site):
-    svc = Services()
-    try:
-        yield svc
-    finally:
-        svc.stop_all()
 
 
 class Raw:

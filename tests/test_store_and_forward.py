@@ -24,7 +24,6 @@ from agent.signing import Verifier
 from tests.support.faultproxy import FaultProxy
 from tests.support.running import (
     RunningAgent,
-    Services,
     add_device,
     append_offline,
     cli,
@@ -33,29 +32,10 @@ from tests.support.running import (
     ingest_store_payloads,
     ingest_store_rows,
     ingest_store_seqs,
-    make_site,
 )
 from tests.support.waiting import wait_for
 
 DEV = "station-01"
-
-
-@pytest.fixture
-def site(tmp_path):
-    site = make_site(tmp_path / "site")
-    try:
-        yield site
-    finally:
-        site.broker.stop()
-
-
-@pytest.fixture
-def services(site):
-    svc = Services()
-    try:
-        yield svc
-    finally:
-        svc.stop_all()
 
 
 @pytest.fixture
