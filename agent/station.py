@@ -14,21 +14,31 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from decimal import Decimal
 
 from . import purchase as p
 from . import sales
 from .errors import CocoonError
 from .events import Draft
+from .pricing import Lot, price
+from .pricing_record import pricing_record
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _GradeRequest:
+    measurements: dict
+    when: datetime | None
 
 
 class Station:
     def __init__(self, device: str, outbox, *, write_card: Callable[[p.Farmer, dict], None],
                  display: Callable[[str], None] = lambda text: None,
                  buzzer: Callable[[str], None] = lambda kind: None,
-                 printer=None, timeouts: p.Timeouts | None = None,
+                 printer=None, prices=None, timeouts: p.Timeouts | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.device = device
         self.outbox = outbox
@@ -37,6 +47,7 @@ class Station:
         self.display = display
         self.buzzer = buzzer
         self.printer = printer
+        self.prices = prices  # a PriceTableStore
         self.clock = clock
         self.inputs: queue.Queue = queue.Queue()
         self.last_voucher: dict | None = None
@@ -46,6 +57,15 @@ class Station:
     def submit(self, event) -> None:
         """Queue an input for the flow (thread-safe)."""
         self.inputs.put(event)
+
+    def grade(self, measurements: dict, *, when: datetime | None = None) -> None:
+        """Price the current sale from the sample's measurements with the table in force.
+
+        `measurements` holds Lot fields other than the weight (`shell_g` or
+        `shell_ratio_pct`, `moisture_pct`, `reelable_pct`, `defects_pct`), as decimal strings.
+        Submitted as an input, so it is processed in order with cards and weights.
+        """
+        self.submit(_GradeRequest(dict(measurements), when))
 
     def run(self, stop: threading.Event, tick_s: float = 0.5) -> None:
         while not stop.is_set():
@@ -57,6 +77,8 @@ class Station:
 
     def handle(self, event) -> None:
         """Process one input and everything that follows from it, synchronously."""
+        if isinstance(event, _GradeRequest):
+            event = self._price(event)
         pending = [event]
         while pending:
             effects = self.flow.handle(pending.pop(0), self.clock())
@@ -64,6 +86,20 @@ class Station:
                 outcome = self._carry_out(effect)
                 if outcome is not None:
                     pending.append(outcome)
+
+    def _price(self, request: "_GradeRequest"):
+        sale = self.flow.sale
+        if self.prices is None:
+            return p.GradeRefused("no price table is installed on this station")
+        if sale is None or sale.weighing is None:
+            return p.GradeRefused("weigh the cocoons before grading")
+        try:
+            table = self.prices.in_force(request.when or datetime.now(timezone.utc))
+            quote = price(table, Lot(net_g=sale.weighing.net_g, **request.measurements))
+        except (CocoonError, TypeError) as exc:
+            return p.GradeRefused(str(exc))
+        return p.Graded(p.Priced(quote.grade.label, quote.unit_price, quote.amount,
+                                 pricing_record(quote)))
 
     # -- effects ------------------------------------------------------------------------
 

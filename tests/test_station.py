@@ -114,3 +114,52 @@ def test_payment_confirmation_marks_the_sale_paid(rig):
     with pytest.raises(sales.SaleNotFound):
         handler(Command("c3", "station-01", "payment.confirm", None, None,
                         {"voucher": "nope", "payment_ref": "x"}, "k"))
+
+
+def documented_table():
+    import json
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "pricing.md").read_text()
+    return json.loads(re.search(r"```json price-table\n(.*?)\n```", text, re.S).group(1))
+
+
+def test_graded_with_the_table_in_force_and_recomputable_from_the_event(make_outbox, tmp_path):
+    from datetime import datetime, timezone
+
+    from agent.price_store import PriceTableStore
+    from agent.price_tables import parse_price_table
+    from agent.pricing_record import recompute
+
+    store = PriceTableStore(tmp_path / "prices")
+    store.install(documented_table())
+    outbox = make_outbox(name="priced.sqlite")
+    station = Station("station-01", outbox, write_card=lambda f, s: None, prices=store,
+                      clock=Clock())
+    when = datetime(2026, 6, 1, 8, tzinfo=timezone.utc)
+    for event in (p.StaffCard(CLERK), p.ScaleUpdate(GOOD), p.FarmerCard(FARMER)):
+        station.handle(event)
+    station.grade({"shell_g": "9.35", "moisture_pct": "16", "reelable_pct": "100",
+                   "defects_pct": {"perforated": "0", "stained": "1", "thin": "0",
+                                   "mouldy": "0"}}, when=when)
+    station.handle(station.inputs.get_nowait())
+    assert station.flow.phase is p.Phase.CONFIRMING
+    station.handle(p.Confirm())
+    (event,) = [e for e in stored(outbox) if e["type"] == "purchase.recorded"]
+    body = event["body"]
+    # anyone holding the event and the table recomputes the amount exactly
+    table = parse_price_table(documented_table())
+    assert str(recompute(body["pricing"], table)) == body["amount"]
+    assert body["grade"] == "+1" and body["scale"]["net_g"] == "52340"
+
+
+def test_grading_without_weight_or_table_is_refused(make_outbox, tmp_path):
+    shown = []
+    station = Station("station-01", make_outbox(name="np.sqlite"), write_card=lambda f, s: None,
+                      display=shown.append, clock=Clock())
+    station.handle(p.StaffCard(CLERK))
+    station.handle(p.FarmerCard(FARMER))
+    station.grade({"shell_g": "9.35"})
+    station.handle(station.inputs.get_nowait())
+    assert any("no price table" in t for t in shown)
