@@ -87,7 +87,7 @@ class Station:
                 if outcome is not None:
                     pending.append(outcome)
 
-    def _price(self, request: "_GradeRequest"):
+    def _price(self, request: _GradeRequest):
         sale = self.flow.sale
         if self.prices is None:
             return p.GradeRefused("no price table is installed on this station")
