@@ -21,14 +21,15 @@ setup(
         "pyserial>=3.5",
         "python-escpos>=3.1",
         "gpiozero>=2.0",
+        # Farmer and staff cards over PC/SC. No Linux wheel on PyPI: it builds from source and
+        # needs gcc, the Python headers and libpcsclite-dev (scripts/bootstrap installs them).
+        "pyscard>=2.0",
         # Pin backends exist only on a Raspberry Pi: RPi.GPIO for older models, lgpio for
         # the Pi 5 (where RPi.GPIO fails). x86 test machines use gpiozero's mock pins.
         "RPi.GPIO>=0.7; platform_machine == 'aarch64' or platform_machine == 'armv7l'",
         "lgpio>=0.2; platform_machine == 'aarch64' or platform_machine == 'armv7l'",
     ],
     extras_require={
-        # Card readers over PC/SC. pyscard needs libpcsclite-dev to build.
-        "hardware": ["pyscard>=2.0"],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.2",

@@ -12,6 +12,8 @@ import pytest
 from agent.devpki import LocalCA
 from agent.localbroker import LocalBroker
 
+pytest_plugins = ["tests.support.pcsc"]  # an isolated pcscd; sets PCSCLITE_CSOCK_NAME first
+
 PKI_CLIENTS = ("dev-a", "dev-b", "ingest", "operator")
 
 
