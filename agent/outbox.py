@@ -163,17 +163,32 @@ class Outbox:
         such as a voucher). If it raises a CocoonError, nothing of this request is stored and the
         error is re-raised.
         """
-        req = _Request(draft, within)
+        req = self._enqueue(_Request(draft, within))
+        req.event.wait()
+        if req.error is not None:
+            raise req.error
+        return req.seq
+
+    def submit(self, draft: Draft) -> threading.Event:
+        """Queue a telemetry event without waiting for it; return an event set once committed.
+
+        For producers of frequent readings (tag reads, weights): `append()` would hold such a
+        producer for up to `telemetry_batch_ms` per reading. The reading is durable once the
+        returned event is set; until then a crash loses it, which telemetry may afford.
+        Money and alert events must use `append()`.
+        """
+        if draft.priority != "telemetry":
+            raise OutboxError("only telemetry may be submitted without waiting; use append()")
+        return self._enqueue(_Request(draft, None)).event
+
+    def _enqueue(self, req: _Request) -> _Request:
         with self._cond:
             if self._closed:
                 raise OutboxError(f"{self.path}: the outbox is closed")
             self._queue.append(req)
             self._start_committer()
             self._cond.notify()
-        req.event.wait()
-        if req.error is not None:
-            raise req.error
-        return req.seq
+        return req
 
     # Group commit by one committer thread: callers queue a request and sleep on their own
     # event; the committer takes everything queued, commits it in one transaction (one fsync)

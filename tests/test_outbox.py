@@ -205,3 +205,17 @@ def test_a_failed_commit_consumes_no_number(make_outbox):
     with pytest.raises(OutboxError, match="side record"):
         ob.append(Draft("test.x", "money", {}), within=boom)
     assert ob.append(Draft("test.x", "money", {})) == 2
+
+
+def test_submitted_telemetry_does_not_hold_its_producer(make_outbox, signer):
+    import time
+
+    ob = make_outbox(name="tele.sqlite", telemetry_batch_ms=200)
+    start = time.monotonic()
+    done = [ob.submit(Draft("test.reading", "telemetry", {"i": i})) for i in range(100)]
+    assert time.monotonic() - start < 0.2  # a hundred readings queued without waiting
+    assert all(e.wait(5) for e in done)
+    assert [s.seq for s in ob.pending(1000)] == list(range(1, 101))
+    assert check_capture(payloads(ob), verifier_of(signer)).ok
+    with pytest.raises(OutboxError, match="only telemetry"):
+        ob.submit(Draft("test.money", "money", {}))
