@@ -50,6 +50,12 @@ class Uplink:
         self.acked_seq = 0
         self.rejected_acks = 0
         self.stale_acks = 0
+        # PUBACK marks are written by their own thread: an UPDATE of a few hundred rows, and
+        # now and then the WAL checkpoint it triggers, must not stall the link's thread.
+        self._marks: queue.Queue = queue.Queue()
+        self._marker = threading.Thread(target=self._mark_worker, name="uplink-marks",
+                                        daemon=True)
+        self._marker.start()
         self._commands: queue.Queue | None = None
         if on_command is not None and commands_worker:
             self._commands = queue.Queue()
@@ -65,6 +71,7 @@ class Uplink:
             link.subscribe(topics.commands(self.device), qos=1)
         self._inflight.clear()
         self._acked_mids.clear()
+        self._marks.join()  # marks from the previous connection land before the requeue
         requeued = self.outbox.requeue_sent()
         if requeued:
             log.info("uplink: %d sent-but-unacknowledged events will be sent again", requeued)
@@ -113,6 +120,8 @@ class Uplink:
 
     def _reset_cursors(self) -> None:
         """Start reading both streams again from the outbox (after a reconnect or timeout)."""
+        # Rows PUBACKed but not yet marked would be read back as pending and sent again.
+        self._flush_pubacks(force=True)
         self._backlog_cursor = self.outbox.acked_seq()
         self._live_mark = self.outbox.head_seq()
         self._live_cursor = self._live_mark
@@ -121,13 +130,29 @@ class Uplink:
 
     def _flush_pubacks(self, force: bool = False) -> None:
         # Marking rows sent needs no hurry (a row not yet marked is at worst sent again), so
-        # PUBACKs are written in batches rather than one transaction per tick.
-        due = force or len(self._acked_mids) >= 256 or (
-            time.monotonic() - self._last_flush >= 0.5)
+        # PUBACKs are written in batches rather than one transaction per tick; once nothing is
+        # in flight the link is idle, and the last marks go out without waiting half a second.
+        waited = time.monotonic() - self._last_flush
+        due = force or len(self._acked_mids) >= 256 or waited >= 0.5 or (
+            not self._inflight and waited >= 0.05)
         if self._acked_mids and due:
-            self.outbox.mark_sent(self._acked_mids)
+            self._marks.put(self._acked_mids)
             self._acked_mids = []
             self._last_flush = time.monotonic()
+        if force:
+            self._marks.join()  # the caller reads or requeues rows next: marks must be written
+
+    def _mark_worker(self) -> None:
+        while True:
+            seqs = self._marks.get()
+            try:
+                if seqs is None:
+                    return
+                self.outbox.mark_sent(seqs)
+            except Exception as exc:  # the rows stay pending and are sent again: no loss
+                log.error("uplink: could not mark %d events sent: %s", len(seqs), exc)
+            finally:
+                self._marks.task_done()
 
     def _fill(self, link) -> None:
         """Top the window up: live events first, at least a quarter of it from the backlog."""
@@ -171,7 +196,11 @@ class Uplink:
         log.debug("uplink: ingest acknowledged up to seq %d (%d pruned)", ack.seq, pruned)
 
     def close(self) -> None:
-        """Stop the command worker after the commands already queued (bounded wait)."""
+        """Write the last PUBACK marks; stop the command worker after the commands already
+        queued (bounded waits)."""
+        self._flush_pubacks(force=True)
+        self._marks.put(None)
+        self._marker.join(timeout=10)
         if self._commands is not None:
             self._commands.put(None)
             self._worker.join(timeout=10)
