@@ -7,10 +7,13 @@ against the configuration file's folder. Key material is always referenced by pa
 
 from __future__ import annotations
 
+import importlib
 import re
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from .errors import ConfigError
@@ -73,6 +76,15 @@ class AgentConfig:
     keys: KeysConfig
     outbox: OutboxConfig
     simulate: SimulateConfig
+    #: Parsed optional sections owned by other modules (see PLUGGED_SECTIONS), by name.
+    plugged: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def section(self, name: str) -> Any:
+        """The parsed object of an optional section owned by another module, or None when
+        the file has no such section."""
+        if name not in PLUGGED_SECTIONS:
+            raise KeyError(f"[{name}] is not a known configuration section")
+        return self.plugged.get(name)
 
     @property
     def outbox_path(self) -> Path:
@@ -80,6 +92,12 @@ class AgentConfig:
 
 
 REQUIRED = object()
+
+#: Optional sections parsed by the module that owns them: name -> "module:function", where
+#: function(path: Path, table: dict) -> a frozen object, raising ConfigError. Loaded only
+#: when the file has the section, so the core never imports a driver it does not use.
+PLUGGED_SECTIONS: dict[str, str] = {
+}
 
 
 class Section:
@@ -195,7 +213,7 @@ def load_config(path: str | Path) -> AgentConfig:
 
 
 def parse_config(raw: dict, path: Path) -> AgentConfig:
-    known = {"device", "mqtt", "keys", "outbox", "simulate"}
+    known = {"device", "mqtt", "keys", "outbox", "simulate", *PLUGGED_SECTIONS}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(
@@ -232,4 +250,11 @@ def parse_config(raw: dict, path: Path) -> AgentConfig:
         enabled=sim.bool("enabled", False),
         interval_s=sim.seconds("interval_s", 2, lo=0.01, hi=86400),
     )
-    return AgentConfig(path, device, mqtt, keys, outbox, simulate)
+    plugged = {name: _plugged_parser(name)(path, raw[name])
+               for name in PLUGGED_SECTIONS if name in raw}
+    return AgentConfig(path, device, mqtt, keys, outbox, simulate, MappingProxyType(plugged))
+
+
+def _plugged_parser(name: str) -> Callable[[Path, Any], Any]:
+    module, _, function = PLUGGED_SECTIONS[name].partition(":")
+    return getattr(importlib.import_module(module), function)
