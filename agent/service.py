@@ -107,6 +107,10 @@ class Agent:
             self.producers.append(Periodic("simulated-scale", config.simulate.interval_s,
                                            scale.step))
 
+        # Parts (the station, the warehouse...) built from their configuration sections; each
+        # has start(stop) and close(), and registers its command handlers on the dispatcher.
+        self.parts = [_load_part(name)(self) for name in PARTS if config.plugged.get(name)]
+
     def heartbeat(self) -> int:
         stats = self.outbox.stats()
         oldest = stats.oldest_pending_age_s
@@ -129,6 +133,8 @@ class Agent:
         self.outbox.append(Draft("agent.started", "telemetry", {"version": _version()}))
         for producer in self.producers:
             producer.start(stop)
+        for part in self.parts:
+            part.start(stop)
         interval = watchdog_interval_s()
         if interval:
             Watchdog(notifier, interval, self.progress).start(stop)
@@ -137,8 +143,23 @@ class Agent:
             self.link.run(stop)
         finally:
             notifier.stopping()
+            for part in reversed(self.parts):
+                part.close()
             self.uplink.close()
             self.outbox.close()
+
+
+#: Optional parts of the agent, started when their configuration section is present:
+#: section name -> "module:factory", factory(agent) -> an object with start(stop) and close().
+PARTS: dict[str, str] = {
+}
+
+
+def _load_part(name: str):
+    import importlib
+
+    module, _, factory = PARTS[name].partition(":")
+    return getattr(importlib.import_module(module), factory)
 
 
 def _optional_verifier(path):
