@@ -56,8 +56,25 @@ def _m003_sales(db: sqlite_utils.Database) -> None:
     db["sales"].create_index(["voucher"], unique=True)
 
 
+def _m004_sent_index(db: sqlite_utils.Database) -> None:
+    # The ack-timeout check looks for sent rows older than a cutoff every few seconds; without
+    # an index it scans the whole table (tens of milliseconds at 100,000 rows).
+    db.execute("CREATE INDEX events_sent ON events(seq) WHERE state = 1")
+
+
+def _m005_station_cards(db: sqlite_utils.Database) -> None:
+    # A sale the card could not take (pulled out while writing) is owed to the card until its
+    # next swipe: the card sale is kept here, beside the sale, until it is written.
+    db["sales"].add_column("card_owed", str)
+    # The backend's list of refused cards (blacklist.set), replaced whole by each command.
+    db["blacklist"].create({"card_uid": str, "reason": str}, pk="card_uid")
+    db["meta"].insert({"key": "blacklist_version", "value": "0"})
+
+
 MIGRATIONS = [
     ("0001-events-and-meta", _m001_events),
     ("0002-seen-commands", _m002_seen_commands),
     ("0003-station-sales", _m003_sales),
+    ("0004-events-sent-index", _m004_sent_index),
+    ("0005-station-cards", _m005_station_cards),
 ]

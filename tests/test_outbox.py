@@ -31,7 +31,8 @@ def test_append_is_durable_and_numbered_from_one(make_outbox, tmp_path):
     rows = conn.execute("SELECT seq, priority, state FROM events ORDER BY seq").fetchall()
     assert rows == [(1, "money", 0), (2, "money", 0), (3, "money", 0)]
     names = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
-    assert names == {"0001-events-and-meta", "0002-seen-commands", "0003-station-sales"}
+    assert names == {"0001-events-and-meta", "0002-seen-commands", "0003-station-sales",
+                     "0004-events-sent-index", "0005-station-cards"}
 
 
 def test_chain_links_and_signatures(make_outbox, signer):

@@ -45,9 +45,11 @@ def test_corrupt_outbox_is_quarantined_and_the_chain_continues(tmp_path):
     ob.close()
     conn = sqlite3.connect(config.outbox_path)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    leaves = [n for (n,) in conn.execute(
+        "SELECT pageno FROM dbstat WHERE name = 'events' AND pagetype = 'leaf' ORDER BY pageno")]
     conn.close()
-    with open(config.outbox_path, "r+b") as fh:  # destroy one page in the events b-tree
-        fh.seek(4096 * 20)
+    with open(config.outbox_path, "r+b") as fh:  # destroy one leaf page of the events b-tree
+        fh.seek(4096 * (leaves[len(leaves) // 2] - 1))
         fh.write(os.urandom(4096))
 
     ob, salvage = open_outbox(config)
