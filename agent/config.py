@@ -12,6 +12,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -97,6 +98,11 @@ REQUIRED = object()
 #: function(path: Path, table: dict) -> a frozen object, raising ConfigError. Loaded only
 #: when the file has the section, so the core never imports a driver it does not use.
 PLUGGED_SECTIONS: dict[str, str] = {
+    "station": "agent.station_config:parse_station",
+    "card": "agent.station_config:parse_card",
+    "scale": "agent.station_config:parse_scale",
+    "printer": "agent.station_config:parse_printer",
+    "signals": "agent.station_config:parse_signals",
 }
 
 
@@ -152,6 +158,20 @@ class Section:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
             raise self._fail(key, expected, value)
         return float(value)
+
+    def decimal(self, key: str, default: Any, *, positive: bool = True) -> Any:
+        """An exact decimal written as a string ("0.5"), never a TOML float."""
+        expected = "a decimal number as a string, e.g. \"0.5\"" + (" above 0" if positive else "")
+        if key not in self.table and default is not REQUIRED:
+            return default
+        value = self._get(key, default, expected)
+        try:
+            number = Decimal(value) if isinstance(value, str) else None
+        except InvalidOperation:
+            number = None
+        if number is None or not number.is_finite() or (positive and number <= 0):
+            raise self._fail(key, expected, value)
+        return number
 
     def bool(self, key: str, default: Any) -> bool:
         value = self._get(key, default, "true or false")

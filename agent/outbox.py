@@ -467,16 +467,22 @@ class Outbox:
         """Run one statement (or one per row) in its own transaction; return rows changed."""
         return self._write(sql, rows)
 
-    def _write(self, sql: str, rows: list | None = None) -> int:
+    def write_all(self, steps: list[tuple[str, list | None]]) -> int:
+        """Run several statements (each with its rows, or None) in one transaction."""
+        return self._write(steps)
+
+    def _write(self, sql: str | list, rows: list | None = None) -> int:
+        steps = sql if isinstance(sql, list) else [(sql, rows)]
         with self._write_lock:
             conn = self._state
             conn.execute("BEGIN IMMEDIATE")
             try:
                 before = conn.execute("SELECT total_changes()").fetchone()[0]
-                if rows is None:
-                    conn.execute(sql)
-                else:
-                    conn.executemany(sql, rows)
+                for statement, args in steps:
+                    if args is None:
+                        conn.execute(statement)
+                    else:
+                        conn.executemany(statement, args)
                 changed = conn.execute("SELECT total_changes()").fetchone()[0] - before
                 conn.execute("COMMIT")
             except BaseException:

@@ -10,6 +10,7 @@ where it was, so numbers stay unique.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +91,24 @@ def mark_paid(outbox, voucher: str, payment_ref: str, paid_at: float | None = No
     outbox.write("UPDATE sales SET paid_at = ?, payment_ref = ? WHERE voucher = ?",
                  [(paid_at or time.time(), payment_ref, voucher)])
     return find(outbox, voucher=voucher)
+
+
+def owe_card(outbox, seq: int, card_sale: dict) -> None:
+    """Keep a sale the card could not take, to write it at the card's next swipe."""
+    find(outbox, seq=seq)
+    outbox.write("UPDATE sales SET card_owed = ? WHERE seq = ?",
+                 [(json.dumps(card_sale, sort_keys=True), seq)])
+
+
+def owed_to_card(outbox, card_uid: str) -> list[tuple[int, dict]]:
+    """(seq, card sale) of the sales still owed to this card, oldest first."""
+    return [(seq, json.loads(owed)) for seq, owed in outbox.read(
+        "SELECT seq, card_owed FROM sales WHERE card_uid = ? AND card_owed IS NOT NULL "
+        "ORDER BY seq", (card_uid,))]
+
+
+def card_settled(outbox, seq: int) -> None:
+    outbox.write("UPDATE sales SET card_owed = NULL WHERE seq = ?", [(seq,)])
 
 
 def mark_voided(outbox, seq: int, void_seq: int) -> None:

@@ -120,6 +120,10 @@ class Station:
                 self.write_card(effect.farmer, effect.sale)
             except CocoonError as exc:
                 log.warning("card write failed for sale %s: %s", effect.sale.get("voucher"), exc)
+                try:  # the card gets the sale at its next swipe
+                    sales.owe_card(self.outbox, effect.sale["seq"], effect.sale)
+                except CocoonError as owe_exc:
+                    log.error("could not keep the sale owed to the card: %s", owe_exc)
                 return p.CardWriteFailed(str(exc))
             return p.CardWritten()
         elif isinstance(effect, p.PrintVoucher):

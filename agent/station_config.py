@@ -1,0 +1,120 @@
+"""The station's configuration sections: [station], [card], [scale], [printer], [signals].
+
+Parsed by agent.config (they are listed in its PLUGGED_SECTIONS) into frozen objects, with
+errors that name the file, the key and what was expected. A device is a station when its file
+has a [station] section; [card] and [scale] are then required, [printer] and [signals] are
+optional (no printer: the voucher is shown on screen only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from .config import REQUIRED, Section
+from .errors import ConfigError
+from .purchase import Timeouts
+
+SCALE_PROTOCOLS = ("xk3190-a9", "xk3190-a12", "toledo", "mt-sics", "ad-ascii")
+GPIO_FACTORIES = ("", "rpigpio", "lgpio", "mock")
+
+
+@dataclass(frozen=True)
+class StationConfig:
+    timeouts: Timeouts
+    price_tables_dir: Path | None   # default: the device's data_dir
+    staff_reader: str               # "" = the card reader; else a part of another reader's name
+
+
+@dataclass(frozen=True)
+class CardConfig:
+    reader: str                     # any unique part of the PC/SC reader name; "" = the first
+    issuer_public_key_file: Path
+    m1_master_key_file: Path | None
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    port: str                       # a serial_for_url URL
+    protocol: str
+    scale_id: str
+    baudrate: int | None
+    division_g: Decimal             # e, the verification scale interval
+    min_divisions: int
+    capacity_g: Decimal | None
+    tare_g: int
+    stable_count: int
+    stable_window_s: float
+
+
+@dataclass(frozen=True)
+class PrinterConfig:
+    url: str
+
+
+@dataclass(frozen=True)
+class SignalsConfig:
+    status_light: int
+    buzzer: int
+    factory: str
+
+
+def parse_station(path: Path, table) -> StationConfig:
+    st = Section(path, "station", table)
+    defaults = Timeouts()
+    timeouts = Timeouts(**{
+        name: st.seconds(name, getattr(defaults, name), lo=1, hi=86400)
+        for name in ("signed_in_s", "weighing_s", "grading_s", "confirming_s",
+                     "duplicate_window_s")})
+    return StationConfig(timeouts=timeouts,
+                         price_tables_dir=st.path("price_tables_dir", None),
+                         staff_reader=st.str("staff_reader", ""))
+
+
+def parse_card(path: Path, table) -> CardConfig:
+    cd = Section(path, "card", table)
+    return CardConfig(
+        reader=cd.str("reader", ""),
+        issuer_public_key_file=cd.path("issuer_public_key_file", REQUIRED),
+        m1_master_key_file=cd.path("m1_master_key_file", None),
+    )
+
+
+def parse_scale(path: Path, table) -> ScaleConfig:
+    sc = Section(path, "scale", table)
+    tare = sc.int("tare_g", 0, lo=0, hi=10_000_000)
+    config = ScaleConfig(
+        port=sc.str("port", REQUIRED),
+        protocol=sc.choice("protocol", SCALE_PROTOCOLS, REQUIRED),
+        scale_id=sc.str("id", "scale-1"),
+        baudrate=sc.int("baudrate", None, lo=300, hi=921600) if "baudrate" in sc.table
+        else None,
+        division_g=sc.decimal("division_g", Decimal("20")),
+        min_divisions=sc.int("min_divisions", 20, lo=0, hi=100_000),
+        capacity_g=sc.decimal("capacity_g", None),
+        tare_g=tare,
+        stable_count=sc.int("stable_count", 5, lo=1, hi=1000),
+        stable_window_s=sc.seconds("stable_window_s", 1.0, lo=0.05, hi=60),
+    )
+    if config.capacity_g is not None and config.capacity_g <= config.division_g:
+        raise ConfigError(f"{path}: [scale] capacity_g must be above division_g")
+    return config
+
+
+def parse_printer(path: Path, table) -> PrinterConfig:
+    pr = Section(path, "printer", table)
+    url = pr.str("url", REQUIRED)
+    if url.split("://", 1)[0] not in ("usb", "serial", "file", "dummy") or "://" not in url:
+        raise ConfigError(f"{path}: [printer] url: expected usb://VID:PID, serial://DEVICE, "
+                          f"file://PATH or dummy://, got {url!r}")
+    return PrinterConfig(url)
+
+
+def parse_signals(path: Path, table) -> SignalsConfig:
+    sg = Section(path, "signals", table)
+    return SignalsConfig(
+        status_light=sg.int("status_light", REQUIRED, lo=0, hi=53),
+        buzzer=sg.int("buzzer", REQUIRED, lo=0, hi=53),
+        factory=sg.choice("factory", GPIO_FACTORIES, ""),
+    )
