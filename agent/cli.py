@@ -50,6 +50,37 @@ def run(obj: ConfigContext) -> None:
 
 
 @cli.command()
+@click.pass_obj
+def station(obj: ConfigContext) -> None:
+    """Run the agent with the clerk's station screen on this terminal.
+
+    The screen shows the clerk, the farmer, the live weight and its stability, the grade and
+    the amount, and today's sales with their sent / acknowledged / paid state. Keys, one per
+    line: g shell_g=9.6 moisture_pct=15 (grade), c (confirm), x (cancel), v VOUCHER REASON
+    (void, supervisor), o (sign out), q (quit). Needs the [station], [card] and [scale]
+    sections.
+    """
+    from .service import Agent
+    from .station_console import Console
+    from .station_service import StationPart
+
+    agent = Agent(obj.config)
+    part = next((x for x in agent.parts if isinstance(x, StationPart)), None)
+    if part is None:
+        raise click.UsageError("this device has no [station] section: it is not a station")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    runner = threading.Thread(target=agent.run, args=(stop,), name="agent")
+    runner.start()
+    try:
+        Console(part).run(stop)
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+
+
+@cli.command()
 @click.option("--alg", type=click.Choice(["Ed25519", "ES256"]), default=None,
               help="Key algorithm (default: [device] signing_alg).")
 @click.pass_obj

@@ -1,0 +1,210 @@
+"""The station as a part of the running agent: card reader, scale, printer, lights, commands.
+
+Built from the configuration's [station], [card], [scale] and optional [printer] and
+[signals] sections (agent.station_config). It connects the I/O edges to the purchase flow:
+
+    CardMonitor -> CardDesk ----\\
+    ScaleReader -> ScaleJudge ---+--> Station (one thread, the pure PurchaseFlow) --> outbox
+    clerk's keys (console) -----/         |-> card (CardDesk.write_card), printer, buzzer
+
+and registers the station's command handlers with the agent's dispatcher: `payment.confirm`
+(the bank marks a sale paid), `price_table.set` and `blacklist.set` (the backend's tables).
+The status light shows online / offline-queuing / fault from the link and the devices.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from drivers.pcsc import CardMonitor
+from drivers.scale import Reading, SalePolicy, ScaleReader, StabilityDetector
+from drivers.scale.reader import LinkEvent, LinkState
+
+from . import purchase as p
+from .blacklist import Blacklist
+from .card_desk import CardDesk
+from .errors import ConfigError
+from .price_store import PriceTableStore, make_price_table_handler
+from .signing import Verifier
+from .station import Station, payment_handler
+from .station_view import StationView, render, sale_lines, start_of_day
+from .weighing import ScaleJudge
+
+log = logging.getLogger(__name__)
+
+
+def load_m1_master_key(path: Path | None) -> bytes | None:
+    """The 16-byte MIFARE master key from its file (32 hex digits), or None."""
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        key = bytes.fromhex(text)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the M1 master key (32 hex digits): {exc}"
+                          ) from None
+    if len(key) != 16:
+        raise ConfigError(f"{path}: the M1 master key must be 16 bytes (32 hex digits), "
+                          f"found {len(key)}")
+    return key
+
+
+class StationPart:
+    def __init__(self, agent, *, pin_factory=None, printer=None):
+        config = agent.config
+        st, card, scale = (config.section(n) for n in ("station", "card", "scale"))
+        if card is None or scale is None:
+            raise ConfigError(f"{config.path}: a station needs the [card] and [scale] sections")
+        self.agent = agent
+        self.device = config.device.id
+        self.outbox = agent.outbox
+        self.message = "Swipe a staff card to start."
+        self._changed = threading.Condition()
+        self._version = 0
+        self.prices = PriceTableStore(st.price_tables_dir or config.device.data_dir)
+        self.blacklist = Blacklist(agent.outbox)
+
+        printer_cfg = config.section("printer")
+        if printer is None and printer_cfg is not None:
+            from drivers.printer import open_printer
+
+            printer = open_printer(printer_cfg.url)
+        self.signals = None
+        signals_cfg = config.section("signals")
+        if signals_cfg is not None:
+            from drivers.signals import SignalPins, Signals
+
+            self.signals = Signals(SignalPins(signals_cfg.status_light, signals_cfg.buzzer,
+                                              signals_cfg.factory), pin_factory=pin_factory)
+
+        self.station = Station(self.device, agent.outbox, write_card=self._write_card,
+                               display=self._show, buzzer=self._beep, printer=printer,
+                               prices=self.prices, timeouts=st.timeouts)
+        self.desk = CardDesk(reader=card.reader,
+                             issuer_verifier=Verifier.from_file(card.issuer_public_key_file),
+                             outbox=agent.outbox, submit=self.submit, blacklist=self.blacklist,
+                             m1_master_key=load_m1_master_key(card.m1_master_key_file))
+        self.judge = ScaleJudge(
+            scale.scale_id,
+            SalePolicy(scale.division_g, scale.min_divisions, scale.capacity_g),
+            tare_g=scale.tare_g,
+            detector=StabilityDetector(scale.stable_count, scale.stable_window_s))
+        self.scale_reader = ScaleReader(scale.port, scale.protocol, self._on_scale,
+                                        baudrate=scale.baudrate, name=f"scale {scale.scale_id}")
+        self.monitor = CardMonitor(self.desk.observe)
+        self.weighing: p.Weighing | None = None
+        self.scale_fault = ""
+
+        agent.dispatcher.register("payment.confirm", payment_handler(agent.outbox,
+                                                                     self._paid))
+        agent.dispatcher.register("price_table.set", make_price_table_handler(self.prices))
+        agent.dispatcher.register("blacklist.set", self.blacklist.handle)
+        self._threads: list[threading.Thread] = []
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def submit(self, event) -> None:
+        self.station.submit(event)
+
+    def grade(self, measurements: dict) -> None:
+        self.station.grade(measurements)
+
+    def _on_scale(self, event) -> None:
+        if isinstance(event, Reading):
+            weighing = self.judge.feed(event, time.monotonic())
+            self.scale_fault = ""
+        elif isinstance(event, LinkEvent) and event.state is not LinkState.OPEN:
+            self.judge.detector.reset()
+            weighing = None
+            self.scale_fault = event.detail or event.state.value
+        else:
+            return
+        if weighing != self.weighing:
+            self.weighing = weighing
+            self.submit(p.ScaleUpdate(weighing))
+            self._touch()
+
+    # -- effects' outlets -------------------------------------------------------------------
+
+    def _write_card(self, farmer, sale) -> None:
+        self.desk.write_card(farmer, sale)
+
+    def _show(self, text: str) -> None:
+        log.info("station: %s", text)
+        self.message = text
+        self._touch()
+
+    def _beep(self, kind: str) -> None:
+        if self.signals is not None:
+            self.signals.beep(kind)
+
+    def _paid(self, sale) -> None:
+        self._show(f"Voucher {sale.voucher} paid by the bank ({sale.payment_ref})")
+
+    def _touch(self) -> None:
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    def wait_change(self, version: int, timeout: float) -> int:
+        """Block until the view may have changed after `version`; the new version."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._version != version, timeout)
+            return self._version
+
+    # -- the clerk's view -------------------------------------------------------------------
+
+    def view(self) -> StationView:
+        flow = self.station.flow
+        sale = flow.sale
+        clerk = flow.clerk
+        stats = self.outbox.stats()
+        return StationView(
+            device=self.device, phase=flow.phase.value,
+            clerk=None if clerk is None else f"{clerk.name} ({clerk.role})",
+            farmer=None if sale is None else f"{sale.farmer.name} ({sale.farmer.farmer_id})",
+            weighing=self.weighing, priced=None if sale is None else sale.priced,
+            message=self.message, online=self.agent.link.status.connected,
+            queued=stats.counts["pending"] + stats.counts["sent"],
+            sales=sale_lines(self.outbox, start_of_day()))
+
+    def screen(self) -> str:
+        return render(self.view())
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self, stop: threading.Event) -> None:
+        self.scale_reader.start()
+        self.monitor.start()
+        station = threading.Thread(target=self.station.run, args=(stop,), daemon=True,
+                                   name="station")
+        station.start()
+        self._threads.append(station)
+        if self.signals is not None:
+            lights = threading.Thread(target=self._light_loop, args=(stop,), daemon=True,
+                                      name="station-light")
+            lights.start()
+            self._threads.append(lights)
+
+    def _light_loop(self, stop: threading.Event) -> None:
+        from drivers.signals import Status
+
+        while not stop.wait(0.5):
+            if self.scale_fault or self.monitor.service_available() is False:
+                status = Status.FAULT
+            elif self.agent.link.status.connected:
+                status = Status.ONLINE
+            else:
+                status = Status.OFFLINE
+            self.signals.show(status)
+
+    def close(self) -> None:
+        self.scale_reader.stop()
+        self.monitor.stop()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self.signals is not None:
+            self.signals.close()

@@ -1,0 +1,99 @@
+"""A whole sale, end to end, through every real part: the tests' pcscd with a virtual farmer
+card and a staff card in a vpcd reader, a simulated XK3190-A9 indicator on a pty, the agent's
+station part, the outbox, Mosquitto with TLS and the ingest, which verifies and acknowledges."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from agent import purchase as p
+from agent.envelope import parse_json_object
+from agent.price_store import PriceTableStore
+from agent.signing import Ed25519Signer
+from agent.station_service import StationPart
+from drivers.pcsc import farmer_card as fc
+from drivers.scale.sim_model import WeightModel
+from drivers.scale.simulator import Simulator
+from tests.support.running import add_device, ingest_store_rows
+from tests.support.station_cards import HOLDER, farmer_card, staff_card
+from tests.support.waiting import wait_for
+
+pytest_plugins = ("tests.support.pty",)
+ROOT = Path(__file__).resolve().parent.parent
+READER = "00 00"
+
+
+def table_in_force(now: datetime) -> dict:
+    doc = json.loads((ROOT / "config" / "price-table.example.json").read_text())
+    doc["valid_from"] = (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    doc["valid_until"] = (now + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return doc
+
+
+@pytest.fixture
+def station(site, services, pty_pair, tmp_path):
+    issuer = Ed25519Signer.generate()
+    issuer_pem = tmp_path / "issuer.pem"
+    issuer_pem.write_bytes(issuer.public_key_pem())
+    pty = pty_pair.plug()
+    sim = Simulator(str(pty.peer), "xk3190-a9", WeightModel(settle_s=0.2), rate_hz=20).start()
+    config = add_device(site, "station-01",
+                        station={"confirming_s": 60},
+                        card={"reader": READER, "issuer_public_key_file": str(issuer_pem)},
+                        scale={"port": str(pty.device), "protocol": "xk3190-a9", "id": "bench-1",
+                               "division_g": "20", "tare_g": 400, "stable_count": 4,
+                               "stable_window_s": 0.3})
+    PriceTableStore(config.parent / "data").install(table_in_force(datetime.now(timezone.utc)))
+    services.ingest(site.ingest_config)
+    running = services.agent(config)
+    part = next(x for x in running.agent.parts if isinstance(x, StationPart))
+    yield site, running, part, sim, issuer
+    sim.stop()
+
+
+def phase(part) -> p.Phase:
+    return part.station.flow.phase
+
+
+def test_a_sale_from_card_insertion_to_an_acknowledged_event(station, virtual_card):
+    site, running, part, sim, issuer = station
+    with staff_card(virtual_card, READER, issuer):
+        wait_for(lambda: phase(part) is p.Phase.READY, 10, what="clerk signed in")
+    card = farmer_card(virtual_card, READER, issuer).insert()
+    wait_for(lambda: phase(part) is p.Phase.WEIGHING, 10, what="farmer card accepted")
+    sim.set_target("52.40")
+    wait_for(lambda: phase(part) is p.Phase.GRADING, 10, what="a stable weight")
+    part.grade({"shell_g": "9.6", "moisture_pct": "15", "reelable_pct": "100",
+                "defects_pct": dict.fromkeys(("perforated", "stained", "thin", "mouldy"), "0")})
+    try:
+        wait_for(lambda: phase(part) is p.Phase.CONFIRMING, 10, what="the sale priced")
+    except AssertionError:
+        raise AssertionError(part.message) from None
+    part.submit(p.Confirm())
+    wait_for(lambda: phase(part) is p.Phase.READY, 10, what="the sale recorded")
+
+    def recorded():
+        rows = [parse_json_object(r["payload"]) for r in ingest_store_rows(site, "station-01")]
+        return [e for e in rows if e["type"] == "purchase.recorded"]
+
+    (event,) = wait_for(recorded, 15, what="purchase.recorded at the ingest")
+    body = event["body"]
+    assert body["scale"]["id"] == "bench-1"
+    assert (body["scale"]["gross_g"], body["scale"]["tare_g"], body["scale"]["net_g"]) == (
+        "52400", "400", "52000")
+    assert body["farmer"]["card_uid"] == "8600112233445566"
+    assert body["farmer"]["farmer_id"] == HOLDER["farmer_id"]
+    assert body["farmer"]["card_counter"] == 1
+    assert Decimal(body["amount"]) == (Decimal(body["unit_price"]) * 52).quantize(Decimal("0.01"))
+    wait_for(lambda: running.outbox.acked_seq() >= event["seq"], 15,
+             what="the ingest's acknowledgement")
+    on_card = fc.parse_sale(card.files[fc.SFI_SALES].records[0])
+    assert (on_card.voucher, on_card.counter, on_card.net_g) == (body["voucher"], 1, 52_000)
+    screen = part.screen()
+    assert body["voucher"] in screen and "acknowledged" in screen
+
