@@ -119,7 +119,7 @@ class CardDesk:
     # -- what the card is ------------------------------------------------------------------
 
     def _identify(self, transport, atr: bytes):
-        if _is_m1(atr):
+        if is_m1(atr):
             if self.m1_master_key is None:
                 return p.CardRefused("this station is not set up for MIFARE cards (no M1 "
                                      "master key configured); use the farmer's CPU card")
@@ -222,7 +222,7 @@ def _card_sale(outbox, sale: dict) -> dict:
             "unit_price": sale["unit_price"], "amount": sale["amount"]}
 
 
-def _is_m1(atr: bytes) -> bool:
+def is_m1(atr: bytes) -> bool:
     try:
         from drivers.pcsc.m1_card import is_m1_atr
     except ImportError:      # the M1 application is not installed: every card is a CPU card

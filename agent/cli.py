@@ -13,8 +13,10 @@ import threading
 
 import click
 
+from .cli_card import card
 from .cli_scale import scale
 from .cli_support import ConfigContext, run_cli, setup_logging
+from .cli_warehouse import warehouse
 from .config import load_config
 from .events import Draft
 from .signing import Verifier, generate_key_file, load_signer
@@ -178,6 +180,8 @@ def verify(public_key: str, capture) -> None:
 
 
 cli.add_command(scale)
+cli.add_command(card)
+cli.add_command(warehouse)
 
 
 def main(argv: list[str] | None = None) -> None:

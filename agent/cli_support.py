@@ -45,7 +45,9 @@ def run_cli(group: click.Group, prog: str, argv: list[str] | None = None) -> Non
     problem to fix (configuration, keys, bad input), 130 when interrupted.
     """
     try:
-        group.main(args=argv, prog_name=prog, standalone_mode=False)
+        code = group.main(args=argv, prog_name=prog, standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            sys.exit(code)  # click returns a raised Exit's code when not standalone
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

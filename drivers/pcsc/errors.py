@@ -8,9 +8,12 @@ a status word from the card (the application's business).
 
 from __future__ import annotations
 
+from agent.errors import CocoonError
 
-class PcscError(Exception):
-    """Root of every error the PC/SC drivers raise on purpose."""
+
+class PcscError(CocoonError):
+    """Root of every error the PC/SC drivers raise on purpose (a CocoonError, so the command
+    line reports it in one line, never as a traceback)."""
 
 
 class ReaderServiceUnavailable(PcscError, ConnectionError):
