@@ -98,6 +98,7 @@ REQUIRED = object()
 #: function(path: Path, table: dict) -> a frozen object, raising ConfigError. Loaded only
 #: when the file has the section, so the core never imports a driver it does not use.
 PLUGGED_SECTIONS: dict[str, str] = {
+    "warehouse": "agent.warehouse.config:parse_warehouse",
     "station": "agent.station_config:parse_station",
     "card": "agent.station_config:parse_card",
     "scale": "agent.station_config:parse_scale",

@@ -152,6 +152,7 @@ class Agent:
 #: Optional parts of the agent, started when their configuration section is present:
 #: section name -> "module:factory", factory(agent) -> an object with start(stop) and close().
 PARTS: dict[str, str] = {
+    "warehouse": "agent.warehouse.service:part",
     "station": "agent.station_service:StationPart",
 }
 

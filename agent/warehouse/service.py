@@ -1,0 +1,376 @@
+"""The warehouse at run time: readers, pins and the climate sensor in; signed events out.
+
+Threads: one per tag reader (its `run` owns the connection), one sampling the GPIO inputs, one
+polling the climate sensor, and one housekeeping loop (receipts from `cocoon-agent warehouse
+receive`, departures and silent readers, snapshots, saving tag state). All of them, and the
+bank's commands, go through one lock around the state machines, so each change is decided and
+recorded in one order. Money and alert drafts are appended durably; telemetry is submitted.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+from agent.clock import parse_utc_timestamp, utc_timestamp
+from agent.errors import CocoonError
+from agent.events import Draft
+
+from .alerts import alert_change
+from .climate import ClimateWatch
+from .config import ReaderSpec, WarehouseConfig
+from .custody import CustodyError
+from .doors import Guard
+from .pins import Pins
+from .presence import (
+    Arrived,
+    Departed,
+    Moved,
+    Presence,
+    ReaderDown,
+    ReaderUp,
+    TagStatus,
+    location_name,
+)
+from .snapshot import snapshot_drafts
+from .store import WarehouseStore
+
+log = logging.getLogger(__name__)
+
+STORE_NAME = "warehouse.sqlite"
+
+
+def _mono_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Warehouse:
+    def __init__(self, outbox, config: WarehouseConfig, data_dir: Path, *,
+                 readers: list | None = None, pin_factory=None, climate_sensor=None,
+                 mono_ms: Callable[[], int] = _mono_ms, utc_now: Callable[[], datetime] = _utc_now,
+                 local_time=lambda: datetime.now().time(),
+                 shutdown: Callable[[], None] | None = None):
+        self.outbox = outbox
+        self.config = config
+        self.mono_ms, self.utc_now, self.local_time = mono_ms, utc_now, local_time
+        self.store = WarehouseStore(Path(data_dir) / STORE_NAME)
+        self.readers = list(readers) if readers is not None else \
+            [open_reader(spec) for spec in config.readers]
+        self.lock = threading.RLock()
+        self._dirty: set[str] = set()
+        self._threads: list[threading.Thread] = []
+        self._shutdown = shutdown or self._run_shutdown_command
+        now = mono_ms()
+        self.presence = Presence(config.presence)
+        down = {name: (reason, detail) for name, reason, detail in self.store.load_readers()
+                if reason}
+        for reader in self.readers:
+            reason, detail = down.get(reader.name, ("", ""))
+            self.presence.add_reader(reader.name, now, down_reason=reason, detail=detail)
+        self.presence.restore(self.store.load_tags(), now)
+        self.custody = self.store.load_custody()
+        self.climate = ClimateWatch(config.climate)
+        self.sensor = climate_sensor
+        if self.sensor is None and config.climate_bus:
+            from drivers.climate import SHT3x, open_bus
+
+            self.sensor = SHT3x(open_bus(config.climate_bus), config.climate_address)
+        self.pins = Pins(config, pin_factory=pin_factory)
+        self.guard = Guard([inp for inp, _ in self.pins.inputs], config.open_hours,
+                           config.debounce_ms)
+        self._next_check = now
+        self.power_lost_seq: int | None = None
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    def register(self, dispatcher) -> None:
+        dispatcher.register("pledge.create", self.handle_pledge)
+        dispatcher.register("release.authorize", self.handle_release)
+
+    def start(self, stop: threading.Event) -> None:
+        with self.lock:
+            self._emit(self.guard.start(self.pins.levels(), self.mono_ms(), self.local_time()))
+            self.pins.show_alerts(bool(self.store.open_alerts()))
+        for reader in self.readers:
+            self._spawn(f"tags-{reader.name}", self._run_reader, reader, stop)
+        self._spawn("warehouse-housekeeping", self._loop, stop, 1.0, self.housekeeping)
+        if self.pins.inputs:
+            self._spawn("warehouse-gpio", self._loop, stop, self.config.gpio_poll_ms / 1000,
+                        self.sample_pins)
+        if self.sensor is not None:
+            self._spawn("warehouse-climate", self._loop, stop, self.config.climate_poll_s,
+                        self.poll_climate)
+
+    def close(self) -> None:
+        for thread in self._threads:
+            thread.join(5)
+        with self.lock:
+            self._flush_tags()
+        self.pins.close()
+        self.store.close()
+
+    def _spawn(self, name, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    @staticmethod
+    def _loop(stop: threading.Event, interval_s: float, fn) -> None:
+        while not stop.is_set():
+            try:
+                fn()
+            except Exception:  # one failed turn must not end the watch
+                log.exception("warehouse: %s failed", getattr(fn, "__name__", fn))
+            stop.wait(interval_s)
+
+    def _run_reader(self, reader, stop: threading.Event) -> None:
+        name = reader.name
+        try:
+            reader.run(lambda read: self.on_read(name, read),
+                       lambda health: self.on_health(name, health), stop)
+        except Exception as exc:  # a reader must report faults as health, but never trust it
+            log.exception("tag reader %s stopped", name)
+            self.on_health(name, _Health(False, f"reader stopped: {exc}"))
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def on_read(self, reader: str, read) -> None:
+        with self.lock:
+            changes = self.presence.read(reader, read.epc, read.antenna, read.rssi,
+                                         self.mono_ms())
+            if changes:
+                self._apply(changes)
+
+    def on_health(self, reader: str, health) -> None:
+        with self.lock:
+            changes = self.presence.health(reader, health.online, health.detail,
+                                           self.mono_ms())
+            if changes:
+                self._apply(changes)
+
+    def housekeeping(self) -> None:
+        """Take in received lots; every check interval, departures and silent readers; a
+        snapshot when due; save changed tags."""
+        with self.lock:
+            self.take_receipts()
+            now = self.mono_ms()
+            if now >= self._next_check:
+                self._next_check = now + int(self.config.check_interval_s * 1000)
+                self._apply(self.presence.tick(now))
+            self._snapshot_if_due()
+            self._flush_tags()
+
+    def sample_pins(self) -> None:
+        levels = self.pins.levels()
+        with self.lock:
+            now, local = self.mono_ms(), self.local_time()
+            for name, level in levels.items():
+                self._emit(self.guard.sample(name, level, now, local))
+
+    def poll_climate(self) -> None:
+        from drivers.climate import ClimateError
+
+        try:
+            reading = self.sensor.read()
+        except ClimateError as exc:
+            log.warning("climate: %s", exc)
+            with self.lock:
+                self._emit(self.climate.failure(str(exc)))
+                self.store.save_climate(None, None, self.climate.band, str(exc)[:300])
+            return
+        with self.lock:
+            self._emit(self.climate.reading(reading.temp_c100, reading.rh_c100, self.mono_ms()))
+            self.store.save_climate(str(reading.temp_c), str(reading.rh_pct),
+                                    self.climate.band, None)
+
+    def take_receipts(self) -> None:
+        with self.lock:
+            for rid, lot, purchases, epcs, kg in self.store.pending_receipts():
+                try:
+                    draft = self.custody.receive(lot, purchases, epcs, kg)
+                except CustodyError as exc:
+                    log.warning("lot %s not received: %s", lot, exc)
+                    self.store.finish_receipt(rid, str(exc))
+                    continue
+                self._emit([draft])
+                self.store.save_custody(self.custody)
+                self.store.finish_receipt(rid)
+
+    def snapshot(self) -> list[int]:
+        with self.lock:
+            drafts = snapshot_drafts(self.custody, self.presence)
+            seqs = [self.outbox.append(d) for d in drafts]
+            self.store.set_meta("last_snapshot", utc_timestamp(self.utc_now()))
+            return seqs
+
+    def _snapshot_if_due(self) -> None:
+        last = self.store.meta("last_snapshot")
+        now = self.utc_now()
+        if last is None:
+            self.store.set_meta("last_snapshot", utc_timestamp(now))  # first one an interval on
+            return
+        if (now - parse_utc_timestamp(last)).total_seconds() >= self.config.snapshot_interval_s:
+            self.snapshot()
+
+    # -- the bank's commands --------------------------------------------------------------
+
+    def handle_pledge(self, cmd) -> dict:
+        with self.lock:
+            result = self.custody.pledge(cmd.id, cmd.body)
+            self.store.save_custody(self.custody)
+            self._check_stock()
+            return result
+
+    def handle_release(self, cmd) -> dict:
+        with self.lock:
+            result = self.custody.authorize_release(cmd.id, cmd.body, self.utc_now())
+            self.store.save_custody(self.custody)
+            return result
+
+    # -- changes to drafts ----------------------------------------------------------------
+
+    def _apply(self, changes: list) -> None:
+        drafts: list[Draft] = []
+        custody_changed = False
+        for c in changes:
+            if isinstance(c, Arrived):
+                drafts.append(self.custody.arrived(c.epc, location_name(c.location), c.returned))
+                self._dirty.add(c.epc)
+                custody_changed = True
+            elif isinstance(c, Moved):
+                body = {"epc": c.epc, "from": location_name(c.from_),
+                        "to": location_name(c.to), "rssi_avg": _tenths(c.rssi_avg)}
+                lot = self.custody.lot_of(c.epc)
+                if lot:
+                    body["lot"] = lot
+                drafts.append(Draft("tag.moved", "telemetry", body))
+                self._dirty.add(c.epc)
+            elif isinstance(c, Departed):
+                drafts.append(self.custody.departed(c.epc, location_name(c.location),
+                                                    c.unread_ms // 1000, self.utc_now()))
+                self._dirty.add(c.epc)
+                custody_changed = True
+            elif isinstance(c, ReaderDown):
+                drafts.append(Draft("reader.offline", "alert", {
+                    "reader": c.reader, "reason": c.reason, "detail": c.detail[:300],
+                    "tags_unknown": c.tags_unknown}))
+                self.store.save_reader(c.reader, c.reason, c.detail[:300])
+                self._dirty.update(t.epc for t in self.presence.tags.values()
+                                   if t.location[0] == c.reader)
+            elif isinstance(c, ReaderUp):
+                drafts.append(Draft("reader.online", "alert", {
+                    "reader": c.reader, "down_s": c.down_ms // 1000, "was": c.reason}))
+                self.store.save_reader(c.reader, "", "")
+                custody_changed = True
+        self._emit(drafts)
+        if custody_changed:
+            if any(d.type in ("custody.breach", "tag.departed") for d in drafts):
+                self.store.save_custody(self.custody)
+                self._flush_tags()  # a departure must not be detected twice after a crash
+            self._check_stock()
+
+    def _check_stock(self) -> None:
+        def in_stock(epc: str) -> bool:
+            return self.presence.status(epc) in (TagStatus.PRESENT, TagStatus.UNKNOWN)
+
+        drafts = self.custody.check_stock(in_stock)
+        if drafts:
+            self._emit(drafts)
+            self.store.save_custody(self.custody)
+
+    def _emit(self, drafts: list[Draft]) -> None:
+        siren = False
+        for draft in drafts:
+            try:
+                if draft.priority == "telemetry":
+                    self.outbox.submit(draft)
+                    seq = None
+                else:
+                    seq = self.outbox.append(draft)
+            except CocoonError as exc:
+                log.error("warehouse: could not record %s: %s", draft.type, exc)
+                continue
+            change = alert_change(draft)
+            if change is not None:
+                if change.open:
+                    log.warning("ALERT %s", change.detail)
+                    self.store.open_alert(change.key, draft.type, change.detail)
+                    siren = siren or change.siren
+                else:
+                    self.store.close_alert(change.key)
+            if draft.type == "power.lost":
+                self.power_lost_seq = seq
+                self._spawn("warehouse-power", self._power_lost, seq)
+        if siren:
+            self.pins.sound_siren()
+        if drafts:
+            self.pins.show_alerts(bool(self.store.open_alerts()))
+
+    def _flush_tags(self) -> None:
+        if not self._dirty:
+            return
+        rows = []
+        for epc in self._dirty:
+            tag = self.presence.tags.get(epc)
+            if tag is not None:
+                rows.append((epc, tag.status.value, tag.location[0], tag.location[1]))
+        self.store.save_tags(rows)
+        self._dirty.clear()
+
+    # -- power loss -----------------------------------------------------------------------
+
+    def _power_lost(self, seq: int) -> None:
+        """Give the uplink `power_grace_s` to deliver the alert, then shut down (if
+        configured): the bank hears of the power loss before the device goes dark."""
+        deadline = time.monotonic() + self.config.power_grace_s
+        while time.monotonic() < deadline and self.outbox.acked_seq() < seq:
+            time.sleep(0.05)
+        delivered = self.outbox.acked_seq() >= seq
+        log.warning("power lost: alert seq %d %s; shutting down", seq,
+                    "acknowledged by the bank" if delivered else "not yet acknowledged")
+        self._shutdown()
+
+    def _run_shutdown_command(self) -> None:
+        if not self.config.shutdown_command:
+            return
+        try:
+            subprocess.run(self.config.shutdown_command, check=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.error("shutdown command %s failed: %s", self.config.shutdown_command, exc)
+
+
+class _Health:
+    def __init__(self, online: bool, detail: str):
+        self.online, self.detail = online, detail
+
+
+def _tenths(value) -> str:
+    return str((Decimal(value.numerator) / Decimal(value.denominator)).quantize(Decimal("0.1")))
+
+
+def open_reader(spec: ReaderSpec):
+    """The tag reader a [[warehouse.readers]] entry names, from the drivers.tags package."""
+    try:
+        from drivers.tags import open_reader as factory
+    except ImportError:
+        raise CocoonError(f"reader {spec.name}: this installation has no tag reader drivers "
+                          f"for protocol {spec.protocol!r}") from None
+    return factory(spec.port, spec.protocol, name=spec.name)
+
+
+def part(agent) -> Warehouse:
+    """The agent's optional part for a [warehouse] section (agent.service.PARTS)."""
+    warehouse = Warehouse(agent.outbox, agent.config.section("warehouse"),
+                          agent.config.device.data_dir)
+    warehouse.register(agent.dispatcher)
+    return warehouse

@@ -1,0 +1,346 @@
+"""Warehouse scenarios through the service: scripted tag readers (calling on_read/on_health as
+a driver does), gpiozero mock pins, a simulated SHT3x, a real outbox and the real Dispatcher."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from datetime import time as dtime
+from pathlib import Path
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from agent.clock import utc_timestamp
+from agent.commands import BANK, Dispatcher, make_command
+from agent.config import parse_config
+from agent.envelope import parse_json_object
+from agent.signing import Ed25519Signer, Verifier
+from agent.warehouse.service import Warehouse
+from agent.warehouse.store import WarehouseStore
+from drivers.climate import SHT3x, SimulatedSht3x
+from drivers.tags import ReaderHealth, TagRead
+from tests.support.waiting import wait_for
+
+DEV = "dev-a"
+LOT = [f"e28011700000020{i:09x}" for i in range(4)]
+OTHER = [f"300833b2ddd9014000000{i:03x}" for i in range(2)]
+
+
+class ScriptedReader:
+    """A TagReader that replays what the test queues, as a driver would report it."""
+
+    def __init__(self, name: str, online_at_start: bool = True):
+        self.name = name
+        self.online_at_start = online_at_start
+        self.inbox: queue.Queue = queue.Queue()
+        self.started = threading.Event()
+
+    def run(self, on_read, on_health, stop: threading.Event) -> None:
+        on_health(ReaderHealth(self.name, self.online_at_start,
+                               "connected" if self.online_at_start else "cable"))
+        self.started.set()
+        while not stop.is_set():
+            try:
+                item = self.inbox.get(timeout=0.02)
+            except queue.Empty:
+                continue
+            try:
+                if isinstance(item, TagRead):
+                    on_read(item)
+                else:
+                    on_health(item)
+            finally:
+                self.inbox.task_done()
+
+    def reads(self, epcs, antenna=1, rssi=-60, times=1):
+        for _ in range(times):
+            for epc in epcs:
+                self.inbox.put(TagRead(epc, rssi, antenna, time.monotonic_ns() // 10**6))
+        self.inbox.join()
+
+    def health(self, online: bool, detail: str = ""):
+        self.inbox.put(ReaderHealth(self.name, online, detail))
+        self.inbox.join()
+
+
+class Clock:
+    """Real monotonic time plus a jump the test controls, so debouncing runs in real time
+    while ten minutes of silence take no time at all."""
+
+    def __init__(self):
+        self.offset_ms = 0
+        self.utc = datetime(2026, 6, 1, 8, tzinfo=timezone.utc)
+        self.local = dtime(10, 0)
+
+    def mono_ms(self) -> int:
+        return time.monotonic_ns() // 10**6 + self.offset_ms
+
+    def jump(self, seconds: float) -> None:
+        self.offset_ms += int(seconds * 1000)
+        self.utc += timedelta(seconds=seconds)
+
+
+def warehouse_config(tmp_path: Path, **extra) -> object:
+    table = {"departed_after_s": 600, "reader_silent_s": 900, "check_interval_s": 30,
+             "snapshot_interval_s": 3600, "open_hours": "07:00-19:00", "gpio_factory": "mock",
+             "doors": {"main": 5}, "tamper_pin": 6, "power_pin": 13, "siren_pin": 19,
+             "light_pin": 26, "debounce_ms": 30, "gpio_poll_ms": 5, "power_grace_s": 2,
+             "climate_telemetry_s": 0, **extra}
+    raw = {"device": {"id": DEV, "data_dir": str(tmp_path)},
+           "mqtt": {"host": "127.0.0.1", "ca_file": "ca", "cert_file": "c", "key_file": "k"},
+           "keys": {"ingest_public_key_file": "i"}, "warehouse": table}
+    return parse_config(raw, tmp_path / "agent.toml").section("warehouse")
+
+
+class Rig:
+    def __init__(self, tmp_path, outbox, factory, *, start=True, clock=None,
+                 online_at_start=True, **extra):
+        self.tmp_path, self.outbox, self.factory = tmp_path, outbox, factory
+        self.clock = clock or Clock()
+        self.reader = ScriptedReader("dock", online_at_start)
+        self.chip = SimulatedSht3x(rh_pct="65.00")
+        self.shutdowns = []
+        self.bank = Ed25519Signer.generate()
+        self.config = warehouse_config(tmp_path, **extra)
+        self.w = Warehouse(outbox, self.config, tmp_path, readers=[self.reader],
+                           pin_factory=factory, climate_sensor=SHT3x(self.chip),
+                           mono_ms=self.clock.mono_ms, utc_now=lambda: self.clock.utc,
+                           local_time=lambda: self.clock.local,
+                           shutdown=lambda: self.shutdowns.append(outbox.acked_seq()))
+        self.dispatcher = Dispatcher(DEV, outbox, {BANK: Verifier.from_pem(
+            self.bank.public_key_pem())}, now=lambda: self.clock.utc)
+        self.w.register(self.dispatcher)
+        self.stop = threading.Event()
+        for pin in (5, 6):  # door and enclosure closed (their contacts pull the pins low)
+            factory.pin(pin).drive_low()
+        if start:
+            self.start()
+
+    def start(self):
+        self.w.start(self.stop)
+        wait_for(self.reader.started.is_set, 5, what="the reader's first report")
+
+    def close(self):
+        self.stop.set()
+        self.w.close()
+
+    def events(self, type_=None):
+        rows = [parse_json_object(s.payload) for s in self.outbox.pending(100_000)]
+        return [e for e in rows if type_ is None or e["type"] == type_]
+
+    def command(self, type_, body, **kw):
+        kw.setdefault("now", self.clock.utc)
+        cmd = make_command(DEV, type_, body, kw.pop("signer", self.bank), **kw)
+        self.dispatcher.handle(json.dumps(cmd).encode())
+        return cmd["id"]
+
+    def receive(self, lot="LOT-1", epcs=LOT):
+        store = WarehouseStore(self.tmp_path / "warehouse.sqlite")
+        rid = store.add_receipt(lot, ["station-01/42"], epcs, "200.5")
+        self.w.housekeeping()
+        assert store.receipt(rid) == (1, None)
+        store.close()
+
+    def pledge(self, lot="LOT-1", tags=4):
+        self.command("pledge.create", {"lots": [lot], "tags": tags, "kg": "200.5"})
+
+    def release(self, tags, start_h=-1.0, end_h=2.0, **kw):
+        return self.command("release.authorize", {
+            "lot": "LOT-1", "tags": tags,
+            "not_before": utc_timestamp(self.clock.utc + timedelta(hours=start_h)),
+            "not_after": utc_timestamp(self.clock.utc + timedelta(hours=end_h))}, **kw)
+
+    def leave_with(self, stays, seconds=601):
+        """Time passes while only `stays` are read; departures are checked."""
+        self.clock.jump(seconds / 2)
+        self.reader.reads(stays)
+        self.clock.jump(seconds / 2)
+        self.reader.reads(stays)
+        self.w.housekeeping()
+
+
+@pytest.fixture
+def factory():
+    f = MockFactory()
+    yield f
+    f.reset()
+
+
+@pytest.fixture
+def rig(tmp_path, make_outbox, factory):
+    r = Rig(tmp_path, make_outbox(), factory)
+    r.reader.reads(LOT + OTHER)
+    r.receive()
+    r.pledge()
+    yield r
+    r.close()
+
+
+def test_a_lot_leaves_without_a_release_breach_shortfall_siren(rig, factory):
+    rig.leave_with(LOT[2:] + OTHER)
+    breaches = rig.events("custody.breach")
+    assert sorted(b["body"]["epc"] for b in breaches) == LOT[:2]
+    assert all(b["priority"] == "alert" and b["body"]["lot"] == "LOT-1" for b in breaches)
+    (short,) = rig.events("custody.shortfall")
+    assert short["body"]["in_stock_tags"] == 2 and short["body"]["required_tags"] == 4
+    assert factory.pin(26).state is True                       # alert light on
+    wait_for(lambda: factory.pin(19).state is True, 2, what="the siren")
+
+
+def test_a_lot_leaves_with_a_release(rig, factory):
+    rig.release(2)
+    (done,) = [e for e in rig.events("command.done") if e["body"]["type"] == "release.authorize"]
+    assert done["body"]["type"] == "release.authorize"
+    rig.leave_with(LOT[2:] + OTHER)
+    departed = rig.events("tag.departed")
+    assert sorted(d["body"]["epc"] for d in departed) == LOT[:2]
+    assert all(d["body"]["release"] == done["body"]["id"] for d in departed)
+    assert rig.events("custody.breach") == [] and rig.events("custody.shortfall") == []
+    assert factory.pin(19).state is False and factory.pin(26).state is False
+    # the release is used up: the next one to leave is a breach
+    rig.leave_with(LOT[3:] + OTHER)
+    assert [b["body"]["epc"] for b in rig.events("custody.breach")] == [LOT[2]]
+
+
+def test_expired_forged_and_unknown_releases_are_refused(rig):
+    forger = Ed25519Signer.generate()
+    rig.release(4, signer=forger)
+    rig.release(4, expires_in_s=60, now=rig.clock.utc - timedelta(hours=2))   # command expired
+    rig.release(4, start_h=-3, end_h=-1)                                      # window over
+    rig.command("release.authorize", {"lot": "LOT-9", "tags": 1, "not_before":
+                                      utc_timestamp(rig.clock.utc),
+                                      "not_after": utc_timestamp(rig.clock.utc
+                                                                 + timedelta(hours=1))})
+    reasons = [e["body"]["reason"] for e in rig.events("command.refused")]
+    assert any("signature not from the bank key" in r for r in reasons)
+    assert any("expired" in r for r in reasons)
+    failed = [e["body"]["reason"] for e in rig.events("command.failed")]
+    assert any("window ended" in r for r in failed) and any("never received" in r for r in failed)
+    assert rig.w.custody.releases == {}
+    rig.leave_with(LOT[1:] + OTHER)
+    assert [b["body"]["epc"] for b in rig.events("custody.breach")] == [LOT[0]]
+
+
+def test_a_tag_that_stops_being_read_departs_once(rig):
+    rig.leave_with(LOT + OTHER[1:])
+    (gone,) = wait_for(lambda: rig.events("tag.departed"), 2, what="telemetry tag.departed")
+    assert gone["body"]["epc"] == OTHER[0] and gone["priority"] == "telemetry"
+    rig.leave_with(LOT + OTHER[1:])
+    assert len(rig.events("tag.departed")) == 1
+    rig.reader.reads(OTHER[:1])
+    wait_for(lambda: rig.events("tag.arrived")[-1]["body"]["returned"], 2, what="its return")
+
+
+def test_a_bale_moves_between_antennas(rig):
+    rig.reader.reads(LOT[:1], antenna=2, rssi=-45)
+    assert rig.events("tag.moved") == []  # one read is not enough
+    rig.reader.reads(LOT[:1], antenna=2, rssi=-47)
+    (moved,) = wait_for(lambda: rig.events("tag.moved"), 2, what="tag.moved")
+    assert moved["body"] == {"epc": LOT[0], "from": "dock#1", "to": "dock#2",
+                             "rssi_avg": "-46.0", "lot": "LOT-1"}
+
+
+def test_the_reader_disconnects_and_returns_without_a_storm(rig):
+    rig.reader.health(False, "port /dev/ttyUSB0 vanished")
+    rig.reader.health(False, "still gone")
+    (off,) = rig.events("reader.offline")
+    assert off["body"]["tags_unknown"] == 6 and off["body"]["reason"] == "offline"
+    for _ in range(5):  # an hour of outage
+        rig.clock.jump(720)
+        rig.w.housekeeping()
+    assert rig.events("custody.breach") == [] and rig.events("tag.departed") == []
+    assert rig.events("custody.shortfall") == []
+    rig.reader.health(True, "connected")
+    (on,) = rig.events("reader.online")
+    assert on["body"]["down_s"] >= 3600
+    rig.leave_with(LOT)  # back: the others were taken during the outage
+    wait_for(lambda: len(rig.events("tag.departed")) == 2, 2, what="two departures")
+    assert sorted(e["body"]["epc"] for e in rig.events("tag.departed")) == OTHER
+    assert rig.events("custody.breach") == []
+
+
+def test_a_silent_reader_is_one_alert_and_cleared_by_its_next_read(rig):
+    rig.clock.jump(901)
+    rig.w.housekeeping()
+    (off,) = rig.events("reader.offline")
+    assert off["body"]["reason"] == "silent"
+    assert rig.events("tag.departed") == []
+    rig.reader.reads(LOT + OTHER)
+    assert len(rig.events("reader.online")) == 1
+    assert WarehouseStore(rig.tmp_path / "warehouse.sqlite").open_alerts() == []
+
+
+def test_snapshot_is_signed_hourly_per_lot(rig):
+    rig.w.housekeeping()
+    assert rig.events("inventory.snapshot") == []
+    rig.clock.jump(3601)
+    rig.reader.reads(LOT + OTHER)
+    rig.w.housekeeping()
+    (snap,) = rig.events("inventory.snapshot")
+    assert snap["body"]["count"] == 4 and snap["body"]["tags"] == sorted(LOT)
+
+
+def test_door_out_of_hours_tamper_and_power_loss(rig, factory):
+    door, tamper, power = factory.pin(5), factory.pin(6), factory.pin(13)
+    rig.clock.local = dtime(23, 0)
+    door.drive_high()
+    door.drive_low()  # chatter shorter than the debounce
+    door.drive_high()
+    opened = wait_for(lambda: rig.events("door.opened"), 2, what="door.opened")
+    assert len(opened) == 1 and opened[0]["priority"] == "alert"
+    wait_for(lambda: factory.pin(19).state, 2, what="the siren")
+    door.drive_low()
+    wait_for(lambda: rig.events("door.closed"), 2, what="door.closed")
+    tamper.drive_low()
+    tamper.drive_high()
+    wait_for(lambda: rig.events("tamper.detected"), 2, what="tamper.detected")
+    power.drive_low()
+    (lost,) = wait_for(lambda: rig.events("power.lost"), 2, what="power.lost")
+    # no ingest acknowledges here: the shutdown waits for the grace time, then goes ahead
+    wait_for(lambda: rig.shutdowns, 5, what="the shutdown")
+    assert lost["seq"] > 0
+
+
+def test_climate_crossings_and_sensor_faults(rig):
+    rig.w.poll_climate()
+    rig.chip.rh_pct = type(rig.chip.rh_pct)("71.20")
+    rig.w.poll_climate()
+    (high,) = rig.events("climate.out_of_range")
+    assert high["body"]["band"] == "high" and high["body"]["rh_pct"] == "71.20"
+    rig.chip.unplugged = True
+    rig.w.poll_climate()
+    rig.w.poll_climate()
+    assert len(rig.events("climate.sensor_failed")) == 1
+    rig.chip.unplugged = False
+    rig.chip.rh_pct = type(rig.chip.rh_pct)("66.00")
+    rig.w.poll_climate()
+    assert [e["type"] for e in rig.events() if e["type"].startswith("climate.")][-2:] == [
+        "climate.sensor_restored", "climate.in_range"]
+    wait_for(lambda: len(rig.events("climate.reading")) >= 3, 2, what="telemetry")
+
+
+def test_state_survives_a_restart(tmp_path, make_outbox, factory):
+    outbox = make_outbox()
+    first = Rig(tmp_path, outbox, factory)
+    first.reader.reads(LOT + OTHER)
+    first.receive()
+    first.pledge()
+    first.release(1)
+    first.reader.health(False, "cable")
+    first.close()
+    factory.reset()
+    again = Rig(tmp_path, outbox, factory, clock=first.clock, online_at_start=False)
+    try:
+        again.reader.health(False, "cable")  # the same outage: no second alert
+        assert len(again.events("reader.offline")) == 1
+        again.reader.health(True, "")
+        again.leave_with(LOT[1:] + OTHER)
+        (gone,) = again.events("tag.departed")
+        assert gone["body"]["epc"] == LOT[0] and "release" in gone["body"]
+        assert again.events("custody.breach") == []
+    finally:
+        again.close()
