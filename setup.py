@@ -21,6 +21,7 @@ setup(
         "pyserial>=3.5",
         "python-escpos>=3.1",
         "gpiozero>=2.0",
+        "smbus2>=0.4",  # the warehouse's SHT3x climate sensor on I2C
         # Farmer and staff cards over PC/SC. No Linux wheel on PyPI: it builds from source and
         # needs gcc, the Python headers and libpcsclite-dev (scripts/bootstrap installs them).
         "pyscard>=2.0",
