@@ -250,6 +250,28 @@ def test_pulled_out_during_issuing_then_issued_again(card, issuer):
     assert sorted(card.trailer_writes) == [4 * s + 3 for s in range(1, 16)]   # each once
 
 
+def test_a_chip_that_halts_after_a_failed_authentication_is_still_refused(virtual_card,
+                                                                            issuer):
+    """Where the reader's chip stops after one wrong key, the second try (telling a blank
+    card from a foreign one) cannot succeed: the card is still refused and nothing is
+    written, only the reason given is less precise."""
+    signer, verifier = issuer
+    card = virtual_card("00 00", cls=M1Card, uid=UID, halt_on_failed_auth=True).insert()
+    with open_transport() as t:
+        m1.issue_m1_card(t, HOLDER, signer, MASTER)             # a blank card: no wrong key
+        assert m1.read_m1_card(t, verifier, MASTER).signature_valid
+        blocks = [bytes(b) for b in card.blocks]
+        with pytest.raises((fc.CardAlreadyIssued, m1.ForeignKeys)):
+            m1.issue_m1_card(t, HOLDER, signer, MASTER)
+        with pytest.raises(m1.ForeignKeys):
+            m1.read_m1_card(t, verifier, OTHER_MASTER)
+        assert card.halted and [bytes(b) for b in card.blocks] == blocks
+    card.remove()
+    card.insert()                                                # the field off and on again
+    with open_transport() as t:
+        assert m1.append_m1_sale(t, sale(1), master_key=MASTER) == 1
+
+
 def test_seven_byte_uid(virtual_card, issuer):
     signer, verifier = issuer
     card = virtual_card("00 01", cls=M1Card, uid=bytes.fromhex("04112233445566")).insert()

@@ -17,6 +17,10 @@ in one is caught by the other:
 - a trailer written with access bits whose inverted copies do not match blocks its sector
   for good, as on the chip.
 
+With `halt_on_failed_auth` the chip behaves as many readers' chips are reported to: after a
+failed authentication it stops answering (every command but GET UID gets 6300) until the field
+is switched off and on (a power-off or reset from pcscd, or the card put back).
+
 Test hooks: `blocks` (edit directly), `trailer_writes` (block numbers, in order),
 `pull_on(predicate, tear=False)` pulls the card out when a command matches; with `tear` an
 UPDATE is half applied first (the first 8 bytes new, the rest old), as a card leaving the
@@ -90,8 +94,11 @@ def manufacturer_block(uid: bytes) -> bytes:
 class M1Card(VirtualCard):
     atr = ATR_MIFARE_1K
 
-    def __init__(self, reader, *, uid: bytes = bytes.fromhex("A1B2C3D4"), **kwargs):
+    def __init__(self, reader, *, uid: bytes = bytes.fromhex("A1B2C3D4"),
+                 halt_on_failed_auth: bool = False, **kwargs):
         super().__init__(reader, **kwargs)
+        self.halt_on_failed_auth = halt_on_failed_auth
+        self.halted = False
         if len(uid) not in (4, 7):
             raise ValueError("a MIFARE Classic UID is 4 or 7 bytes")
         self.uid = bytes(uid)
@@ -118,6 +125,7 @@ class M1Card(VirtualCard):
     def _handle(self, payload: bytes) -> bytes | None:
         if len(payload) == 1 and payload[0] in (0x00, 0x01, 0x02):
             self.authenticated = None           # the field dropped: the chip starts over
+            self.halted = False
         return super()._handle(payload)
 
     # -- APDUs -----------------------------------------------------------------------------
@@ -135,6 +143,8 @@ class M1Card(VirtualCard):
         ins, p1, p2 = apdu[1], apdu[2], apdu[3]
         if ins == 0xCA:
             return self.uid + SW_OK if p1 == 0 else SW_FUNCTION
+        if self.halted and ins != 0x82:
+            return SW_FAILED
         if ins == 0x82:
             if p1 != 0 or p2 > 1 or len(apdu) != 11 or apdu[4] != 6:
                 return SW_FAILED
@@ -163,6 +173,7 @@ class M1Card(VirtualCard):
         trailer = self.blocks[4 * sector + 3]
         key = trailer[:6] if key_type == 0x60 else trailer[10:16]
         if sector in self.locked or self.key_slots[slot] != key:
+            self.halted = self.halt_on_failed_auth
             return SW_FAILED
         self.authenticated = (sector, "A" if key_type == 0x60 else "B")
         return SW_OK
