@@ -250,6 +250,14 @@ def test_pulled_out_during_issuing_then_issued_again(card, issuer):
     assert sorted(card.trailer_writes) == [4 * s + 3 for s in range(1, 16)]   # each once
 
 
+def test_a_card_with_one_foreign_sector_is_not_issued_and_not_written(transport, card, issuer):
+    card.blocks[4 * 12 + 3][:] = bytes.fromhex("A0A1A2A3A4A5FF078069B0B1B2B3B4B5")
+    before = [bytes(b) for b in card.blocks]
+    with pytest.raises(m1.ForeignKeys, match="sector 12 opens with neither"):
+        m1.issue_m1_card(transport, HOLDER, issuer[0], MASTER)
+    assert [bytes(b) for b in card.blocks] == before and card.trailer_writes == []
+
+
 def test_a_chip_that_halts_after_a_failed_authentication_is_still_refused(virtual_card,
                                                                             issuer):
     """Where the reader's chip stops after one wrong key, the second try (telling a blank

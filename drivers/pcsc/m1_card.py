@@ -418,15 +418,20 @@ def issue_m1_card(transport, holder: dict, issuer_signer, master_key: bytes) -> 
     contents.update({b: bytes(BLOCK) for b in _data_blocks((COUNTER_SECTOR,) + SALES_SECTORS)})
     contents[COUNTER_BLOCK] = encode_value_block(0, COUNTER_BLOCK)
     contents[COUNTER_COPY_BLOCK] = encode_value_block(0, COUNTER_COPY_BLOCK)
-    blank = []
+    opener: dict[int, tuple[int, bytes]] = {}           # every sector checked before writing
     for sector in USED_SECTORS:
-        if session.try_open(sector, KEY_A, TRANSPORT_KEY):
-            blank.append(sector)
-        elif not session.try_open(sector, KEY_B, keys.key(sector, KEY_B)):
+        for key_type, key in ((KEY_A, TRANSPORT_KEY), (KEY_B, keys.key(sector, KEY_B))):
+            if session.try_open(sector, key_type, key):
+                opener[sector] = (key_type, key)
+                break
+        else:
             raise ForeignKeys(f"sector {sector} opens with neither the transport keys nor "
                               "this card's keys: the card cannot be issued")
+    for sector, (key_type, key) in opener.items():
+        session.open(sector, key_type, key)
         for block in _data_blocks((sector,)):
             session.write(block, contents[block])
+    blank = [s for s, (_, key) in opener.items() if key == TRANSPORT_KEY]
     for sector in sorted(blank, key=lambda s: s == COUNTER_SECTOR):
         session.open(sector, KEY_A, TRANSPORT_KEY)
         session.write_trailer(sector, keys.trailer(sector))
