@@ -429,15 +429,3 @@ def test_slots_and_what_a_slot_may_hold():
                "net_g": 0xFFFFFFFF, "unit_price": "9" * 12, "amount": "9" * 14}
     assert len(fc.build_sale(biggest, 0x7FFFFFFF)) <= m1.SLOT_BLOCKS * m1.BLOCK
 
-
-def test_master_key_file(tmp_path):
-    from agent.errors import KeyFileError
-
-    path = tmp_path / "m1.key"
-    path.write_text(MASTER.hex() + "\n")
-    assert keys.load_master_key(path) == MASTER
-    path.write_text("00 11")
-    with pytest.raises(KeyFileError, match="32 hex digits"):
-        keys.load_master_key(path)
-    with pytest.raises(KeyFileError, match="cannot read"):
-        keys.load_master_key(tmp_path / "missing")

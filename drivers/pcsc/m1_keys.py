@@ -16,8 +16,6 @@ Pure functions; `cryptography` provides AES-CMAC.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 
@@ -148,21 +146,3 @@ def trailer(key_a: bytes, access: bytes, key_b: bytes, gpb: int = GPB) -> bytes:
 TRANSPORT_ACCESS = access_bytes((DATA_TRANSPORT,) * 3 + (TRAILER_TRANSPORT,))
 ISSUED_ACCESS = access_bytes((DATA_READ_AB_WRITE_B,) * 3 + (TRAILER_KEYS_BY_B,))
 
-
-def load_master_key(path: str | Path) -> bytes:
-    """The 16-byte master key from a file holding it as 32 hex digits (`[card]
-    m1_master_key_file`); blanks and line breaks around them are ignored."""
-    from agent.errors import KeyFileError
-
-    try:
-        text = Path(path).read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KeyFileError(f"cannot read the M1 master key file {path}: {exc}") from None
-    try:
-        key = bytes.fromhex("".join(text.split()))
-    except ValueError:
-        key = b""
-    if len(key) != MASTER_KEY_LEN:
-        raise KeyFileError(f"the M1 master key file {path} must hold {MASTER_KEY_LEN} bytes as "
-                           f"{2 * MASTER_KEY_LEN} hex digits")
-    return key
