@@ -14,11 +14,14 @@ import pytest
 from agent import purchase as p
 from agent.envelope import parse_json_object
 from agent.price_store import PriceTableStore
-from agent.signing import Ed25519Signer
+from agent.signing import Ed25519Signer, Verifier
 from agent.station_service import StationPart
+from drivers.pcsc import ApduTransport
 from drivers.pcsc import farmer_card as fc
+from drivers.pcsc.m1_card import issue_m1_card, read_m1_card
 from drivers.scale.sim_model import WeightModel
 from drivers.scale.simulator import Simulator
+from tests.support.m1_card import M1Card
 from tests.support.running import add_device, ingest_store_rows
 from tests.support.station_cards import HOLDER, farmer_card, staff_card
 from tests.support.waiting import wait_for
@@ -35,16 +38,31 @@ def table_in_force(now: datetime) -> dict:
     return doc
 
 
+MASTER = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+
+
+def issued_m1_card(virtual_card, issuer) -> M1Card:
+    """A MIFARE Classic card issued through the real reader path, then taken out."""
+    card = virtual_card(READER, cls=M1Card, uid=bytes.fromhex("A1B2C3D4")).insert()
+    with ApduTransport.open(READER, removal_grace_s=2.0) as transport:
+        issue_m1_card(transport, HOLDER, issuer, MASTER)
+    card.remove()
+    return card
+
+
 @pytest.fixture
 def station(site, services, pty_pair, tmp_path):
     issuer = Ed25519Signer.generate()
     issuer_pem = tmp_path / "issuer.pem"
     issuer_pem.write_bytes(issuer.public_key_pem())
+    master = tmp_path / "m1-master.hex"
+    master.write_text(MASTER.hex() + "\n")
     pty = pty_pair.plug()
     sim = Simulator(str(pty.peer), "xk3190-a9", WeightModel(settle_s=0.2), rate_hz=20).start()
     config = add_device(site, "station-01",
                         station={"confirming_s": 60},
-                        card={"reader": READER, "issuer_public_key_file": str(issuer_pem)},
+                        card={"reader": READER, "issuer_public_key_file": str(issuer_pem),
+                              "m1_master_key_file": str(master)},
                         scale={"port": str(pty.device), "protocol": "xk3190-a9", "id": "bench-1",
                                "division_g": "20", "tare_g": 400, "stable_count": 4,
                                "stable_window_s": 0.3})
@@ -60,11 +78,18 @@ def phase(part) -> p.Phase:
     return part.station.flow.phase
 
 
-def test_a_sale_from_card_insertion_to_an_acknowledged_event(station, virtual_card):
+@pytest.mark.parametrize("kind", ["cpu", "m1"])
+def test_a_sale_from_card_insertion_to_an_acknowledged_event(station, virtual_card, kind):
     site, running, part, sim, issuer = station
+    if kind == "m1":
+        card = issued_m1_card(virtual_card, issuer)
+        uid = "A1B2C3D4"
+    else:
+        card = farmer_card(virtual_card, READER, issuer)
+        uid = "8600112233445566"
     with staff_card(virtual_card, READER, issuer):
         wait_for(lambda: phase(part) is p.Phase.READY, 10, what="clerk signed in")
-    card = farmer_card(virtual_card, READER, issuer).insert()
+    card.insert()
     wait_for(lambda: phase(part) is p.Phase.WEIGHING, 10, what="farmer card accepted")
     sim.set_target("52.40")
     wait_for(lambda: phase(part) is p.Phase.GRADING, 10, what="a stable weight")
@@ -86,14 +111,18 @@ def test_a_sale_from_card_insertion_to_an_acknowledged_event(station, virtual_ca
     assert body["scale"]["id"] == "bench-1"
     assert (body["scale"]["gross_g"], body["scale"]["tare_g"], body["scale"]["net_g"]) == (
         "52400", "400", "52000")
-    assert body["farmer"]["card_uid"] == "8600112233445566"
+    assert body["farmer"]["card_uid"] == uid and body["farmer"]["card_kind"] == kind
     assert body["farmer"]["farmer_id"] == HOLDER["farmer_id"]
     assert body["farmer"]["card_counter"] == 1
     assert Decimal(body["amount"]) == (Decimal(body["unit_price"]) * 52).quantize(Decimal("0.01"))
     wait_for(lambda: running.outbox.acked_seq() >= event["seq"], 15,
              what="the ingest's acknowledgement")
-    on_card = fc.parse_sale(card.files[fc.SFI_SALES].records[0])
-    assert (on_card.voucher, on_card.counter, on_card.net_g) == (body["voucher"], 1, 52_000)
+    with ApduTransport.open(READER, removal_grace_s=2.0) as transport:  # read back as a clerk
+        verifier = Verifier.from_pem(issuer.public_key_pem())
+        data = (read_m1_card(transport, verifier, MASTER) if kind == "m1"
+                else fc.read_farmer_card(transport, verifier))
+    assert data.counter == 1 and data.signature_valid
+    assert (data.sales[0].voucher, data.sales[0].net_g) == (body["voucher"], 52_000)
     screen = part.screen()
     assert body["voucher"] in screen and "acknowledged" in screen
 
