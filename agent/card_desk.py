@@ -4,8 +4,9 @@ Runs at the I/O edge between the PC/SC drivers and the purchase flow. On every c
 the station's reader it decides, once, what the card is and whether it may be used:
 
 - a staff card (clerk or supervisor) whose issuer signature verifies -> `StaffCard`;
-- a farmer card, CPU or MIFARE Classic, whose issuer signature verifies and which is not on the
-  backend's blacklist -> `FarmerCard`, after any sale still owed to the card (a write that
+- a farmer card, CPU or MIFARE Classic, whose issuer signature verifies, which is not on the
+  backend's blacklist, and which (a CPU card with its own key) answers a fresh authentication
+  challenge -> `FarmerCard`, after any sale still owed to the card (a write that
   failed when the card was pulled out) has been written to it;
 - anything else -> `CardRefused` with the reason in plain words, and forged or blocked cards
   are also reported to the bank as a `card.refused` alert.
@@ -34,6 +35,7 @@ from drivers.pcsc import (
 )
 from drivers.pcsc import farmer_card as fc
 from drivers.pcsc import staff_card as sc
+from drivers.pcsc.card_auth import challenge_card
 
 from . import purchase as p
 from . import sales
@@ -49,7 +51,7 @@ class CardWriteError(CocoonError):
 
 class CardDesk:
     def __init__(self, *, reader: str, issuer_verifier, outbox, submit: Callable[[object], None],
-                 blacklist, m1_master_key: bytes | None = None,
+                 blacklist, m1_master_key: bytes | None = None, require_card_key: bool = False,
                  open_transport: Callable[[str], ApduTransport] = ApduTransport.open):
         self.reader = reader                # a part of the reader's name; "" = the first one
         self.issuer_verifier = issuer_verifier
@@ -57,6 +59,7 @@ class CardDesk:
         self.submit = submit
         self.blacklist = blacklist
         self.m1_master_key = m1_master_key
+        self.require_card_key = require_card_key   # [card] internal_authenticate
         self._open = open_transport
         self._lock = threading.Lock()
         self._transport: ApduTransport | None = None
@@ -164,11 +167,26 @@ class CardDesk:
                          farmer_id=data.holder.farmer_id)
             return p.CardRefused(f"this card is blocked by the bank ({blocked}): keep it and "
                                  "send the farmer to the cooperative office")
+        if kind == "cpu":
+            refusal = self._challenge(transport, data)
+            if refusal:
+                self._report(data.uid, kind, refusal, farmer_id=data.holder.farmer_id)
+                return p.CardRefused(refusal)
         if self._catch_up(transport, kind, data):
             data = read()
         farmer = replace(fc.to_farmer(data), card_kind=kind)
         self._farmer = farmer
         return p.FarmerCard(farmer)
+
+    def _challenge(self, transport, data: fc.FarmerCardData) -> str:
+        """A card with its own key must prove it holds it (a copy cannot); a card without
+        one is refused only where the station requires card keys."""
+        if data.auth_key is None:
+            if self.require_card_key:
+                return ("this card cannot answer the authentication challenge this station "
+                        "requires: send the farmer to the cooperative office for a new card")
+            return ""
+        return challenge_card(transport, bytes.fromhex(data.uid), data.auth_key)
 
     def _report(self, uid: str, kind: str, reason: str, **ids) -> None:
         try:

@@ -32,6 +32,7 @@ class CardConfig:
     reader: str                     # any unique part of the PC/SC reader name; "" = the first
     issuer_public_key_file: Path
     m1_master_key_file: Path | None
+    internal_authenticate: bool     # refuse CPU cards that cannot answer a challenge
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ def parse_card(path: Path, table) -> CardConfig:
         reader=cd.str("reader", ""),
         issuer_public_key_file=cd.path("issuer_public_key_file", REQUIRED),
         m1_master_key_file=cd.path("m1_master_key_file", None),
+        internal_authenticate=cd.bool("internal_authenticate", False),
     )
 
 

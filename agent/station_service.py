@@ -86,7 +86,8 @@ class StationPart:
         self.desk = CardDesk(reader=card.reader,
                              issuer_verifier=Verifier.from_file(card.issuer_public_key_file),
                              outbox=agent.outbox, submit=self.submit, blacklist=self.blacklist,
-                             m1_master_key=load_m1_master_key(card.m1_master_key_file))
+                             m1_master_key=load_m1_master_key(card.m1_master_key_file),
+                             require_card_key=card.internal_authenticate)
         self.judge = ScaleJudge(
             scale.scale_id,
             SalePolicy(scale.division_g, scale.min_divisions, scale.capacity_g),

@@ -4,10 +4,12 @@ written to it at its next swipe."""
 
 from __future__ import annotations
 
+import copy
 import queue
 from decimal import Decimal
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import purchase as p
 from agent import sales
@@ -19,6 +21,7 @@ from agent.signing import Ed25519Signer, Verifier
 from agent.station import Station
 from drivers.pcsc import CardMonitor
 from drivers.pcsc import farmer_card as fc
+from tests.support.cpu_card import CpuFarmerCard
 from tests.support.station_cards import CLERK, HOLDER, SUPERVISOR, farmer_card, staff_card
 
 READER = "00 00"
@@ -163,3 +166,57 @@ def test_a_card_pulled_out_while_writing_gets_the_sale_at_its_next_swipe(desk, v
 
 def _farmer():
     return p.Farmer("8600112233445566", "cpu", "F", "n", "a", 1)
+
+
+# -- card authentication (INTERNAL AUTHENTICATE) -----------------------------------------------
+
+def test_a_card_with_its_own_key_answers_the_challenge(desk, virtual_card, issuer):
+    with farmer_card(virtual_card, READER, issuer, own_key=True) as card:
+        assert isinstance(desk.next(), p.FarmerCard)
+        assert any(apdu[1] == 0x88 for apdu in card.commands)
+    assert desk.next() == p.CardRemoved()
+
+
+def test_a_copied_card_fails_the_challenge(desk, virtual_card, issuer):
+    genuine = farmer_card(virtual_card, READER, issuer, own_key=True)
+    clone = virtual_card(READER, cls=CpuFarmerCard, serial=bytes.fromhex("8600112233445566"))
+    clone.files = copy.deepcopy(genuine.files)      # every readable byte, serial included
+    clone.auth_private = Ed25519PrivateKey.generate()   # but not the card's secret key
+    with clone:
+        refused = desk.next()
+        assert isinstance(refused, p.CardRefused)
+        assert "failed the authentication challenge" in refused.reason
+    (report,) = desk.events("card.refused")
+    assert report["body"]["card_uid"] == "8600112233445566"
+
+
+def test_a_station_that_requires_card_keys_refuses_cards_without_one(desk, virtual_card,
+                                                                     issuer):
+    desk.desk.require_card_key = True
+    with farmer_card(virtual_card, READER, issuer):
+        refused = desk.next()
+        assert "cannot answer the authentication challenge" in refused.reason
+    with farmer_card(virtual_card, READER, issuer, own_key=True):
+        assert isinstance(desk.next(), p.FarmerCard)
+
+
+def test_issuing_a_card_with_its_own_key_through_the_reader(virtual_card, issuer):
+    from drivers.pcsc import ApduTransport, card_auth
+
+    verifier = Verifier.from_pem(issuer.public_key_pem())
+    with virtual_card(READER, cls=CpuFarmerCard) as card, \
+            ApduTransport.open(READER, removal_grace_s=2.0) as transport:
+        issued = fc.issue_cpu_card(transport, HOLDER, issuer)
+        assert issued.auth_key is not None and card.auth_private is not None
+        data = fc.read_farmer_card(transport, verifier)
+        assert data.signature_valid and data.auth_key == issued.auth_key
+        assert card_auth.challenge_card(transport, bytes.fromhex(data.uid), data.auth_key) == ""
+        # the key record is covered by the issuer signature: swapping it in breaks the card
+        other = card_auth.build_auth_record(bytes(32))
+        card.files[card_auth.SFI_AUTH_KEY].records[0] = other + b"\xff" * (40 - len(other))
+        assert not fc.read_farmer_card(transport, verifier).signature_valid
+    with virtual_card(READER, cls=CpuFarmerCard, own_key=False), \
+            ApduTransport.open(READER, removal_grace_s=2.0) as transport:
+        older = fc.issue_cpu_card(transport, HOLDER, issuer)     # a card without the command
+        assert older.auth_key is None
+        assert fc.read_farmer_card(transport, verifier).signature_valid

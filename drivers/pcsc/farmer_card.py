@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
+from . import card_auth
 from .errors import FileNotFound, PcscError, RecordNotFound
 
 AID = bytes.fromhex("F0434F434F4F4E01")
@@ -135,6 +136,7 @@ class FarmerCardData:
     sales: tuple[CardSale, ...]
     signature_valid: bool
     refusal: str = ""           # why the card must not be bought on; "" when valid
+    auth_key: bytes | None = None   # the card's own public key (card_auth), signed by the issuer
 
 
 # -- BER-TLV (one-byte tags, definite lengths), pure ----------------------------------------
@@ -348,9 +350,11 @@ def build_signature(alg: str, signature: bytes) -> bytes:
     return tlv(TAG_SIGNATURE, tlv(TAG_SIG_ALG, bytes((code,))) + tlv(TAG_SIG_VALUE, signature))
 
 
-def signed_bytes(uid: bytes, holder_template: bytes) -> bytes:
-    """What the issuer signs: a domain label, the chip serial and the holder template."""
-    return b"COCOON-FARMER-CARD-1\x00" + bytes((len(uid),)) + uid + holder_template
+def signed_bytes(uid: bytes, holder_template: bytes, auth_template: bytes = b"") -> bytes:
+    """What the issuer signs: a domain label, the chip serial, the holder template and, on a
+    card with its own key (card_auth), the authentication key template."""
+    return (b"COCOON-FARMER-CARD-1\x00" + bytes((len(uid),)) + uid + holder_template
+            + auth_template)
 
 
 # -- APDUs -----------------------------------------------------------------------------------
@@ -421,7 +425,8 @@ def read_sales(transport) -> tuple[CardSale, ...]:
     return tuple(sales)
 
 
-def check_signature(uid: bytes, template: bytes, signature, issuer_verifier) -> str:
+def check_signature(uid: bytes, template: bytes, signature, issuer_verifier,
+                    auth_template: bytes = b"") -> str:
     """"" when the issuer signed this card's data, else the refusal reason."""
     from agent.errors import SignatureError
 
@@ -429,7 +434,8 @@ def check_signature(uid: bytes, template: bytes, signature, issuer_verifier) -> 
         return "the card carries no issuer signature: it was not issued by the cooperative"
     alg, sig = signature
     try:
-        issuer_verifier.verify(alg, issuer_verifier.kid, signed_bytes(uid, template), sig)
+        issuer_verifier.verify(alg, issuer_verifier.kid,
+                               signed_bytes(uid, template, auth_template), sig)
     except SignatureError:
         return ("the issuer signature does not match this card's data: the card may be forged "
                 "or altered; do not buy on it and keep the card for the cooperative office")
@@ -446,10 +452,13 @@ def read_farmer_card(transport, issuer_verifier) -> FarmerCardData:
     holder, template = parse_holder(record)
     sig_record = _read_record(transport, SFI_SIGNATURE, 1)
     signature = None if sig_record is None else parse_signature(sig_record)
+    auth = card_auth.read_auth_record(transport)
     counter = read_counter(transport)
     sales = read_sales(transport)
-    refusal = check_signature(uid, template, signature, issuer_verifier)
-    return FarmerCardData(uid.hex().upper(), holder, counter, sales, not refusal, refusal)
+    refusal = check_signature(uid, template, signature, issuer_verifier,
+                              auth[0] if auth else b"")
+    return FarmerCardData(uid.hex().upper(), holder, counter, sales, not refusal, refusal,
+                          auth[1] if auth else None)
 
 
 def to_farmer(data: FarmerCardData):
@@ -497,10 +506,14 @@ def issue_cpu_card(transport, holder: dict, issuer_signer) -> FarmerCardData:
     if existing is not None and not all(b == 0xFF for b in existing):
         raise CardAlreadyIssued("this card is already issued to a farmer; it cannot be issued "
                                 "again")
-    signature = issuer_signer.sign(signed_bytes(uid, record))
+    auth = card_auth.generate_card_key(transport)     # None: the card has no key of its own
+    signature = issuer_signer.sign(signed_bytes(uid, record, auth or b""))
     transport.transmit(update_record_apdu(SFI_HOLDER, 1, record))
+    if auth is not None:
+        transport.transmit(update_record_apdu(card_auth.SFI_AUTH_KEY, 1, auth))
     transport.transmit(update_record_apdu(SFI_SIGNATURE, 1,
                                           build_signature(issuer_signer.alg, signature)))
     transport.transmit(update_binary_apdu(SFI_COUNTER, bytes(COUNTER_LEN)))
     holder_parsed, _ = parse_holder(record)
-    return FarmerCardData(uid.hex().upper(), holder_parsed, 0, (), True, "")
+    public = card_auth.parse_auth_record(auth)[1] if auth else None
+    return FarmerCardData(uid.hex().upper(), holder_parsed, 0, (), True, "", public)

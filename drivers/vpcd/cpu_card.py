@@ -27,6 +27,7 @@ SW_WRONG_LENGTH = b"\x67\x00"
 SW_NOT_ALLOWED = b"\x69\x86"
 SW_WRONG_P1P2 = b"\x6a\x86"
 SW_INS = b"\x6d\x00"
+SW_CONDITIONS = b"\x69\x85"
 
 
 @dataclass
@@ -50,6 +51,7 @@ def blank_files(serial: bytes, sales_capacity: int) -> dict[int, BinaryFile | Re
         3: RecordFile(128, sales_capacity, cyclic=True),           # sales, cyclic
         4: BinaryFile(bytearray(serial), writable=False),          # chip serial
         5: RecordFile(80, 1, records=[b"\xff" * 80]),              # issuer signature
+        6: RecordFile(40, 1, records=[b"\xff" * 40]),              # card authentication key
     }
 
 
@@ -57,8 +59,11 @@ class CpuFarmerCard(VirtualCard):
     atr = make_atr(b"cocoon-cpu")
 
     def __init__(self, reader, *, serial: bytes = bytes.fromhex("8600112233445566"),
-                 sales_capacity: int = 5, chunk: int = 128, aid: bytes = AID, **kwargs):
+                 sales_capacity: int = 5, chunk: int = 128, aid: bytes = AID,
+                 own_key: bool = True, **kwargs):
         super().__init__(reader, **kwargs)
+        self.own_key = own_key          # False: an older card without GENERATE/INTERNAL AUTH
+        self.auth_private = None        # the key the card generated; never leaves the card
         self.files = blank_files(serial, sales_capacity)
         self.chunk = chunk
         self.aid = aid
@@ -93,6 +98,10 @@ class CpuFarmerCard(VirtualCard):
                 return SW_WRONG_P1P2
             self.selected = body == self.aid
             return SW_OK if self.selected else SW_FILE_NOT_FOUND
+        if ins in (0x46, 0x88) and self.own_key:
+            if not self.selected:
+                return SW_NOT_SELECTED
+            return self._authentication(ins, body, le)
         if ins not in (0xB0, 0xD6, 0xB2, 0xDC, 0xE2):
             return SW_INS
         if not self.selected:
@@ -110,6 +119,23 @@ class CpuFarmerCard(VirtualCard):
             self.pending = data[self.chunk:]
             return data[:self.chunk] + _more(len(self.pending))
         return data + SW_OK
+
+    def _authentication(self, ins, body, le) -> bytes:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        from drivers.pcsc import card_auth
+
+        if ins == 0x46:                 # GENERATE ASYMMETRIC KEY PAIR
+            self.auth_private = Ed25519PrivateKey.generate()
+            public = self.auth_private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            return self._answer(card_auth.build_auth_record(public), le)
+        if self.auth_private is None:   # INTERNAL AUTHENTICATE before a key exists
+            return SW_CONDITIONS
+        if len(body) != card_auth.CHALLENGE_LEN:
+            return SW_WRONG_LENGTH
+        serial = bytes(self.files[4].data)
+        return self._answer(self.auth_private.sign(card_auth.auth_message(serial, body)), le)
 
     def _binary(self, ins, p1, p2, body, le) -> bytes:
         if not p1 & 0x80:

@@ -7,6 +7,7 @@ APDUs on issuing it every time (issuing itself is tested through pcscd elsewhere
 
 from __future__ import annotations
 
+from drivers.pcsc import card_auth
 from drivers.pcsc import farmer_card as fc
 from drivers.pcsc import staff_card as sc
 
@@ -25,20 +26,31 @@ CLERK = {"staff_id": "S-07", "name": "Clerk Li", "role": "clerk"}
 SUPERVISOR = {"staff_id": "S-01", "name": "Supervisor Zhao", "role": "supervisor"}
 
 
-def _personalise(card: CpuFarmerCard, record: bytes, issuer_signer) -> CpuFarmerCard:
+def _personalise(card: CpuFarmerCard, record: bytes, issuer_signer, *,
+                 own_key: bool = False) -> CpuFarmerCard:
     serial = bytes(card.files[fc.SFI_SERIAL].data)
-    signature = issuer_signer.sign(fc.signed_bytes(serial, record))
+    auth = b""
+    if own_key:                     # as GENERATE ASYMMETRIC KEY PAIR leaves it
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        card.auth_private = Ed25519PrivateKey.generate()
+        auth = card_auth.build_auth_record(card.auth_private.public_key().public_bytes(
+            Encoding.Raw, PublicFormat.Raw))
+        card.files[card_auth.SFI_AUTH_KEY].records[0] = auth
+    signature = issuer_signer.sign(fc.signed_bytes(serial, record, auth))
     card.files[fc.SFI_HOLDER].records[0] = record
     card.files[fc.SFI_SIGNATURE].records[0] = fc.build_signature(issuer_signer.alg, signature)
     return card
 
 
 def farmer_card(make, reader, issuer_signer, *, serial: str = "8600112233445566",
-                holder: dict | None = None, **kwargs) -> CpuFarmerCard:
-    """A farmer CPU card issued to `holder` (not inserted). `make` is the virtual_card
-    fixture's factory."""
+                holder: dict | None = None, own_key: bool = False, **kwargs) -> CpuFarmerCard:
+    """A farmer CPU card issued to `holder` (not inserted), with its own authentication key
+    when `own_key`. `make` is the virtual_card fixture's factory."""
     card = make(reader, cls=CpuFarmerCard, serial=bytes.fromhex(serial), **kwargs)
-    return _personalise(card, fc.build_holder(holder or HOLDER), issuer_signer)
+    return _personalise(card, fc.build_holder(holder or HOLDER), issuer_signer,
+                        own_key=own_key)
 
 
 def staff_card(make, reader, issuer_signer, *, serial: str = "5300000000000007",
