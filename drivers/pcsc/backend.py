@@ -185,6 +185,15 @@ def transmit(connection, apdu: bytes, reader: str) -> bytes:
     return bytes(data) + bytes((sw1, sw2))
 
 
+def reconnect(connection, reader: str) -> None:
+    """A warm reset of the card on its open connection (SCardReconnect, SCARD_RESET_CARD): a
+    contactless reader selects the card afresh, as after a wrong key has halted it."""
+    try:
+        connection.reconnect(disposition=scard.SCARD_RESET_CARD)
+    except SmartcardException as exc:
+        raise _translate(exc, "resetting the card", reader) from None
+
+
 def atr(connection, reader: str) -> bytes:
     try:
         return bytes(connection.getATR())

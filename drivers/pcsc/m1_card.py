@@ -185,6 +185,11 @@ class M1Session:
         try:
             self.open(sector, key_type, key)
         except M1AuthenticationFailed:
+            # Many readers' chips stop answering after a wrong key until the card is selected
+            # again: reset it, so the next key tried gets a fair answer.
+            reconnect = getattr(self.transport, "reconnect", None)
+            if reconnect is not None:
+                reconnect()
             return False
         return True
 

@@ -117,6 +117,18 @@ class ApduTransport:
                 return
             time.sleep(0.02)
 
+    def reconnect(self) -> None:
+        """Reset the card and keep the connection (SCardReconnect): the card forgets its
+        selection and authentication, as after being taken out and put back."""
+        if self._closed:
+            raise CardCommunicationError(f"the connection to {self.reader!r} is closed")
+        try:
+            backend.reconnect(self._connection, self.reader)
+        except CardCommunicationError as exc:
+            self._raise_if_removed(exc)
+            raise
+        self.atr = backend.atr(self._connection, self.reader)
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
