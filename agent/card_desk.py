@@ -65,17 +65,45 @@ class CardDesk:
         self._transport: ApduTransport | None = None
         self._reader_name: str | None = None   # the reader we settled on
         self._farmer: p.Farmer | None = None   # the farmer card in the reader, if any
+        self._ghost_pending = False            # a withdrawal was ignored: so is its insertion
 
     # -- monitor events (monitor thread) --------------------------------------------------
 
     def observe(self, event) -> None:
         """A CardMonitor observer."""
+        if isinstance(event, (CardWithdrawn, CardInserted)) and self._ghost(event):
+            return
         if isinstance(event, CardInserted) and self._ours(event.reader):
             self.submit(self.inserted(event.reader, event.atr))
         elif isinstance(event, ServiceLost) or (
                 isinstance(event, (CardWithdrawn, ReaderRemoved))
                 and event.reader == self._reader_name):
             self.withdrawn()
+
+    def _ghost(self, event) -> bool:
+        """A withdrawal (and the insertion after it) that did not happen: pcscd's event
+        counter for a reader can move while a card stays in, which looks like a quick swap.
+        The card's own connection tells: a card taken out (even if it came straight back)
+        invalidates it, so while it still answers, the card never left."""
+        if event.reader != self._reader_name:
+            return False
+        if isinstance(event, CardInserted):
+            ghost, self._ghost_pending = self._ghost_pending, False
+            return ghost and self._connected()
+        if self._connected():
+            log.debug("card in %s reported removed but still connected: ignored", event.reader)
+            self._ghost_pending = True
+            return True
+        return False
+
+    def _connected(self) -> bool:
+        with self._lock:
+            if self._transport is None:
+                return False
+            try:
+                return self._transport.card_present()
+            except PcscError:
+                return False
 
     def _ours(self, reader: str) -> bool:
         if self._reader_name is not None:

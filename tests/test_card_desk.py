@@ -220,3 +220,35 @@ def test_issuing_a_card_with_its_own_key_through_the_reader(virtual_card, issuer
         older = fc.issue_cpu_card(transport, HOLDER, issuer)     # a card without the command
         assert older.auth_key is None
         assert fc.read_farmer_card(transport, verifier).signature_valid
+
+
+def test_a_swap_reported_while_the_card_stays_connected_is_ignored(make_outbox, issuer):
+    """pcscd's event counter can move while a card stays in the reader, which the monitor
+    reports as a quick swap; the card's own connection shows it never left."""
+    from drivers.pcsc import CardInserted, CardWithdrawn
+
+    class Connection:
+        present = True
+        closed = False
+
+        def card_present(self):
+            return self.present
+
+        def close(self):
+            self.closed = True
+
+    inputs = []
+    outbox = make_outbox(device="station-01")
+    desk = CardDesk(reader=READER, issuer_verifier=Verifier.from_pem(issuer.public_key_pem()),
+                    outbox=outbox, submit=inputs.append, blacklist=Blacklist(outbox),
+                    open_transport=lambda reader: pytest.fail("must not reconnect"))
+    name, atr = "Virtual PCD 00 00", b"\x3b\x00"
+    assert desk._ours(name)
+    connection = desk._transport = Connection()
+    desk._farmer = p.Farmer("8600112233445566", "cpu", "F", "n", "a", 1)
+    desk.observe(CardWithdrawn(name, atr))
+    desk.observe(CardInserted(name, atr))
+    assert inputs == [] and not connection.closed
+    connection.present = False                     # now it really went
+    desk.observe(CardWithdrawn(name, atr))
+    assert inputs == [p.CardRemoved()] and connection.closed

@@ -117,6 +117,11 @@ class ApduTransport:
                 return
             time.sleep(0.02)
 
+    def card_present(self) -> bool:
+        """Whether this connection's card is still in the reader (not removed or swapped):
+        pcscd invalidates a handle whose card was taken out, even if it came straight back."""
+        return not self._closed and not backend.card_gone(self._connection, self.reader)
+
     def reconnect(self) -> None:
         """Reset the card and keep the connection (SCardReconnect): the card forgets its
         selection and authentication, as after being taken out and put back."""

@@ -1,0 +1,208 @@
+"""Benchmark of the station: swipe to holder shown, confirm to durable, over many sales.
+
+    .venv/bin/python bench/station.py [--sales 200]
+
+Everything is the production path on simulated hardware: a private pcscd with a vpcd reader
+and virtual farmer CPU cards (drivers.vpcd), the CardMonitor and CardDesk, a Yaohua XK3190-A9
+simulated on a socat pty read by ScaleReader and ScaleJudge, the Station running the pure
+PurchaseFlow, and a real outbox (synchronous=FULL). No broker: forwarding is measured by
+bench/spine.py.
+
+(a) swipe -> holder shown: from plugging the card into the reader to the station showing the
+    farmer's name (pcscd noticing the card, the monitor, connecting, SELECT and the reads, the
+    issuer signature check, the INTERNAL AUTHENTICATE challenge, the flow); and the part of it
+    from the monitor reporting the card to the holder shown (the agent's own share: pcscd
+    notices a card by polling its reader driver).
+(b) confirm -> durable: from the clerk's confirmation to `purchase.recorded` committed with
+    fsync (the voucher drawn in the same transaction).
+Beside them, measured in the same run: (c) a bare APDU round trip (SELECT through pcscd to a
+virtual card), (d) a bare fsync of one 4 KiB write in the outbox's folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent import purchase as p
+from agent.signing import Ed25519Signer, Verifier
+
+READER = "PCD 00 00"
+HOLDER = {"farmer_id": "F-0001", "name": "Bench Farmer", "address": "Bench town",
+          "labour": 2, "mulberry_area_mu": "3", "silkworm_room_area_m2": "40",
+          "account_ref": "acct-bench"}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def row(name: str, values: list[float]) -> str:
+    ms = [v * 1000 for v in values]
+    return (f"{name:<44} {len(ms):>5} {statistics.median(ms):>9.2f} {pct(ms, 0.99):>9.2f} "
+            f"{max(ms):>9.2f}")
+
+
+class TimedOutbox:
+    """The real outbox, with the moment each purchase.recorded append returned."""
+
+    def __init__(self, outbox):
+        self._outbox = outbox
+        self.durable: queue.Queue = queue.Queue()
+
+    def append(self, draft, **kw):
+        seq = self._outbox.append(draft, **kw)
+        if draft.type == "purchase.recorded":
+            self.durable.put(time.perf_counter())
+        return seq
+
+    def __getattr__(self, name):
+        return getattr(self._outbox, name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sales", type=int, default=200)
+    args = parser.parse_args()
+
+    from drivers.vpcd.pcscd import SOCKET_ENV, Pcscd
+
+    root = Path(tempfile.mkdtemp(prefix="cocoon-bench-station-"))
+    os.environ[SOCKET_ENV] = str(root / "pcscd.comm")        # before any PC/SC call
+
+    from agent.blacklist import Blacklist
+    from agent.card_desk import CardDesk
+    from agent.demo_bench import Bench
+    from agent.outbox import Outbox
+    from agent.station import Station
+    from agent.weighing import ScaleJudge
+    from drivers.pcsc import ApduTransport, CardInserted, CardMonitor
+    from drivers.pcsc import farmer_card as fc
+    from drivers.scale import Reading, SalePolicy, ScaleReader, StabilityDetector
+    from drivers.vpcd.cpu_card import CpuFarmerCard
+
+    pcscd = Pcscd(root / "pcscd", root / "pcscd.comm")
+    pcscd.start()
+    bench = Bench(root / "bench")          # only for its scale on a pty
+    bench._start_scale()
+    signer, issuer = Ed25519Signer.generate(), Ed25519Signer.generate()
+    outbox = TimedOutbox(Outbox(root / "outbox.sqlite", device="station-bench", signer=signer))
+    shown: queue.Queue = queue.Queue()
+
+    def display(text: str) -> None:
+        shown.put((time.perf_counter(), text))
+
+    station = Station("station-bench", outbox, write_card=lambda f, s: desk.write_card(f, s),
+                      display=display, timeouts=p.Timeouts(duplicate_window_s=0.0))
+    desk = CardDesk(reader=READER, issuer_verifier=Verifier.from_pem(issuer.public_key_pem()),
+                    outbox=outbox, submit=station.submit, blacklist=Blacklist(outbox))
+    judge = ScaleJudge("bench-1", SalePolicy(Decimal("10")), tare_g=0,
+                       detector=StabilityDetector(5, 0.5))
+
+    def on_scale(event):
+        if isinstance(event, Reading):
+            station.submit(p.ScaleUpdate(judge.feed(event, time.monotonic())))
+
+    reader = ScaleReader(str(bench.scale_port), "xk3190-a9", on_scale).start()
+    stop = threading.Event()
+    worker = threading.Thread(target=station.run, args=(stop,), daemon=True)
+    worker.start()
+    bench.load_platform("52.40")
+
+    def wait_text(prefix: str, timeout: float = 15.0) -> float:
+        deadline = time.monotonic() + timeout
+        while True:
+            at, text = shown.get(timeout=max(0.01, deadline - time.monotonic()))
+            if text.startswith(prefix):
+                return at
+            if text.startswith(("Card refused", "SALE NOT RECORDED")):
+                raise RuntimeError(text)
+
+    reader_slot = pcscd.reader(READER)
+    cards = []
+    for i in range(10):
+        card = CpuFarmerCard(reader_slot, serial=bytes.fromhex(f"860011223344{i:04d}"))
+        with card, ApduTransport.open(READER) as t:
+            fc.issue_cpu_card(t, HOLDER, issuer)          # with its own key: challenged
+        cards.append(card)
+    detected: queue.Queue = queue.Queue()
+
+    def observe(event):
+        if isinstance(event, CardInserted):
+            detected.put(time.perf_counter())
+        desk.observe(event)
+
+    monitor = CardMonitor(observe).start()   # after issuing: the desk sees only sales
+
+    station.submit(p.StaffCard(p.Staff("S-1", "Bench Clerk", "clerk")))
+    wait_text("Bench Clerk signed in")
+    swipe, read, durable = [], [], []
+    for n in range(args.sales):
+        card = cards[n % len(cards)]
+        t0 = time.perf_counter()
+        card.insert(timeout=10)
+        holder_shown = wait_text("Farmer Bench Farmer")
+        swipe.append(holder_shown - t0)
+        reported = [detected.get(timeout=5)]
+        while not detected.empty():              # a ghost swap may report the card twice
+            reported.append(detected.get())
+        read.append(holder_shown - max(t for t in reported if t <= holder_shown))
+        wait_text("Net ")                       # the stable weight, already on the platform
+        station.submit(p.Graded(p.Priced("+1", Decimal("39.30"), Decimal("2043.60"), {})))
+        wait_text("Grade ")
+        t1 = time.perf_counter()
+        station.submit(p.Confirm())
+        durable.append(outbox.durable.get(timeout=15) - t1)
+        wait_text("Sale recorded")
+        card.remove()
+    stop.set()
+
+    # (c) bare APDU round trips, (d) bare fsyncs, in the same run
+    apdu = []
+    with CpuFarmerCard(reader_slot) as card, ApduTransport.open(READER) as t:
+        select = bytes.fromhex("00A4040008F0434F434F4F4E0100")
+        for _ in range(args.sales):
+            t0 = time.perf_counter()
+            t.transmit(select)
+            apdu.append(time.perf_counter() - t0)
+    fsyncs = []
+    fd = os.open(root / "fsync.probe", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for _ in range(args.sales):
+            os.pwrite(fd, os.urandom(4096), 0)
+            t0 = time.perf_counter()
+            os.fsync(fd)
+            fsyncs.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+
+    monitor.stop()
+    reader.stop()
+    outbox.close()
+    bench.scale.stop()
+    bench.socat.terminate()
+    pcscd.stop()
+    print(f"station benchmark: {args.sales} sales through pcscd (vpcd), a pty scale and a "
+          f"real outbox; {os.cpu_count()} CPUs")
+    print(f"{'measure':<44} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}")
+    print(row("(a) card swipe -> holder shown", swipe))
+    print(row("    of which: card reported -> holder shown", read))
+    print(row("(b) confirm -> purchase.recorded durable", durable))
+    print(row("(c) bare APDU round trip (SELECT, pcscd)", apdu))
+    print(row("(d) bare fsync of a 4 KiB write", fsyncs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
