@@ -122,7 +122,8 @@ class CardDesk:
             except PcscError as exc:
                 return p.CardRefused(f"the card could not be reached ({exc}); insert it again")
             try:
-                return self._identify(self._transport, atr)
+                # The connection's own ATR: the monitor's may be a look at the card before
+                return self._identify(self._transport, self._transport.atr or atr)
             except CardRemoved:
                 return p.CardRefused("the card was pulled out while it was being read: insert "
                                      "it again and leave it in the reader")

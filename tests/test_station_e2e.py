@@ -5,6 +5,7 @@ station part, the outbox, Mosquitto with TLS and the ingest, which verifies and 
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +23,7 @@ from drivers.pcsc.m1_card import issue_m1_card, read_m1_card
 from drivers.scale.sim_model import WeightModel
 from drivers.scale.simulator import Simulator
 from tests.support.m1_card import M1Card
-from tests.support.running import add_device, ingest_store_rows
+from tests.support.running import BIN, add_device, ingest_store_rows
 from tests.support.station_cards import HOLDER, farmer_card, staff_card
 from tests.support.waiting import wait_for
 
@@ -51,7 +52,7 @@ def issued_m1_card(virtual_card, issuer) -> M1Card:
 
 
 @pytest.fixture
-def station(site, services, pty_pair, tmp_path):
+def station(site, services, pty_pair, tmp_path, virtual_card):
     issuer = Ed25519Signer.generate()
     issuer_pem = tmp_path / "issuer.pem"
     issuer_pem.write_bytes(issuer.public_key_pem())
@@ -67,10 +68,11 @@ def station(site, services, pty_pair, tmp_path):
                                "division_g": "20", "tare_g": 400, "stable_count": 4,
                                "stable_window_s": 0.3})
     PriceTableStore(config.parent / "data").install(table_in_force(datetime.now(timezone.utc)))
+    m1_card = issued_m1_card(virtual_card, issuer)   # at the office, before the station runs
     services.ingest(site.ingest_config)
     running = services.agent(config)
     part = next(x for x in running.agent.parts if isinstance(x, StationPart))
-    yield site, running, part, sim, issuer
+    yield site, running, part, sim, issuer, m1_card
     sim.stop()
 
 
@@ -78,29 +80,35 @@ def phase(part) -> p.Phase:
     return part.station.flow.phase
 
 
+def wait_phase(part, wanted: p.Phase, what: str) -> None:
+    try:
+        wait_for(lambda: phase(part) is wanted, 10, what=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the station says: {part.message}") from None
+
+
 @pytest.mark.parametrize("kind", ["cpu", "m1"])
 def test_a_sale_from_card_insertion_to_an_acknowledged_event(station, virtual_card, kind):
-    site, running, part, sim, issuer = station
+    site, running, part, sim, issuer, m1_card = station
     if kind == "m1":
-        card = issued_m1_card(virtual_card, issuer)
-        uid = "A1B2C3D4"
+        card, uid = m1_card, "A1B2C3D4"
     else:
         card = farmer_card(virtual_card, READER, issuer)
         uid = "8600112233445566"
     with staff_card(virtual_card, READER, issuer):
-        wait_for(lambda: phase(part) is p.Phase.READY, 10, what="clerk signed in")
+        wait_phase(part, p.Phase.READY, "clerk signed in")
     card.insert()
-    wait_for(lambda: phase(part) is p.Phase.WEIGHING, 10, what="farmer card accepted")
+    wait_phase(part, p.Phase.WEIGHING, "farmer card accepted")
     sim.set_target("52.40")
-    wait_for(lambda: phase(part) is p.Phase.GRADING, 10, what="a stable weight")
+    wait_phase(part, p.Phase.GRADING, "a stable weight")
     part.grade({"shell_g": "9.6", "moisture_pct": "15", "reelable_pct": "100",
                 "defects_pct": dict.fromkeys(("perforated", "stained", "thin", "mouldy"), "0")})
     try:
-        wait_for(lambda: phase(part) is p.Phase.CONFIRMING, 10, what="the sale priced")
+        wait_phase(part, p.Phase.CONFIRMING, "the sale priced")
     except AssertionError:
         raise AssertionError(part.message) from None
     part.submit(p.Confirm())
-    wait_for(lambda: phase(part) is p.Phase.READY, 10, what="the sale recorded")
+    wait_phase(part, p.Phase.READY, "the sale recorded")
 
     def recorded():
         rows = [parse_json_object(r["payload"]) for r in ingest_store_rows(site, "station-01")]
@@ -125,4 +133,15 @@ def test_a_sale_from_card_insertion_to_an_acknowledged_event(station, virtual_ca
     assert (data.sales[0].voucher, data.sales[0].net_g) == (body["voucher"], 52_000)
     screen = part.screen()
     assert body["voucher"] in screen and "acknowledged" in screen
+
+    # the bank pays: a signed payment.confirm through the broker marks the sale paid
+    sent = subprocess.run(
+        [str(BIN / "cocoon-ingest"), "--config", str(site.operator_config), "send-command",
+         "--key", str(site.bank_key), "--device", "station-01", "--type", "payment.confirm",
+         "--body", json.dumps({"voucher": body["voucher"], "payment_ref": "BANK-0001",
+                               "amount": body["amount"]})],
+        capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    wait_for(lambda: "paid" in part.screen(), 10, what="the sale shown paid")
+    assert f"Voucher {body['voucher']} paid by the bank (BANK-0001)" in part.message
 
