@@ -194,13 +194,18 @@ class StationPart:
         from drivers.signals import Status
 
         while not stop.wait(0.5):
-            if self.scale_fault or self.monitor.service_available() is False:
+            if self.scale_fault or self.monitor.service_available is False:
                 status = Status.FAULT
             elif self.agent.link.status.connected:
                 status = Status.ONLINE
             else:
                 status = Status.OFFLINE
-            self.signals.show(status)
+            try:
+                self.signals.show(status)
+            except Exception as exc:  # a GPIO fault must not stop the station; say it once
+                if self.signals.status is not None:
+                    log.error("station: status light failed: %s", exc)
+                self.signals.status = None
 
     def close(self) -> None:
         self.scale_reader.stop()

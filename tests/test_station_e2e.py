@@ -66,7 +66,8 @@ def station(site, services, pty_pair, tmp_path, virtual_card):
                               "m1_master_key_file": str(master)},
                         scale={"port": str(pty.device), "protocol": "xk3190-a9", "id": "bench-1",
                                "division_g": "20", "tare_g": 400, "stable_count": 4,
-                               "stable_window_s": 0.3})
+                               "stable_window_s": 0.3},
+                        signals={"status_light": 17, "buzzer": 27, "factory": "mock"})
     PriceTableStore(config.parent / "data").install(table_in_force(datetime.now(timezone.utc)))
     m1_card = issued_m1_card(virtual_card, issuer)   # at the office, before the station runs
     services.ingest(site.ingest_config)
@@ -145,3 +146,18 @@ def test_a_sale_from_card_insertion_to_an_acknowledged_event(station, virtual_ca
     wait_for(lambda: "paid" in part.screen(), 10, what="the sale shown paid")
     assert f"Voucher {body['voucher']} paid by the bank (BANK-0001)" in part.message
 
+
+
+def test_the_status_light_shows_online_offline_and_fault(station):
+    from drivers.signals import Status
+
+    site, running, part, sim, issuer, _ = station
+    wait_for(lambda: part.signals.status is Status.ONLINE, 10, what="online: steady light")
+    assert part.signals.light.is_lit
+    site.broker.stop()
+    wait_for(lambda: part.signals.status is Status.OFFLINE, 15, what="offline: slow blink")
+    sim.pause()                                      # the indicator goes silent: a fault
+    wait_for(lambda: part.signals.status is Status.FAULT, 15, what="fault: fast blink")
+    sim.resume()
+    site.broker.start()
+    wait_for(lambda: part.signals.status is Status.ONLINE, 20, what="online again")
