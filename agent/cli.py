@@ -17,8 +17,8 @@ from .cli_card import card
 from .cli_scale import scale
 from .cli_support import ConfigContext, run_cli, setup_logging
 from .cli_warehouse import warehouse
-from .config import load_config
 from .events import Draft
+from .remote_config import load_effective_config
 from .signing import Verifier, generate_key_file, load_signer
 
 
@@ -35,20 +35,34 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str) -> None:
     Example: cocoon-agent --config /etc/cocoon-agent/agent.toml run
     """
     setup_logging(log_level)
-    ctx.obj = ConfigContext(config_path, load_config)
+    ctx.obj = ConfigContext(config_path, load_effective_config)
 
 
 @cli.command()
 @click.pass_obj
 def run(obj: ConfigContext) -> None:
     """Run the agent until SIGTERM or Ctrl-C: record events and forward them to the bank."""
-    from .service import Agent
 
-    agent = Agent(obj.config)
+    agent = _start_agent(obj)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     agent.run(stop)
+    if agent.exit_code:
+        sys.exit(agent.exit_code)
+
+
+def _start_agent(obj: ConfigContext):
+    """The Agent, or exit RESTART_EXIT_CODE when a configuration on trial was rolled back
+    (the service manager then starts the agent again with the previous one)."""
+    from .remote_config import RESTART_EXIT_CODE, RestartRequested
+    from .service import Agent
+
+    try:
+        return Agent(obj.config)
+    except RestartRequested as exc:
+        click.echo(f"cocoon-agent: {exc}", err=True)
+        sys.exit(RESTART_EXIT_CODE)
 
 
 @cli.command()
@@ -62,11 +76,10 @@ def station(obj: ConfigContext) -> None:
     (void, supervisor), o (sign out), q (quit). Needs the [station], [card] and [scale]
     sections.
     """
-    from .service import Agent
     from .station_console import Console
     from .station_service import StationPart
 
-    agent = Agent(obj.config)
+    agent = _start_agent(obj)
     part = next((x for x in agent.parts if isinstance(x, StationPart)), None)
     if part is None:
         raise click.UsageError("this device has no [station] section: it is not a station")

@@ -30,6 +30,7 @@ class DeviceConfig:
     signing_key_file: Path
     signing_alg: str
     heartbeat_interval_s: float
+    config_trial_s: float = 120.0   # a remote configuration must come up healthy within this
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,7 @@ def parse_config(raw: dict, path: Path) -> AgentConfig:
         signing_key_file=dev.path("signing_key_file", None) or data_dir / "device-signing.key",
         signing_alg=dev.choice("signing_alg", SIGNING_ALGS, "Ed25519"),
         heartbeat_interval_s=dev.seconds("heartbeat_interval_s", 60, lo=0.05, hi=86400),
+        config_trial_s=dev.seconds("config_trial_s", 120, lo=0.5, hi=86400),
     )
 
     mqtt = parse_mqtt(path, raw.get("mqtt"))

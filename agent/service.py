@@ -19,6 +19,7 @@ from .config import AgentConfig
 from .events import Draft
 from .mqtt_link import LinkSettings, MqttLink
 from .outbox import Outbox
+from .remote_config import RESTART_EXIT_CODE, RemoteConfig, RestartRequested
 from .sdnotify import Notifier, Watchdog, watchdog_interval_s
 from .signing import Verifier, load_signer
 from .uplink import Uplink
@@ -87,6 +88,16 @@ class Agent:
             BACKEND: _optional_verifier(keys.backend_public_key_file),
         }
         self.dispatcher = Dispatcher(config.device.id, self.outbox, verifiers)
+        # A configuration on trial counts this start (and is rolled back after too many):
+        # before any part is built, so a part that fails to start still counts.
+        self.remote_config = RemoteConfig(config, self.outbox)
+        try:
+            self.remote_config.begin()
+        except RestartRequested:
+            self.outbox.close()
+            raise
+        self.dispatcher.register("config.set", self.remote_config.handle)
+        self.exit_code = 0
         self.uplink = Uplink(
             config.device.id,
             self.outbox,
@@ -123,6 +134,16 @@ class Agent:
             "link_connected": self.link.status.connected,
         }))
 
+    def _restart_when_asked(self, stop: threading.Event) -> None:
+        """A new configuration was accepted or rolled back: stop, so that the service
+        manager starts the agent again with it (exit status RESTART_EXIT_CODE)."""
+        while not stop.is_set():
+            if self.remote_config.restart_requested.wait(0.5):
+                self.exit_code = RESTART_EXIT_CODE
+                log.warning("agent: restarting to apply a configuration change")
+                stop.set()
+                return
+
     def progress(self) -> tuple[int, int]:
         """Moves while the agent works: the link loop turns and the outbox answers."""
         return self.link.loops, self.outbox.head_seq()
@@ -138,6 +159,10 @@ class Agent:
         interval = watchdog_interval_s()
         if interval:
             Watchdog(notifier, interval, self.progress).start(stop)
+        threading.Thread(target=self.remote_config.watch, name="config-trial", daemon=True,
+                         args=(stop, lambda: self.link.status.connected)).start()
+        threading.Thread(target=self._restart_when_asked, args=(stop,), daemon=True,
+                         name="config-restart").start()
         notifier.ready(f"device {self.config.device.id}")
         try:
             self.link.run(stop)

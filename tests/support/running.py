@@ -17,8 +17,8 @@ import threading
 from contextlib import closing
 from pathlib import Path
 
-from agent.config import load_config
 from agent.events import Draft
+from agent.remote_config import load_effective_config
 from agent.sandbox import Site
 from agent.service import Agent, open_outbox
 from ingest.config import load_ingest_config
@@ -45,13 +45,15 @@ def make_site(root: Path, **mqtt) -> Site:
 
 
 def add_device(site: Site, device: str, *, mqtt: dict | None = None,
-               heartbeat_s: float = 1.0, outbox: dict | None = None, **sections) -> Path:
+               heartbeat_s: float = 1.0, outbox: dict | None = None,
+               device_section: dict | None = None, **sections) -> Path:
     """Register `device` with the Site and write its config.
 
     Telemetry is not held back for group commit by default (`telemetry_batch_ms` 0): a test
     appending from one thread would otherwise wait up to 200 ms per telemetry event.
     """
-    sections = {"device": {"heartbeat_interval_s": heartbeat_s}, "mqtt": dict(mqtt or {}),
+    sections = {"device": {"heartbeat_interval_s": heartbeat_s, **(device_section or {})},
+                "mqtt": dict(mqtt or {}),
                 "outbox": {"telemetry_batch_ms": 0, **(outbox or {})}, **sections}
     return site.add_device(device, **sections)
 
@@ -107,12 +109,12 @@ class _Running:
 
 
 class RunningAgent(_Running):
-    """`Agent(load_config(path))` run in a thread. Build it, adjust it (e.g.
+    """`Agent(load_effective_config(path))` run in a thread. Build it, adjust it (e.g.
     `.dispatcher.register(...)`), then `.start()`."""
 
     def __init__(self, config_path: Path, *, start: bool = True):
         super().__init__()
-        self.config = load_config(config_path)
+        self.config = load_effective_config(config_path)
         self.name = f"agent-{self.config.device.id}"
         self.agent = Agent(self.config)
         if start:
@@ -273,7 +275,7 @@ def ingest_alerts(site: Site, device: str, *, open_only: bool = True) -> list[di
 
 
 def outbox_path(site: Site, device: str) -> Path:
-    return load_config(site.devices[device]).outbox_path
+    return load_effective_config(site.devices[device]).outbox_path
 
 
 def outbox_events(site: Site, device: str) -> list[dict]:
@@ -292,7 +294,7 @@ def outbox_head(site: Site, device: str) -> int:
 def append_offline(site: Site, device: str, drafts: list[Draft], *, threads: int = 1) -> list[int]:
     """Append drafts through a separate Outbox on the device's file, as `cocoon-agent emit`
     does (several threads share one group commit)."""
-    config = load_config(site.devices[device])
+    config = load_effective_config(site.devices[device])
     outbox, _ = open_outbox(config)
     seqs: list[int] = []
     lock = threading.Lock()

@@ -1,0 +1,148 @@
+"""Remote configuration: a backend-signed config.set becomes an overlay on trial, confirmed
+once the agent is healthy with it, rolled back when it is not; protected keys and invalid
+values are refused; every change is an audit event."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+
+import pytest
+
+from agent.commands import Command
+from agent.envelope import parse_json_object
+from agent.remote_config import (
+    MAX_ATTEMPTS,
+    RESTART_EXIT_CODE,
+    ConfigRefused,
+    OverlayStore,
+    RemoteConfig,
+    RestartRequested,
+    check_overlay,
+    load_effective_config,
+    merge,
+)
+from agent.signing import load_signer
+from tests.support.running import BIN, add_device, outbox_events
+from tests.support.waiting import wait_for
+
+DEV = "station-07"
+
+
+def send_config(site, version: int, overlay: dict) -> str:
+    proc = subprocess.run(
+        [str(BIN / "cocoon-ingest"), "--config", str(site.operator_config), "send-command",
+         "--key", str(site.backend_key), "--device", DEV, "--type", "config.set",
+         "--body", json.dumps({"version": version, "overlay": overlay, "reason": "test"})],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def bodies(site, type_: str) -> list[dict]:
+    return [parse_json_object(r["payload"])["body"] for r in outbox_events(site, DEV)
+            if r["type"] == type_]
+
+
+def stopped_for_restart(running) -> bool:
+    return not running.running and running.agent.exit_code == RESTART_EXIT_CODE
+
+
+def test_a_configuration_is_applied_once_the_agent_is_healthy_with_it(site, services):
+    config = add_device(site, DEV, device_section={"config_trial_s": 10})
+    first = services.agent(config)
+    first.wait_connected()
+    command_id = send_config(site, 1, {"device": {"heartbeat_interval_s": 7}})
+    wait_for(lambda: stopped_for_restart(first), 15, what="a restart to apply it")
+    (changed,) = bodies(site, "config.changed")
+    backend_kid = load_signer(site.backend_key).kid
+    assert changed["signed_by"] == backend_kid and changed["command_id"] == command_id
+    assert changed["changed"] == ["device.heartbeat_interval_s"]
+    assert changed["old_hash"] != changed["new_hash"]
+    store = OverlayStore(first.config.device.data_dir)
+    assert store.load()["pending"]["version"] == 1
+    before = config.read_bytes()
+
+    second = services.agent(config)          # what systemd does after exit status 75
+    assert second.config.device.heartbeat_interval_s == 7
+    wait_for(lambda: bodies(site, "config.applied"), 15, what="config.applied")
+    doc = store.load()
+    assert doc["pending"] is None and doc["confirmed"]["version"] == 1
+    assert doc["confirmed"]["new_hash"] == changed["new_hash"]
+    assert config.read_bytes() == before     # the technician's file is never rewritten
+
+
+def test_a_configuration_the_agent_cannot_connect_with_is_rolled_back(site, services):
+    with socket.socket() as probe:               # a port where no broker listens
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    config = add_device(site, DEV, device_section={"config_trial_s": 1.5})
+    first = services.agent(config)
+    first.wait_connected()
+    send_config(site, 4, {"mqtt": {"port": dead_port}})
+    wait_for(lambda: stopped_for_restart(first), 15, what="a restart to apply it")
+
+    trial = services.agent(config)
+    assert trial.config.mqtt.port == dead_port
+    wait_for(lambda: stopped_for_restart(trial), 15, what="the rollback's restart")
+    (rolled,) = bodies(site, "config.rolled_back")
+    assert rolled["version"] == 4 and "not connected within 1.5 s" in rolled["reason"]
+    assert rolled["restored_version"] == 0
+
+    back = services.agent(config)
+    assert back.config.mqtt.port == site.broker.port
+    back.wait_connected()
+    with pytest.raises(ConfigRefused, match="not newer"):       # version 4 stays spent
+        back.agent.remote_config.handle(_cmd(4, {"outbox": {"telemetry_batch_ms": 10}}))
+
+
+def _cmd(version, overlay, cid="c-1") -> Command:
+    return Command(cid, DEV, "config.set", None, None,
+                   {"version": version, "overlay": overlay}, "k" * 64)
+
+
+@pytest.fixture
+def remote(site, make_outbox):
+    config = load_effective_config(add_device(site, DEV))
+    return RemoteConfig(config, make_outbox(device=DEV)), config
+
+
+@pytest.mark.parametrize("overlay, words", [
+    ({"keys": {"bank_public_key_file": "/tmp/evil.pem"}}, r"\[keys\] cannot be changed"),
+    ({"device": {"id": "other"}}, r"\[device\] id cannot be changed"),
+    ({"mqtt": {"ca_file": "/tmp/ca.pem"}}, r"\[mqtt\] ca_file cannot be changed"),
+    ({"outbox": {"telemetry_batch_ms": -5}}, r"telemetry_batch_ms: expected an integer"),
+    ({"outbox": {}}, "must be a table of keys"),
+    ({}, "non-empty overlay"),
+])
+def test_protected_keys_and_invalid_values_are_refused(remote, overlay, words):
+    rc, _ = remote
+    with pytest.raises(ConfigRefused, match=words):
+        rc.handle(_cmd(1, overlay))
+    assert rc.store.load()["pending"] is None and not rc.restart_requested.is_set()
+
+
+def test_a_configuration_that_keeps_failing_to_start_is_rolled_back(remote):
+    rc, config = remote
+    rc.handle(_cmd(2, {"device": {"heartbeat_interval_s": 9}}))
+    for _ in range(MAX_ATTEMPTS):                 # each start that never becomes healthy
+        RemoteConfig(load_effective_config(config.path), rc.outbox).begin()
+    with pytest.raises(RestartRequested):
+        RemoteConfig(load_effective_config(config.path), rc.outbox).begin()
+    assert load_effective_config(config.path).device.heartbeat_interval_s == 1.0
+    stored = [parse_json_object(s.payload) for s in rc.outbox.pending(100)]
+    assert [e["type"] for e in stored] == ["config.changed", "config.rolled_back"]
+    assert "did not come up healthy in 2 starts" in stored[-1]["body"]["reason"]
+
+
+def test_overlays_build_on_the_confirmed_one(remote):
+    rc, config = remote
+    rc.handle(_cmd(1, {"device": {"heartbeat_interval_s": 9}}))
+    rc.confirm()
+    rc.handle(_cmd(2, {"outbox": {"telemetry_batch_ms": 50}}, cid="c-2"))
+    effective = load_effective_config(config.path)
+    assert effective.device.heartbeat_interval_s == 9 and effective.outbox.telemetry_batch_ms == 50
+    assert merge({"a": {"x": 1, "y": 2}}, {"a": {"y": 3}, "b": {"z": 4}}) == {
+        "a": {"x": 1, "y": 3}, "b": {"z": 4}}
+    assert check_overlay({"scale": {"tare_g": 450}}) == {"scale": {"tare_g": 450}}
