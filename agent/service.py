@@ -22,6 +22,7 @@ from .outbox import Outbox
 from .remote_config import RESTART_EXIT_CODE, RemoteConfig, RestartRequested
 from .sdnotify import Notifier, Watchdog, watchdog_interval_s
 from .signing import Verifier, load_signer
+from .time_hint import time_hint_handler
 from .uplink import Uplink
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class Agent:
             self.outbox.close()
             raise
         self.dispatcher.register("config.set", self.remote_config.handle)
+        self.dispatcher.register("time.hint", time_hint_handler(self.outbox))
         self.exit_code = 0
         self.uplink = Uplink(
             config.device.id,
