@@ -105,6 +105,7 @@ PLUGGED_SECTIONS: dict[str, str] = {
     "scale": "agent.station_config:parse_scale",
     "printer": "agent.station_config:parse_printer",
     "signals": "agent.station_config:parse_signals",
+    "update": "agent.release:parse_update",
 }
 
 
