@@ -138,6 +138,32 @@ class LocalCA:
         cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cls(directory, cert, key)
 
+    @property
+    def crl_file(self) -> Path:
+        return self.directory / "crl.pem"
+
+    def revoke(self, cert_file: Path) -> Path:
+        """Add the certificate in `cert_file` to this CA's CRL (`crl.pem`) and return its
+        path; a broker started with it refuses that certificate."""
+        serial = x509.load_pem_x509_certificate(Path(cert_file).read_bytes()).serial_number
+        revoked = set()
+        if self.crl_file.exists():
+            old = x509.load_pem_x509_crl(self.crl_file.read_bytes())
+            revoked = {r.serial_number for r in old}
+        revoked.add(serial)
+        now = _dt.datetime.now(_dt.timezone.utc)
+        builder = (x509.CertificateRevocationListBuilder()
+                   .issuer_name(self.cert.subject)
+                   .last_update(now - _dt.timedelta(minutes=5))
+                   .next_update(now + _dt.timedelta(days=7)))
+        for number in sorted(revoked):
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(number)
+                .revocation_date(now - _dt.timedelta(minutes=1)).build())
+        crl = builder.sign(self.key, hashes.SHA256())
+        self.crl_file.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        return self.crl_file
+
     def issue(self, common_name: str, *, server: bool = False) -> CertPair:
         """Issue (or reuse) ``<cn>.pem`` / ``<cn>.key`` signed by this CA.
 

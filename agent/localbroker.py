@@ -44,11 +44,21 @@ DEFAULT_ACL = """\
 pattern write cocoon/v1/%u/events
 pattern read cocoon/v1/%u/acks
 pattern read cocoon/v1/%u/commands
+pattern write cocoon/v1/%u/renew
+pattern read cocoon/v1/%u/renewed
 user ingest
 topic read cocoon/v1/+/events
 topic readwrite cocoon/v1/+/acks
 user operator
 topic write cocoon/v1/+/commands
+user claim
+topic write cocoon/v1/enrol/request
+topic read cocoon/v1/enrol/reply/+
+user enrol
+topic read cocoon/v1/enrol/request
+topic write cocoon/v1/enrol/reply/+
+topic read cocoon/v1/+/renew
+topic write cocoon/v1/+/renewed
 """
 
 _START_TIMEOUT = 10.0
@@ -127,8 +137,11 @@ class LocalBroker:
         acl: str = DEFAULT_ACL,
         port: int | None = None,
         host: str = "127.0.0.1",
+        crl_file: StrPath | None = None,
     ) -> None:
         self.workdir = Path(workdir)
+        # Revoked client certificates (a PEM CRL from the device CA), read at each start.
+        self.crl_file = Path(crl_file) if crl_file is not None else None
         self.ca_file = Path(ca_file)
         self.cert_file = Path(cert_file)
         self.key_file = Path(key_file)
@@ -270,6 +283,8 @@ use_identity_as_username true
 allow_anonymous false
 acl_file {_conf_path(self.acl_file.resolve())}
 """
+        if self.crl_file is not None and self.crl_file.exists():
+            conf += f"crlfile {_conf_path(self.crl_file.resolve())}\n"
         self.conf_file.write_text(conf)
 
     def __repr__(self) -> str:

@@ -55,7 +55,8 @@ class Site:
         root.chmod(0o700)
         ca = LocalCA.create(root / "pki")
         server = ca.issue("localhost", server=True)
-        broker = LocalBroker(root / "broker", ca.cert_file, server.cert_file, server.key_file)
+        broker = LocalBroker(root / "broker", ca.cert_file, server.cert_file, server.key_file,
+                             crl_file=ca.crl_file)
         keys = root / "keys"
         keys.mkdir(exist_ok=True)
         for name in ("bank", "backend"):

@@ -146,9 +146,50 @@ def send_command(obj: ConfigContext, key_file, device, type_, body, expires, com
     click.echo(command["id"])
 
 
+@cli.group()
+def enrolment() -> None:
+    """The enrolment service: one-time tokens, and signing the devices' certificates."""
+
+
+@enrolment.command("run")
+@click.pass_obj
+def enrolment_run(obj: ConfigContext) -> None:
+    """Answer enrolment and renewal requests until SIGTERM or Ctrl-C ([enrolment] section)."""
+    from agent.mqtt_link import LinkSettings, MqttLink
+
+    from .enrolment import EnrolmentService
+
+    settings = obj.config.require_enrolment()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    service = EnrolmentService(settings)
+    link = MqttLink(LinkSettings.from_config(settings.id, obj.config.mqtt), service)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    link.run(stop)
+
+
+@enrolment.command("token")
+@click.option("--device", required=True, help="The device id the token is for.")
+@click.option("--ttl-hours", type=click.FloatRange(min=0.01), default=72, show_default=True,
+              help="How long the token may be used.")
+@click.option("--replace", is_flag=True,
+              help="Allow replacing the signing key of a device already registered.")
+@click.pass_obj
+def enrolment_token(obj: ConfigContext, device: str, ttl_hours: float, replace: bool) -> None:
+    """Print a one-time enrolment token for DEVICE (give it to the technician)."""
+    from .enrolment import TokenStore
+
+    settings = obj.config.require_enrolment()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = TokenStore(settings.data_dir / "enrolment.sqlite")
+    click.echo(store.issue(device, ttl_s=ttl_hours * 3600, replace=replace))
+
+
 def main(argv=None) -> None:
     run_cli(cli, "cocoon-ingest", argv)
 
 
 if __name__ == "__main__":
     main()
+

@@ -35,10 +35,28 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class EnrolmentSettings:
+    """The enrolment service (ingest/enrolment.py): the device CA and where keys go."""
+
+    id: str
+    data_dir: Path
+    devices_dir: Path            # the ingest's registry: <id>.pem per device
+    ca_cert_file: Path
+    ca_key_file: Path
+    cert_days: int
+
+
+@dataclass(frozen=True)
 class IngestConfig:
     path: Path
     ingest: IngestSettings | None
     mqtt: MqttConfig
+    enrolment: EnrolmentSettings | None = None
+
+    def require_enrolment(self) -> EnrolmentSettings:
+        if self.enrolment is None:
+            raise ConfigError(f"{self.path}: missing section [enrolment]")
+        return self.enrolment
 
     def require_ingest(self) -> IngestSettings:
         if self.ingest is None:
@@ -48,7 +66,7 @@ class IngestConfig:
 
 def load_ingest_config(path: str | Path) -> IngestConfig:
     raw, path = read_toml(path)
-    unknown = sorted(set(raw) - {"ingest", "mqtt"})
+    unknown = sorted(set(raw) - {"ingest", "mqtt", "enrolment"})
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")
     settings = None
@@ -66,4 +84,15 @@ def load_ingest_config(path: str | Path) -> IngestConfig:
             heartbeat_interval_s=sec.seconds("heartbeat_interval_s", 60, lo=0.05, hi=86400),
             silence_intervals=sec.int("silence_intervals", 3, lo=1, hi=1000),
         )
-    return IngestConfig(path, settings, parse_mqtt(path, raw.get("mqtt")))
+    enrolment = None
+    if "enrolment" in raw:
+        en = Section(path, "enrolment", raw["enrolment"])
+        enrolment = EnrolmentSettings(
+            id=en.str("id", "enrol", pattern=DEVICE_ID_RE),
+            data_dir=en.path("data_dir", REQUIRED),
+            devices_dir=en.path("devices_dir", REQUIRED),
+            ca_cert_file=en.path("ca_cert_file", REQUIRED, must_exist=True),
+            ca_key_file=en.path("ca_key_file", REQUIRED, must_exist=True),
+            cert_days=en.int("cert_days", 365, lo=1, hi=3650),
+        )
+    return IngestConfig(path, settings, parse_mqtt(path, raw.get("mqtt")), enrolment)
