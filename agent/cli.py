@@ -14,6 +14,8 @@ import threading
 import click
 
 from .cli_card import card
+from .cli_enrol import enrol, renew
+from .cli_release import release
 from .cli_scale import scale
 from .cli_support import ConfigContext, run_cli, setup_logging
 from .cli_warehouse import warehouse
@@ -194,7 +196,10 @@ def verify(public_key: str, capture) -> None:
 
 cli.add_command(scale)
 cli.add_command(card)
+cli.add_command(enrol)
+cli.add_command(renew)
 cli.add_command(warehouse)
+cli.add_command(release)
 
 
 def main(argv: list[str] | None = None) -> None:
