@@ -27,6 +27,9 @@ from .uplink import Uplink
 
 log = logging.getLogger(__name__)
 
+RENEW_WITHIN_DAYS = 30      # renew the TLS certificate once it expires within this
+RENEWAL_CHECK_S = 6 * 3600
+
 
 def open_outbox(config: AgentConfig, signer=None) -> tuple[Outbox, recovery.Salvage | None]:
     """Open the device's outbox, quarantining it first if it fails its integrity check."""
@@ -111,7 +114,8 @@ class Agent:
         self.link = MqttLink(LinkSettings.from_config(config.device.id, config.mqtt), self.uplink)
         self._started = time.monotonic()
         self.producers: list[Periodic] = [
-            Periodic("heartbeat", config.device.heartbeat_interval_s, self.heartbeat)
+            Periodic("heartbeat", config.device.heartbeat_interval_s, self.heartbeat),
+            Periodic("certificate-renewal", RENEWAL_CHECK_S, self.renew_certificate_if_due),
         ]
         if config.simulate.enabled:
             from .simulate import SimulatedScale
@@ -145,6 +149,34 @@ class Agent:
                 log.warning("agent: restarting to apply a configuration change")
                 stop.set()
                 return
+
+    def renew_certificate_if_due(self) -> bool:
+        """Renew the TLS certificate over the same path as enrolment once it expires within
+        RENEW_WITHIN_DAYS; the link picks the new one up at its next connection."""
+        from .enrolment import ClaimSettings, EnrolmentError, days_left, renew
+
+        mqtt = self.config.mqtt
+        try:
+            left = days_left(mqtt.cert_file)
+        except (OSError, ValueError) as exc:
+            log.warning("certificate: cannot read %s: %s", mqtt.cert_file, exc)
+            return False
+        if left > RENEW_WITHIN_DAYS:
+            return False
+        try:
+            result = renew(self.config.device.id, self.signer,
+                           current=ClaimSettings(mqtt.host, mqtt.port, mqtt.ca_file,
+                                                 mqtt.cert_file, mqtt.key_file),
+                           new_key_file=mqtt.key_file, cert_out=mqtt.cert_file)
+        except (EnrolmentError, OSError) as exc:
+            log.warning("certificate: renewal failed (%.1f days left): %s", left, exc)
+            self.outbox.append(Draft("certificate.renewal_failed", "alert", {
+                "days_left": str(round(left, 1)), "reason": str(exc)[:300]}))
+            return False
+        self.outbox.append(Draft("certificate.renewed", "alert", {
+            "previous_days_left": str(round(left, 1)),
+            "days_left": str(result["days_left"])}))
+        return True
 
     def progress(self) -> tuple[int, int]:
         """Moves while the agent works: the link loop turns and the outbox answers."""

@@ -177,3 +177,24 @@ def test_a_revoked_device_is_refused_by_the_broker(site, services):
     wait_for(lambda: again.link.status.auth_failed, 15, what="the broker refusing the device")
     assert not again.link.status.connected
     assert "certificate" in again.link.status.last_error.lower()
+
+
+def test_the_agent_renews_its_certificate_before_it_expires(site, services, enrolment, device):
+    import dataclasses
+
+    from agent.enrolment import days_left
+    from agent.envelope import parse_json_object
+
+    enrol_config, service = enrolment
+    config, claim, root = device
+    enrol(config, claim, token(enrol_config))      # the service issues 30-day certificates
+    service.settings = dataclasses.replace(service.settings, cert_days=400)
+    agent = services.agent(config, start=False)
+    assert agent.agent.renew_certificate_if_due() is True      # within 30 days: due
+    assert days_left(root / "tls" / "device.pem") > 390
+    assert agent.agent.renew_certificate_if_due() is False     # now it is not
+    events = [parse_json_object(e.payload) for e in agent.outbox.pending(100)]
+    (renewed,) = [e for e in events if e["type"] == "certificate.renewed"]
+    assert renewed["priority"] == "alert" and float(renewed["body"]["days_left"]) > 390
+    agent.start()
+    agent.wait_connected()                         # with the new key and certificate
