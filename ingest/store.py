@@ -65,6 +65,7 @@ def _m001(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS = [("0001-ingest-store", _m001)]
+MAX_REJECTIONS = 10_000     # rejection records kept (the newest)
 
 
 class IngestStore:
@@ -182,8 +183,13 @@ class IngestStore:
 
     def _reject(self, device: str | None, seq: int | None, reason: str) -> Outcome:
         log.warning("ingest: rejected %s seq %s: %s", device, seq, reason)
-        self.conn.execute("INSERT INTO rejections (device, seq, reason, at) VALUES (?, ?, ?, ?)",
-                          (device, seq, reason[:500], time.time()))
+        cur = self.conn.execute(
+            "INSERT INTO rejections (device, seq, reason, at) VALUES (?, ?, ?, ?)",
+            (device, seq, reason[:500], time.time()))
+        # Keep the latest MAX_REJECTIONS only: a misbehaving (or hostile) publisher must not
+        # grow the store without bound. The per-device `rejected` counter keeps the total.
+        self.conn.execute("DELETE FROM rejections WHERE id <= ?",
+                          (cur.lastrowid - MAX_REJECTIONS,))
         if device:
             self._count(device, "rejected")
         return Outcome(REJECTED, device, seq, reason=reason)

@@ -124,3 +124,15 @@ def test_a_later_event_must_chain_to_an_earlier_stored_one(store):
     out, _ = store.process_batch([msg(evs[0]), msg(fork), msg(evs[1])], reg)
     assert [o.status for o in out] == [ACCEPTED, REJECTED, ACCEPTED]
     assert "does not chain" in out[1].reason
+
+
+def test_rejection_records_are_bounded_but_counted(store, monkeypatch):
+    import ingest.store as ingest_store
+
+    monkeypatch.setattr(ingest_store, "MAX_REJECTIONS", 5)
+    signer = Ed25519Signer.generate()
+    junk = [("cocoon/v1/dev-a/events", b"{not json")] * 12
+    store.process_batch(junk, Registry(**{"dev-a": signer}))
+    rows = store.conn.execute("SELECT id FROM rejections ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == list(range(8, 13))      # the newest five
+    assert {d["device"]: d for d in store.devices()}["dev-a"]["rejected"] == 12
