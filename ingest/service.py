@@ -36,6 +36,7 @@ class Ingest:
         self.signer = load_signer(self.settings.signing_key_file)
         self.registry = DeviceRegistry(self.settings.devices_dir)
         self.store = IngestStore(self.settings.store_path)
+        self.listening_since: float | None = None   # when the link last came up
         self.echo = echo
         self.batch_max = batch_max
         self._inbox: list[tuple[str, bytes]] = []
@@ -58,9 +59,11 @@ class Ingest:
 
     def on_connected(self, link) -> None:
         link.subscribe(self.subscription, qos=1)
+        self.listening_since = time.time()
 
     def on_disconnected(self, link, reason: str) -> None:
-        pass  # messages already received stay in the inbox and are stored at the next tick
+        # Messages already received stay in the inbox and are stored at the next tick.
+        self.listening_since = None
 
     def on_message(self, link, topic: str, payload: bytes, retain: bool) -> None:
         self._inbox.append((topic, payload))
@@ -102,8 +105,13 @@ class Ingest:
                 self.echo(f"acked    {device} up to seq {seq}")
 
     def check_silence(self) -> None:
+        """Alert for each device silent longer than the limit, judged only once the ingest
+        itself has listened that long: after an outage of the ingest, every device looks
+        silent until its queued events arrive, which is not the devices' fault."""
         limit = self.settings.heartbeat_interval_s * self.settings.silence_intervals
         now = time.time()
+        if self.listening_since is None or now - self.listening_since < limit:
+            return
         for dev in self.store.devices():
             silent_for = now - (dev["last_seen"] or 0)
             if silent_for > limit and self.store.open_alert(

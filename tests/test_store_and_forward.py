@@ -421,3 +421,25 @@ def test_fault_proxy_modes():
         stop.set()
         thread.join(5)
         server.close()
+
+
+def test_silence_is_judged_only_after_the_ingest_has_listened_long_enough(site, services):
+    """Devices cannot be heard while the ingest is down: right after it comes back, a device
+    last heard before the outage is not silent until the ingest has listened a whole limit."""
+    config = add_device(site, DEV, heartbeat_s=0.1)
+    first = services.ingest(site.ingest_config, heartbeat_interval_s=0.5, silence_intervals=2)
+    first.wait_connected()
+    agent = services.agent(config)
+    wait_for(lambda: ingest_device(site, DEV)["accepted"] >= 3, 10, what="heartbeats stored")
+    agent.stop()                                     # last heard well over the limit ago ...
+    first.stop()
+    time.sleep(1.5)
+    second = services.ingest(site.ingest_config, heartbeat_interval_s=0.5, silence_intervals=2)
+    second.wait_connected()
+    time.sleep(0.6)                                  # ... but the ingest has listened 0.6 s
+    assert ingest_alerts(site, DEV, open_only=False) == []
+    before = ingest_device(site, DEV)["accepted"]
+    services.agent(config)
+    wait_for(lambda: ingest_device(site, DEV)["accepted"] > before, 10, what="heard again")
+    time.sleep(1.2)
+    assert ingest_alerts(site, DEV, open_only=False) == []
