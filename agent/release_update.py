@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,7 +51,11 @@ def build_venv(release_dir: Path, cfg: UpdateConfig) -> None:
     wheelhouse = release_dir / "wheelhouse"
     if wheelhouse.is_dir():
         pip += ["--no-index", "--find-links", str(wheelhouse)]
-    _run([*pip, str(release_dir)], "install the agent into its virtual environment")
+    # pip builds a source tree in place: build from a copy, so the release stays as signed.
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src"
+        shutil.copytree(release_dir, src, ignore=shutil.ignore_patterns(".venv", "wheelhouse"))
+        _run([*pip, str(src)], "install the agent into its virtual environment")
 
 
 def _run(cmd: list[str], what: str, timeout: float = 1800) -> None:
@@ -136,13 +141,17 @@ class Updater:
         self.layout.releases.mkdir(parents=True, exist_ok=True)
         try:
             unpack_bundle(bundle, manifest, staging)
-            self.build_env(staging, self.cfg)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         if target.exists():  # a leftover of an interrupted or rolled-back attempt
             shutil.rmtree(target)
         staging.rename(target)
+        try:  # a venv's scripts name their absolute path: build it where it will run
+            self.build_env(target, self.cfg)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
         self.events("release.installed", {"version": manifest.version,
                                           "manifest_sha256": manifest.digest,
                                           "path": str(target)})

@@ -87,7 +87,7 @@ def test_package_metadata(deb):
     assert "__pycache__" not in listing and "/.venv/" not in listing  # built on the target
 
 
-def test_install_run_remove_purge(deb, clean_system, tmp_path):
+def test_install_run_remove_purge(deb, wheelhouse, clean_system, tmp_path):
     run("dpkg", "-i", deb, timeout=600)
     assert installed()
 
@@ -119,15 +119,16 @@ def test_install_run_remove_purge(deb, clean_system, tmp_path):
     assert where.startswith(str(release / ".venv"))
     if " doctor " in helped.stdout:
         check_doctor(env)
+    check_self_update(env, tmp_path, user, wheelhouse)
 
     # Remove: program gone, data and configuration kept.
     keep = Path("/var/lib/cocoon-agent/outbox.sqlite")
-    keep.write_bytes(b"unacknowledged events")
+    assert keep.exists()  # the release events were appended to the device's outbox
     Path("/etc/cocoon-agent/agent.toml").write_text("# technician's file\n")
     run("dpkg", "--remove", "cocoon-agent")
     assert not ROOT.exists() and not Path("/usr/bin/cocoon-agent").exists()
     assert not Path("/lib/systemd/system/cocoon-agent.service").exists()
-    assert keep.read_bytes() == b"unacknowledged events"
+    assert keep.exists()
     assert Path("/etc/cocoon-agent/agent.toml").exists()
 
     # Purge: data and configuration gone too.
@@ -161,3 +162,56 @@ def check_doctor(env: dict) -> None:
     assert done.returncode != 0, text
     assert "Traceback" not in text, text
     assert "ttyUSB7" in text or "scale" in text.lower(), text
+
+
+def check_self_update(env: dict, tmp_path: Path, user, wheels: Path) -> None:
+    """A signed 0.1.1 bundle installed by the packaged agent as root: its venv built with pip
+    from the bundle's wheelhouse, the switch, the release events in the outbox (written as the
+    cocoon user, so the agent can still open it), then a rollback by hand."""
+    import sqlite3
+
+    from agent.sandbox import write_toml
+    from agent.signing import generate_key_file, load_signer
+    from tests.test_release import make_tree
+
+    vendor = generate_key_file(tmp_path / "vendor.key")
+    etc, state = Path("/etc/cocoon-agent"), Path("/var/lib/cocoon-agent")
+    (etc / "vendor.pub").write_bytes(vendor.public_key_pem())
+    key = state / "device-signing.key"
+    if not key.exists():
+        generate_key_file(key)
+        os.chown(key, user.pw_uid, user.pw_gid)
+    (etc / "ingest.pem").write_bytes(load_signer(key).public_key_pem())
+    write_toml(etc / "agent.toml", {
+        "device": {"id": "station-01", "data_dir": str(state), "signing_key_file": str(key)},
+        "mqtt": {"host": "127.0.0.1", "port": 1, "ca_file": str(etc / "ca.pem"),
+                 "cert_file": str(etc / "device.pem"), "key_file": str(etc / "device.key")},
+        "keys": {"ingest_public_key_file": str(etc / "ingest.pem")},
+        "update": {"vendor_public_key_file": str(etc / "vendor.pub")},
+    })
+    tree = make_tree(tmp_path / "src", "0.1.1")
+    bundle = tmp_path / "cocoon-agent-0.1.1.tar.gz"
+    run("/usr/bin/cocoon-agent", "release", "build", "--key", tmp_path / "vendor.key",
+        "--source", tree, "--wheelhouse", wheels, bundle, env=env, cwd="/")
+
+    done = run("/usr/bin/cocoon-agent", "release", "install", "--no-wait", bundle, env=env,
+               cwd="/", timeout=600)
+    assert os.readlink(ROOT / "current") == "releases/0.1.1", done.stderr
+    assert os.readlink(ROOT / "previous") == "releases/0.1.0"
+    new_venv = ROOT / "releases" / "0.1.1" / ".venv"
+    version = run(new_venv / "bin" / "python", "-c", "import agent; print(agent.__version__)",
+                  env=env, cwd="/").stdout.strip()
+    assert version == "0.1.1"
+    status = run("/usr/bin/cocoon-agent", "release", "status", env=env, cwd="/").stdout
+    assert "trial      0.1.1" in status, status
+
+    run("/usr/bin/cocoon-agent", "release", "rollback", env=env, cwd="/")
+    assert os.readlink(ROOT / "current") == "releases/0.1.0"
+    outbox = state / "outbox.sqlite"
+    owners = {p.name: p.stat().st_uid for p in state.iterdir() if p.name.startswith("outbox")}
+    assert set(owners.values()) == {user.pw_uid}, owners  # never root: the agent must open it
+    conn = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)
+    types = [t for (t,) in conn.execute("SELECT type FROM events ORDER BY seq")]
+    conn.close()
+    assert types == ["release.verified", "release.installed", "release.switched",
+                     "release.rolled_back"]
