@@ -4,7 +4,6 @@ configuration, and one place that turns expected errors into a line on stderr an
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 
@@ -14,11 +13,10 @@ from .errors import CocoonError, OutboxFull
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """One structured line per record on stderr (the journal under systemd): agent.logs."""
+    from .logs import setup
+
+    setup(level)
 
 
 class ConfigContext:
