@@ -18,6 +18,7 @@ from .cli_enrol import enrol, renew
 from .cli_release import release
 from .cli_scale import scale
 from .cli_support import ConfigContext, run_cli, setup_logging
+from .cli_tags import tags
 from .cli_warehouse import warehouse
 from .events import Draft
 from .remote_config import load_effective_config
@@ -200,6 +201,7 @@ cli.add_command(enrol)
 cli.add_command(renew)
 cli.add_command(warehouse)
 cli.add_command(release)
+cli.add_command(tags)
 
 
 def main(argv: list[str] | None = None) -> None:
