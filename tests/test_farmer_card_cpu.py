@@ -9,21 +9,8 @@ from agent.signing import Ed25519Signer, Verifier
 from drivers.pcsc import ApduTransport, CardRemoved, SecurityStatusNotSatisfied
 from drivers.pcsc import farmer_card as fc
 from tests.support.cpu_card import CpuFarmerCard
-
-HOLDER = {
-    "farmer_id": "F-330521-0042",
-    "name": "王秀英",
-    "address": "浙江省湖州市德清县新市镇蚕桑村 3 组",
-    "labour": 3,
-    "mulberry_area_mu": "4.5",
-    "silkworm_room_area_m2": "60",
-    "account_ref": "acct-7f3a9c",
-}
-
-
-def sale(n: int) -> dict:
-    return {"date": "2026-05-2" + str(n % 10), "voucher": f"st-01-20260520-{n:04d}",
-            "grade": "+1", "net_g": 12_340 + n, "unit_price": "52.60", "amount": "649.08"}
+from tests.support.station_cards import HOLDER_ZH as HOLDER
+from tests.support.station_cards import card_sale as sale
 
 
 @pytest.fixture(scope="module")

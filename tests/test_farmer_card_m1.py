@@ -14,26 +14,12 @@ from drivers.pcsc import m1_card as m1
 from drivers.pcsc import m1_keys as keys
 from tests.support.cpu_card import CpuFarmerCard
 from tests.support.m1_card import ATR_MIFARE_1K, M1Card
+from tests.support.station_cards import HOLDER_ZH as HOLDER
+from tests.support.station_cards import card_sale as sale
 
 MASTER = bytes.fromhex("8F1C22A45B0E7D3396C4E1F0A7B25D6C")
 OTHER_MASTER = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
 UID = bytes.fromhex("A1B2C3D4")
-
-HOLDER = {
-    "farmer_id": "F-330521-0042",
-    "name": "王秀英",
-    "address": "浙江省湖州市德清县新市镇蚕桑村 3 组",
-    "labour": 3,
-    "mulberry_area_mu": "4.5",
-    "silkworm_room_area_m2": "60",
-    "account_ref": "acct-7f3a9c",
-}
-
-
-def sale(n: int) -> dict:
-    return {"date": "2026-05-2" + str(n % 10), "voucher": f"st-01-20260520-{n:04d}",
-            "grade": "+1", "net_g": 12_340 + n, "unit_price": "52.60", "amount": "649.08"}
-
 
 @pytest.fixture(scope="module")
 def issuer():

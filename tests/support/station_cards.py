@@ -22,8 +22,24 @@ HOLDER = {
     "silkworm_room_area_m2": "60",
     "account_ref": "acct-7f3a9c",
 }
+#: A holder record with the Chinese text real cards carry (multi-byte UTF-8 near the limits).
+HOLDER_ZH = {
+    "farmer_id": "F-330521-0042",
+    "name": "王秀英",
+    "address": "浙江省湖州市德清县新市镇蚕桑村 3 组",
+    "labour": 3,
+    "mulberry_area_mu": "4.5",
+    "silkworm_room_area_m2": "60",
+    "account_ref": "acct-7f3a9c",
+}
 CLERK = {"staff_id": "S-07", "name": "Clerk Li", "role": "clerk"}
 SUPERVISOR = {"staff_id": "S-01", "name": "Supervisor Zhao", "role": "supervisor"}
+
+
+def card_sale(n: int) -> dict:
+    """The n-th sample sale as a card keeps it (distinct voucher and weight per n)."""
+    return {"date": "2026-05-2" + str(n % 10), "voucher": f"st-01-20260520-{n:04d}",
+            "grade": "+1", "net_g": 12_340 + n, "unit_price": "52.60", "amount": "649.08"}
 
 
 def _personalise(card: CpuFarmerCard, record: bytes, issuer_signer, *,
