@@ -142,9 +142,18 @@ class Link:
 
     def close(self) -> None:
         """Stop the threads and close the port. Pending sends fail with LinkError."""
+        self.detach(cancel=True)
+        try:
+            self.port.close()
+        except (serial.SerialException, OSError):
+            pass
+
+    def detach(self, cancel: bool = False) -> None:
+        """Stop the threads but leave the port open (the simulator's reboot: the same wire,
+        a new link). Pending sends fail with LinkError."""
         self._closed.set()
         self._fail(LinkError(f"{self.name}: link closed"), report=False)
-        if hasattr(self.port, "cancel_read"):
+        if cancel and hasattr(self.port, "cancel_read"):
             try:
                 self.port.cancel_read()
             except (serial.SerialException, OSError):
@@ -153,10 +162,6 @@ class Link:
         for thread in (self._reader, self._dispatcher):
             if thread.ident is not None and thread is not threading.current_thread():
                 thread.join(2)
-        try:
-            self.port.close()
-        except (serial.SerialException, OSError):
-            pass
 
     def __enter__(self) -> Link:
         return self.start()
