@@ -22,6 +22,7 @@ setup(
         "python-escpos>=3.1",
         "gpiozero>=2.0",
         "smbus2>=0.4",  # the warehouse's SHT3x climate sensor on I2C
+        "sllurp>=3.0",  # LLRP tag readers (imported only for llrp:// readers)
         "cobs>=1.2",  # framing of the field box's co-processor link (firmware_bridge)
         "crc>=8.0",  # CRC-16/IBM-3740 of those frames and of firmware chunks
         # Farmer and staff cards over PC/SC. No Linux wheel on PyPI: it builds from source and

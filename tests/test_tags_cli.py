@@ -102,3 +102,19 @@ def test_unknown_port_scheme_is_reported_not_a_traceback():
     assert proc.returncode == 0 and "Traceback" not in proc.stderr
     [health] = [json.loads(line) for line in proc.stdout.splitlines()]
     assert health["health"] == "offline" and "cannot use nonsense://x" in health["detail"]
+
+
+def test_watch_llrp_reader():
+    from tests.support.llrp_sim import LLRPSimulator
+
+    f = TagField(2, seed=9)
+    epcs = {e.hex() for e in f.populate(6)}
+    with LLRPSimulator(f) as sim:
+        proc = run("tags", "watch", "--port", sim.url, "--protocol", "llrp", "--json",
+                   "--count", 30, "--seconds", 20)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    reads = [x for x in lines if "epc" in x]
+    assert len(reads) == 30 and {r["epc"] for r in reads} <= epcs
+    assert {r["antenna"] for r in reads} == {1, 2}
+    assert lines[0]["health"] == "online"
