@@ -106,6 +106,7 @@ PLUGGED_SECTIONS: dict[str, str] = {
     "printer": "agent.station_config:parse_printer",
     "signals": "agent.station_config:parse_signals",
     "update": "agent.release:parse_update",
+    "tags": "drivers.tags.config:parse_tags",
 }
 
 
