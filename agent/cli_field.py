@@ -1,0 +1,92 @@
+"""`cocoon-agent provision`, `doctor` and `decommission`: the field technician's commands.
+
+Thin layers over agent/provision.py, agent/doctor.py and agent/decommission.py; docs/field.md
+walks through them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .cli_support import ConfigContext
+
+DEFAULT_CONFIG = Path("/etc/cocoon-agent/agent.toml")
+DEFAULT_DATA_DIR = Path("/var/lib/cocoon-agent")
+
+
+def _ask(value, label: str, interactive: bool, flag: str, **prompt):
+    if value not in (None, ""):
+        return value
+    if interactive:
+        return click.prompt(label, **prompt)
+    raise click.UsageError(f"{flag} is required (or run on a terminal to be asked)")
+
+
+@click.command()
+@click.option("--device-id", help="The device id, e.g. station-07 (the certificate's CN).")
+@click.option("--broker-host", help="The broker's host name, as in its certificate.")
+@click.option("--broker-port", type=click.IntRange(1, 65535), default=None,
+              help="The broker's TLS port (default 8883).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help=f"The state directory (default {DEFAULT_DATA_DIR}).")
+@click.option("--bundle", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Directory the technician brings: ca.pem, ingest.pem and, if used, "
+                   "backend.pem, bank.pem, issuer.pem (public material only).")
+@click.option("--signing-alg", type=click.Choice(["Ed25519", "ES256"]), default=None,
+              help="Signing key algorithm (default Ed25519; ES256 for secure elements).")
+@click.option("--user", default=None,
+              help="Service user that must own the keys and the state directory (cocoon).")
+@click.option("--force", is_flag=True,
+              help="Replace an existing identity (never one whose events are not wiped).")
+@click.option("--interactive/--no-interactive", default=None,
+              help="Ask for missing values (default: when standard input is a terminal).")
+@click.pass_obj
+def provision(obj: ConfigContext, device_id, broker_host, broker_port, data_dir, bundle,
+              signing_alg, user, force, interactive) -> None:
+    """Create this device's keys, CSR and configuration, and install the trust anchors.
+
+    The configuration goes to --config (default /etc/cocoon-agent/agent.toml). Safe to run
+    again after any failure: what is already right is kept. Then enrol the device
+    (`cocoon-agent enrol`) and check it (`cocoon-agent doctor`).
+
+    Example: cocoon-agent --config /etc/cocoon-agent/agent.toml provision
+    --device-id station-07 --broker-host broker.bank.example --bundle /media/usb/bundle
+    --user cocoon
+    """
+    from .provision import Plan, existing_settings
+    from .provision import provision as run_provision
+
+    config_file = Path(obj.path or DEFAULT_CONFIG).absolute()
+    if interactive is None:
+        interactive = sys.stdin.isatty()
+    earlier = existing_settings(config_file)
+    device_id = _ask(device_id or earlier.get("device_id"), "Device id (e.g. station-07)",
+                     interactive, "--device-id")
+    broker_host = _ask(broker_host or earlier.get("broker_host"), "Broker host",
+                       interactive, "--broker-host")
+    port = broker_port or earlier.get("broker_port")
+    if port is None:
+        port = click.prompt("Broker port", default=8883, type=click.IntRange(1, 65535)) \
+            if interactive else 8883
+    if data_dir:
+        data = Path(data_dir).resolve()
+    else:
+        data = earlier.get("data_dir") or (
+            click.prompt("State directory", default=str(DEFAULT_DATA_DIR)) if interactive
+            else DEFAULT_DATA_DIR)
+    if bundle is None and interactive:
+        answer = click.prompt("Bundle directory (empty if already installed)", default="",
+                              show_default=False)
+        bundle = answer or None
+    plan = Plan(device_id=device_id, config_file=config_file,
+                data_dir=(config_file.parent / data).resolve(), broker_host=broker_host,
+                broker_port=int(port), bundle=Path(bundle).resolve() if bundle else None,
+                signing_alg=signing_alg or earlier.get("signing_alg") or "Ed25519",
+                user=user, force=force)
+    for result in run_provision(plan):
+        click.echo(f"{result.step:12} {result.outcome:9} {result.detail}")
+    click.echo(f"\nprovisioned {plan.device_id}. Next: cocoon-agent --config {config_file} "
+               "enrol --token TOKEN --claim-cert claim.pem --claim-key claim.key")
