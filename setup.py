@@ -25,6 +25,8 @@ setup(
         "sllurp>=3.0",  # LLRP tag readers (imported only for llrp:// readers)
         "cobs>=1.2",  # framing of the field box's co-processor link (firmware_bridge)
         "crc>=8.0",  # CRC-16/IBM-3740 of those frames and of firmware chunks
+        "tomlkit>=0.12",  # provision edits agent.toml keeping the technician's comments
+        "prometheus-client>=0.17",  # the optional [metrics] endpoint on localhost
         # Farmer and staff cards over PC/SC. No Linux wheel on PyPI: it builds from source and
         # needs gcc, the Python headers and libpcsclite-dev (scripts/bootstrap installs them).
         "pyscard>=2.0",
