@@ -16,6 +16,7 @@ import click
 from .cli_card import card
 from .cli_enrol import enrol, renew
 from .cli_field import provision
+from .cli_firmware import firmware
 from .cli_release import release
 from .cli_scale import scale
 from .cli_support import ConfigContext, run_cli, setup_logging
@@ -202,6 +203,7 @@ cli.add_command(enrol)
 cli.add_command(renew)
 cli.add_command(warehouse)
 cli.add_command(release)
+cli.add_command(firmware)
 cli.add_command(tags)
 cli.add_command(provision)
 

@@ -107,6 +107,7 @@ PLUGGED_SECTIONS: dict[str, str] = {
     "signals": "agent.station_config:parse_signals",
     "update": "agent.release:parse_update",
     "tags": "drivers.tags.config:parse_tags",
+    "firmware": "firmware_bridge.config:parse_firmware",
 }
 
 

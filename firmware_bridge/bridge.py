@@ -216,9 +216,9 @@ class Bridge:
                     continue
                 link = Link(port, on_message=self._on_payload, on_peer_reset=self._on_reset,
                             ack_timeout=self.ack_timeout, name=f"field box {self.url}")
+                self.link = link  # before the handshake: the box's Hello may follow at once
                 try:
                     link.handshake(self.handshake_timeout_s)
-                    self.link = link
                     self._last_rx = time.monotonic()
                     self._hello_wanted.set()
                     self._watch(link)

@@ -178,6 +178,7 @@ class Coprocessor:
 
     def _boot(self) -> None:
         flash = self.flash
+        crashed = False
         with self._lock:
             if flash.unconfirmed:  # reset while on trial: the bootloader goes back
                 flash.active, flash.unconfirmed = flash.inactive, False
@@ -190,9 +191,6 @@ class Coprocessor:
                 else:
                     flash.active, flash.unconfirmed = slot, True
                     flash.boot_status = m.BootStatus.TRIAL
-                    crashed = False
-            else:
-                crashed = False
         if crashed:  # the new image hangs; the watchdog resets into the old slot
             if self._stop.wait(self.watchdog_s):
                 return
