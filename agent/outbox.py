@@ -293,11 +293,12 @@ class Outbox:
                 draft, device=self.device, seq=seq, prev=state.hash, signer=self.signer
             )
             self._make_room(conn, req.draft.priority, len(payload), state, evicted)
+            digest = events.sha256_hex(payload)
             conn.execute(
                 "INSERT INTO events (seq, priority, type, state, hash, payload, size, created)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (seq, req.draft.priority, req.draft.type, PENDING,
-                 events.sha256_hex(payload), payload, len(payload), time.time()),
+                 digest, payload, len(payload), time.time()),
             )
             conn.execute("RELEASE one")
         except CocoonError as exc:
@@ -307,7 +308,7 @@ class Outbox:
             if isinstance(exc, OutboxFull):
                 self._raise_full_alert(conn, state, evicted)
             return
-        state.seq, state.hash = seq, events.sha256_hex(payload)
+        state.seq, state.hash = seq, digest
         state.used += len(payload)
         req.seq = seq
 

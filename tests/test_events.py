@@ -7,13 +7,16 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import rfc8785
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent import events
 from agent.envelope import canonical, sign_object, verify_object
 from agent.errors import EventFormatError, SignatureError
 from agent.events import Context, Draft
-from agent.signing import Ed25519Signer, ES256Signer, Verifier
+from agent.signing import Ed25519Signer, ES256Signer, Verifier, b64url_decode
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "events.md"
 
@@ -126,3 +129,56 @@ def test_fast_sealing_matches_generic_canonical_json():
                                          seq=3, prev="c" * 64, signer=signer)
     assert payload == canonical(event)
     assert sign_object({k: v for k, v in event.items() if k != "sig"}, signer) == event
+
+
+# Values as events carry them: any text (control characters, non-ASCII, astral and
+# private-use characters whose UTF-16 order differs from their code point order), safe
+# integers, booleans, null, nested lists and objects.
+_ANY_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+_KEYS = st.one_of(_ANY_TEXT, st.sampled_from(["a", "b", "\ue000", "\U0001f41b", "A\x00", "é"]))
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | _ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_JSON)
+def test_canonical_json_equals_the_rfc8785_reference(value):
+    assert canonical(value) == rfc8785.dumps(value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(_KEYS, _JSON, max_size=5), st.integers(1, 2**53 - 1))
+def test_sealed_bytes_equal_the_rfc8785_reference(body, seq):
+    signer = Ed25519Signer.generate()
+    event, payload = events.seal_encoded(Draft("test.thing", "money", body), device="dev-a",
+                                         seq=seq, prev="c" * 64, signer=signer)
+    assert payload == rfc8785.dumps(event)
+    unsigned = rfc8785.dumps({k: v for k, v in event.items() if k != "sig"})
+    Verifier.from_pem(signer.public_key_pem()).verify(
+        "Ed25519", signer.kid, unsigned, b64url_decode(event["sig"]))
+
+
+def test_sealing_refuses_what_canonical_json_cannot_carry():
+    body = {"ok": "1"}
+    draft = Draft("test.thing", "money", body)
+    body["weight"] = 1.5  # changed after the draft was checked: sealing checks again
+    with pytest.raises(EventFormatError, match="floats"):
+        events.seal_encoded(draft, device="dev-a", seq=1, prev="c" * 64,
+                            signer=Ed25519Signer.generate())
+    with pytest.raises(EventFormatError):
+        canonical({"lone": "\ud800"})
+
+
+def test_event_timestamps_are_utc_with_microseconds():
+    from datetime import datetime, timezone
+
+    before = datetime.now(timezone.utc)
+    event = events.seal(Draft("test.thing", "money", {}), device="dev-a", seq=1,
+                        prev="c" * 64, signer=Ed25519Signer.generate())
+    after = datetime.now(timezone.utc)
+    assert events.TS_RE.match(event["ts"])
+    assert before <= datetime.strptime(event["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=timezone.utc) <= after
