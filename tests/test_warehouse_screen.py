@@ -26,6 +26,12 @@ def test_config_defaults_and_errors():
     assert c.presence.departed_after_ms == 600_000 and c.presence.moved_min_reads == 2
     assert c.snapshot_interval_s == 3600 and c.climate.rh_low_c100 == 6000
     assert c.readers[0].protocol == "bb7e" and c.doors == (("main", 5),)
+    assert (c.readers[0].antennas, c.readers[0].silence_s) == ((), None)
+    dock = parse({"readers": [{"name": "dock", "port": "llrp://10.0.0.5", "protocol": "llrp",
+                               "antennas": [1, 3], "silence_s": 20}]}).readers[0]
+    assert (dock.antennas, dock.silence_s) == ((1, 3), 20.0)
+    with pytest.raises(ConfigError, match="antennas: expected a list"):
+        parse({"readers": [{"name": "dock", "port": "x", "antennas": [0]}]})
     with pytest.raises(ConfigError, match="pin is used twice"):
         parse({"doors": {"main": 5}, "siren_pin": 5})
     with pytest.raises(ConfigError, match="rh_low must be below"):

@@ -50,6 +50,8 @@ class ReaderSpec:
     name: str
     port: str
     protocol: str
+    antennas: tuple[int, ...] = ()      # bb7e: the antenna of notices without one; llrp: used
+    silence_s: float | None = None      # no answer this long: offline (driver default if None)
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,17 @@ def parse_warehouse(path: Path, table: Any) -> WarehouseConfig:
         raise ConfigError(f"{path}: [warehouse] readers: use [[warehouse.readers]] tables")
     for i, raw in enumerate(raw_readers):
         r = Section(path, f"warehouse.readers[{i}]", raw)
+        antennas = r.table.get("antennas", [])
+        if not isinstance(antennas, list) or not all(
+                isinstance(a, int) and not isinstance(a, bool) and 1 <= a <= 64
+                for a in antennas):
+            raise ConfigError(f"{path}: [warehouse.readers] antennas: expected a list of "
+                              "antenna numbers from 1 to 64, e.g. [1, 2]")
         spec = ReaderSpec(r.str("name", f"reader-{i + 1}", pattern=NAME_RE),
-                          r.str("port", None) or "", r.str("protocol", "bb7e"))
+                          r.str("port", None) or "", r.str("protocol", "bb7e"),
+                          tuple(antennas),
+                          r.seconds("silence_s", None, lo=0.1, hi=3600)
+                          if "silence_s" in r.table else None)
         if not spec.port:
             raise ConfigError(f"{path}: [warehouse.readers] {spec.name}: port is missing")
         readers.append(spec)

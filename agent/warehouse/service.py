@@ -365,7 +365,8 @@ def open_reader(spec: ReaderSpec):
     except ImportError:
         raise CocoonError(f"reader {spec.name}: this installation has no tag reader drivers "
                           f"for protocol {spec.protocol!r}") from None
-    return factory(spec.port, spec.protocol, name=spec.name)
+    return factory(spec.port, spec.protocol, name=spec.name, antennas=spec.antennas,
+                   silence_s=spec.silence_s)
 
 
 def part(agent) -> Warehouse:
