@@ -115,3 +115,35 @@ def update(obj: ConfigContext, image: str) -> None:
         result = updater.run(loaded, image)
     click.echo(f"firmware {result.running} runs in slot {'AB'[result.slot & 1]} "
                f"(was {result.previous}; {result.resumes} resumes, {result.seconds:.1f} s)")
+
+
+@firmware.command("build-image")
+@click.option("--key", "key_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The vendor's Ed25519 private key (PEM).")
+@click.option("--version", "version", required=True, help="MAJOR.MINOR.PATCH of the firmware.")
+@click.option("--hardware", required=True, help="The board id, e.g. 0x0c01.")
+@click.argument("payload", type=click.Path(exists=True, dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False))
+def build_image_command(key_file: str, version: str, hardware: str, payload: str,
+                        output: str) -> None:
+    """Wrap a firmware binary PAYLOAD into a signed image file OUTPUT (for vendors and tests).
+
+    Example: cocoon-agent firmware build-image --key vendor.key --version 1.5.0
+    --hardware 0x0c01 firmware.bin box-1.5.0.ccfw
+    """
+    from pathlib import Path
+
+    from firmware_bridge.image import build_image
+
+    from .signing import load_signer
+
+    try:
+        board = int(hardware, 0)
+    except ValueError:
+        raise click.BadParameter(f"{hardware!r} is not a number",
+                                 param_hint="--hardware") from None
+    if not 0 <= board <= 0xFFFF:
+        raise click.BadParameter("must be 0-0xffff", param_hint="--hardware")
+    data = build_image(Path(payload).read_bytes(), version, board, load_signer(key_file))
+    Path(output).write_bytes(data)
+    click.echo(f"wrote {output} ({len(data)} bytes, firmware {version}, board 0x{board:04x})")

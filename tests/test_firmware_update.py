@@ -231,8 +231,13 @@ def test_firmware_commands(field_box, device, vendor_key, vendor, tmp_path, caps
     shown = json.loads(capsys.readouterr().out)
     assert shown["firmware"] == "1.0.0" and shown["slot"] == "A" and shown["update"] == "idle"
 
+    (tmp_path / "vendor.key").write_bytes(vendor_key.private_key_pem())
+    (tmp_path / "fw.bin").write_bytes(PAYLOAD)
     good = tmp_path / "box-1.1.0.ccfw"
-    good.write_bytes(build_image(PAYLOAD, "1.1.0", HARDWARE, vendor_key))
+    assert run_cli("firmware", "build-image", "--key", str(tmp_path / "vendor.key"),
+                   "--version", "1.1.0", "--hardware", hex(HARDWARE),
+                   str(tmp_path / "fw.bin"), str(good)) == 0
+    assert load_image(good).signed and load_image(good).payload == PAYLOAD
     assert run_cli("--config", str(device), "firmware", "update", str(good)) == 0
     assert "firmware 1.1.0 runs in slot B" in capsys.readouterr().out
 
@@ -243,3 +248,19 @@ def test_firmware_commands(field_box, device, vendor_key, vendor, tmp_path, caps
     assert box.running_version == (1, 1, 0)
     assert outbox_types(device) == ["firmware.update_started", "firmware.updated",
                                     "firmware.update_refused"]
+
+
+def test_firmware_section_is_checked(tmp_path):
+    from agent.errors import ConfigError
+    from firmware_bridge.config import parse_firmware
+
+    parsed = parse_firmware(tmp_path / "agent.toml", {"port": "socket://127.0.0.1:4001",
+                                                      "vendor_public_key_file": "v.pem",
+                                                      "hardware": 3073})
+    assert parsed.hardware == 0x0C01 and parsed.baudrate == 115200
+    assert parsed.vendor_public_key_file == tmp_path / "v.pem"
+    with pytest.raises(ConfigError, match="port"):
+        parse_firmware(tmp_path / "agent.toml", {"vendor_public_key_file": "v.pem"})
+    with pytest.raises(ConfigError, match="baudrate"):
+        parse_firmware(tmp_path / "agent.toml", {"port": "/dev/ttyAMA0", "baudrate": 7,
+                                                 "vendor_public_key_file": "v.pem"})
