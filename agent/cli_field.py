@@ -90,3 +90,55 @@ def provision(obj: ConfigContext, device_id, broker_host, broker_port, data_dir,
         click.echo(f"{result.step:12} {result.outcome:9} {result.detail}")
     click.echo(f"\nprovisioned {plan.device_id}. Next: cocoon-agent --config {config_file} "
                "enrol --token TOKEN --claim-cert claim.pem --claim-key claim.key")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON, for tools.")
+@click.option("--timeout", type=click.FloatRange(min=0.5), default=10, show_default=True,
+              help="Seconds to wait for the broker.")
+@click.option("--scale-seconds", type=click.FloatRange(min=0.2), default=3, show_default=True,
+              help="Seconds to wait for a stable weight from the scale.")
+@click.option("--user", default=None,
+              help="The service user that must own the keys (default: the unit's User=).")
+@click.option("--skip", multiple=True, metavar="CHECK",
+              help="Leave out a check by name (e.g. --skip broker when offline). Repeatable.")
+@click.option("--unit-dir", "unit_dirs", multiple=True, type=click.Path(file_okay=False),
+              help="Where to look for cocoon-agent.service (default: systemd's directories).")
+@click.pass_obj
+def doctor(obj: ConfigContext, as_json: bool, timeout: float, scale_seconds: float,
+           user: str | None, skip: tuple[str, ...], unit_dirs: tuple[str, ...]) -> None:
+    """Check every configured part: broker (TLS, certificate accepted), certificate expiry,
+    clock, disk, outbox, key files, the systemd unit and its watchdog, card reader, scale.
+
+    Prints a table with a fix hint for each failure; exits 1 if any check failed.
+
+    Example: cocoon-agent --config /etc/cocoon-agent/agent.toml doctor
+    """
+    import logging
+
+    from .doctor import DoctorOptions, config_failure, failed, run, to_json, to_table
+    from .doctor_checks import UNIT_DIRS
+    from .errors import CocoonError
+
+    # The parts' own log lines would repeat, out of order, what the table says.
+    quiet = [logging.getLogger(name) for name in ("agent.mqtt_link", "drivers.scale.reader")]
+    levels = [logger.level for logger in quiet]
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        for logger in quiet:
+            logger.setLevel(logging.CRITICAL)
+    try:
+        config = obj.config
+    except CocoonError as exc:
+        results = config_failure(exc)
+    else:
+        options = DoctorOptions(broker_timeout_s=timeout, scale_seconds=scale_seconds,
+                                user=user, skip=frozenset(skip),
+                                unit_dirs=tuple(Path(d) for d in unit_dirs) or UNIT_DIRS)
+        try:
+            results = run(config, options)
+        finally:
+            for logger, level in zip(quiet, levels, strict=True):
+                logger.setLevel(level)
+    click.echo(to_json(results) if as_json else to_table(results))
+    if failed(results):
+        sys.exit(1)
