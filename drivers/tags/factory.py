@@ -11,6 +11,7 @@ from .errors import ProtocolNotFound
 PROTOCOLS = {
     "bb7e": "serial UHF module speaking BB ... 7E frames; port is a pyserial URL",
     "llrp": "LLRP reader on the network; port is llrp://HOST[:5084]",
+    "coproc": "the field box's co-processor (firmware_bridge); port is its UART's pyserial URL",
 }
 
 
@@ -35,5 +36,12 @@ def open_reader(port: str, protocol: str, *, name: str | None = None,
         from .llrp_reader import LLRPReader
 
         return LLRPReader(port, name=name, antennas=tuple(antennas), **options)
+    if protocol == "coproc":
+        from firmware_bridge.readers import BridgeTagReader
+        from firmware_bridge.shared import shared_bridge
+
+        if "silence_s" in options:      # the box is offline once its heartbeats stop
+            options["heartbeat_timeout_s"] = options.pop("silence_s")
+        return BridgeTagReader(shared_bridge(port, **options), name=name)
     raise ProtocolNotFound(f"unknown tag reader protocol {protocol!r}; known: "
                            f"{', '.join(PROTOCOLS)}")
