@@ -15,7 +15,7 @@ import click
 
 from .cli_card import card
 from .cli_enrol import enrol, renew
-from .cli_field import doctor, provision
+from .cli_field import decommission, doctor, provision
 from .cli_firmware import firmware
 from .cli_release import release
 from .cli_scale import scale
@@ -207,6 +207,7 @@ cli.add_command(firmware)
 cli.add_command(tags)
 cli.add_command(provision)
 cli.add_command(doctor)
+cli.add_command(decommission)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -142,3 +142,43 @@ def doctor(obj: ConfigContext, as_json: bool, timeout: float, scale_seconds: flo
     click.echo(to_json(results) if as_json else to_table(results))
     if failed(results):
         sys.exit(1)
+
+
+@click.command()
+@click.option("--discard", is_flag=True,
+              help="Wipe even though events are not acknowledged, after recording what is "
+                   "discarded (a signed event and the summary file).")
+@click.option("--summary-dir", type=click.Path(file_okay=False), default=".",
+              show_default=True, help="Where to write the summary file (e.g. a USB stick).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def decommission(obj: ConfigContext, discard: bool, summary_dir: str, yes: bool) -> None:
+    """Wipe this device's keys and data, once the bank has acknowledged every event.
+
+    Stop the service first (systemctl stop cocoon-agent). Writes a summary file of what was
+    wiped (and, with --discard, of every discarded event) and prints it. The configuration
+    and the public trust anchors are left in place.
+    """
+    from .decommission import decommission as run_decommission
+
+    config = obj.config
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("confirm with --yes (nothing was wiped)")
+        typed = click.prompt(f"This wipes the keys and data of {config.device.id}. Type the "
+                             "device id to confirm")
+        if typed != config.device.id:
+            raise click.UsageError("the device id does not match; nothing was wiped")
+    report = run_decommission(config, discard=discard, summary_dir=Path(summary_dir))
+    if report.discarded:
+        by = ", ".join(f"{n} {p}" for p, n in sorted(
+            {u.priority: sum(x.priority == u.priority for x in report.discarded)
+             for u in report.discarded}.items()))
+        click.echo(f"DISCARDED {len(report.discarded)} unacknowledged event(s) ({by}), seq "
+                   f"{report.discarded[0].seq}..{report.discarded[-1].seq}; recorded as event "
+                   f"{report.event_seq} ({report.summary_file.name})")
+    click.echo(f"acknowledged up to seq {report.acked_seq}; wiped {len(report.wiped)} item(s):")
+    for path in report.wiped:
+        click.echo(f"  {path}")
+    click.echo(f"summary: {report.summary_file} (hand it to the bank)")
+    click.echo(report.summary_file.read_text(encoding="utf-8"), nl=False)
