@@ -108,6 +108,7 @@ PLUGGED_SECTIONS: dict[str, str] = {
     "update": "agent.release:parse_update",
     "tags": "drivers.tags.config:parse_tags",
     "firmware": "firmware_bridge.config:parse_firmware",
+    "metrics": "agent.metrics:parse_metrics",
 }
 
 

@@ -213,6 +213,7 @@ class Agent:
 PARTS: dict[str, str] = {
     "warehouse": "agent.warehouse.service:part",
     "station": "agent.station_service:StationPart",
+    "metrics": "agent.metrics:MetricsPart",
 }
 
 
