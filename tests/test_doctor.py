@@ -269,3 +269,32 @@ def test_a_check_that_breaks_does_not_hide_the_others(device, tmp_path):
     clock = next(r for r in results if r.name == "clock")
     assert clock.status is Status.FAIL and "could not run" in clock.detail
     assert len(results) == 6 and "clock" in to_table(results)
+
+
+def test_a_provisioned_device_whose_csr_was_signed_passes_the_broker_checks(site, tmp_path):
+    """Fresh machine -> provision -> the CA signs its CSR -> doctor: broker and certificate."""
+    from agent.provision import Plan, provision
+
+    bundle = tmp_path / "usb"
+    bundle.mkdir()
+    shutil.copy(site.ca.cert_file, bundle / "ca.pem")
+    shutil.copy(site.ingest_public_key, bundle / "ingest.pem")
+    plan_ = Plan(device_id="station-51", config_file=tmp_path / "etc" / "agent.toml",
+                 data_dir=tmp_path / "var", broker_host=site.broker.host,
+                 broker_port=site.broker.port, bundle=bundle)
+    provision(plan_)
+    config = load_config(plan_.config_file)
+    assert checks.check_broker(config, timeout_s=5).detail.endswith("does not exist")
+    csr = x509.load_pem_x509_csr(plan_.csr_file.read_bytes())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(csr.subject)
+            .issuer_name(site.ca.cert.subject).public_key(csr.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=365))
+            .sign(site.ca.key, hashes.SHA256()))
+    plan_.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    assert checks.check_certificate(config).status is Status.OK
+    assert checks.check_broker(config, timeout_s=10).status is Status.OK
+    keys = [config.device.signing_key_file, config.mqtt.key_file]
+    assert checks.check_key_files(keys).status is Status.OK
