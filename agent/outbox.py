@@ -20,6 +20,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import threading
@@ -42,13 +43,27 @@ PENDING, SENT = 0, 1
 STATE_NAMES = {PENDING: "pending", SENT: "sent"}
 
 
-@dataclass
 class _Request:
-    draft: Draft
-    within: Callable | None
-    seq: int | None = None
-    error: BaseException | None = None
-    event: threading.Event = field(default_factory=threading.Event)
+    """One append waiting for its commit. The caller sleeps on a bare lock that the committer
+    releases: a threading.Event would cost a Condition and a second lock per event."""
+
+    __slots__ = ("draft", "within", "seq", "error", "event", "_done")
+
+    def __init__(self, draft: Draft, within: Callable | None,
+                 event: threading.Event | None = None):
+        self.draft, self.within, self.event = draft, within, event
+        self.seq: int | None = None
+        self.error: BaseException | None = None
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def wait(self) -> None:
+        self._done.acquire()
+
+    def finish(self) -> None:
+        if self.event is not None:
+            self.event.set()
+        self._done.release()
 
 
 @dataclass(frozen=True)
@@ -164,7 +179,7 @@ class Outbox:
         error is re-raised.
         """
         req = self._enqueue(_Request(draft, within))
-        req.event.wait()
+        req.wait()
         if req.error is not None:
             raise req.error
         return req.seq
@@ -179,7 +194,7 @@ class Outbox:
         """
         if draft.priority != "telemetry":
             raise OutboxError("only telemetry may be submitted without waiting; use append()")
-        return self._enqueue(_Request(draft, None)).event
+        return self._enqueue(_Request(draft, None, threading.Event())).event
 
     def _enqueue(self, req: _Request) -> _Request:
         with self._cond:
@@ -226,7 +241,7 @@ class Outbox:
                 self._fail_all(batch, exc)
             finally:
                 for r in batch:
-                    r.event.set()
+                    r.finish()
 
     def _meta(self, conn) -> dict[str, str]:
         return dict(conn.execute("SELECT key, value FROM meta").fetchall())
@@ -248,19 +263,14 @@ class Outbox:
             meta = self._meta(conn)
             state = _Head(int(meta["head_seq"]), meta["head_hash"], int(meta["used_bytes"]))
             evicted: list[tuple[int, str]] = []
+            rows: list[tuple] = []
             for req in batch:
-                self._append_one(conn, req, state, evicted)
+                self._append_one(conn, req, state, evicted, rows)
+            self._insert(conn, rows)
             if evicted:
                 self._declare_evictions(conn, state, evicted)
-            conn.executemany(
-                "UPDATE meta SET value = ? WHERE key = ?",
-                [
-                    (str(state.seq), "head_seq"),
-                    (state.hash, "head_hash"),
-                    (str(state.used), "used_bytes"),
-                    (str(int(meta.get("evicted_total", 0)) + len(evicted)), "evicted_total"),
-                ],
-            )
+            conn.execute(_UPDATE_HEAD, (str(state.seq), state.hash, str(state.used),
+                                        str(int(meta.get("evicted_total", 0)) + len(evicted))))
             conn.execute("COMMIT")
         except BaseException as exc:
             try:
@@ -280,7 +290,35 @@ class Outbox:
                 "recorded: check the outbox before recording it again"
             )
 
-    def _append_one(self, conn, req: _Request, state: _Head, evicted: list) -> None:
+    def _append_one(self, conn, req: _Request, state: _Head, evicted: list,
+                    rows: list | None = None) -> None:
+        """Seal one event and store it in the open transaction.
+
+        The common case (no `within`, room to spare) only adds the row to `rows`, which
+        `_insert` writes for the whole group in one statement: each statement is a trip
+        through the sqlite3 module that lets other threads take the GIL, and the committer
+        then waits to get it back. Everything else is written at once, inside a savepoint, after
+        the rows queued so far.
+        """
+        if rows is not None and req.within is None:
+            seq = state.seq + 1
+            try:
+                _, payload = events.seal_encoded(
+                    req.draft, device=self.device, seq=seq, prev=state.hash, signer=self.signer
+                )
+            except CocoonError as exc:
+                req.error = exc
+                return
+            size = len(payload)
+            if self._fits(req.draft.priority, size, state):
+                digest = events.sha256_hex(payload)
+                rows.append((seq, req.draft.priority, req.draft.type, PENDING, digest, payload,
+                             size, time.time()))
+                state.seq, state.hash, state.used = seq, digest, state.used + size
+                req.seq = seq
+                return
+        if rows:
+            self._insert(conn, rows)
         conn.execute("SAVEPOINT one")
         try:
             draft = req.draft
@@ -312,13 +350,28 @@ class Outbox:
         state.used += len(payload)
         req.seq = seq
 
+    @staticmethod
+    def _insert(conn, rows: list[tuple]) -> None:
+        """Write the queued rows, up to _INSERT_CHUNK per statement, and empty the list."""
+        for i in range(0, len(rows), _INSERT_CHUNK):
+            chunk = rows[i:i + _INSERT_CHUNK]
+            conn.execute(_insert_sql(len(chunk)), [v for row in chunk for v in row])
+        rows.clear()
+
+    def _limit(self, priority: str) -> int:
+        return self.capacity_bytes + (self.alert_reserve_bytes if priority == "alert" else 0)
+
+    def _fits(self, priority: str, size: int, state: _Head) -> bool:
+        if state.used + size > self._limit(priority):
+            return False
+        if state.used + size < 0.9 * self.capacity_bytes:
+            self._full_alerted = False
+        return True
+
     def _make_room(self, conn, priority: str, size: int, state: _Head, evicted: list) -> None:
-        limit = self.capacity_bytes + (self.alert_reserve_bytes if priority == "alert" else 0)
-        if state.used + size <= limit:
-            if state.used + size < 0.9 * self.capacity_bytes:
-                self._full_alerted = False
+        if self._fits(priority, size, state):
             return
-        need = state.used + size - limit
+        need = state.used + size - self._limit(priority)
         rows = conn.execute(
             "SELECT seq, hash, size FROM events WHERE priority = 'telemetry' ORDER BY seq"
         ).fetchall()
@@ -515,6 +568,20 @@ class Outbox:
             evicted_total=int(meta.get("evicted_total", 0)),
             by_priority=by_priority,
         )
+
+
+_UPDATE_HEAD = (
+    "UPDATE meta SET value = CASE key WHEN 'head_seq' THEN ?1 WHEN 'head_hash' THEN ?2"
+    " WHEN 'used_bytes' THEN ?3 ELSE ?4 END"
+    " WHERE key IN ('head_seq', 'head_hash', 'used_bytes', 'evicted_total')"
+)
+_INSERT_CHUNK = 64  # rows per INSERT statement: 512 parameters, well under SQLite's limits
+
+
+@functools.lru_cache(maxsize=_INSERT_CHUNK)
+def _insert_sql(n: int) -> str:
+    return ("INSERT INTO events (seq, priority, type, state, hash, payload, size, created)"
+            " VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * n))
 
 
 @dataclass
