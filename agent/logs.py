@@ -71,11 +71,13 @@ def to_journal() -> bool:
 
 
 def setup(level: str, *, journal: bool | None = None) -> None:
+    """Log to stderr in this format, like logging.basicConfig: only when nothing has set up
+    logging yet (an embedding program or a test harness keeps its own handlers)."""
+    root = logging.getLogger()
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    if root.handlers:
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(StructuredFormatter(journal=to_journal() if journal is None
                                              else journal))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))

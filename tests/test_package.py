@@ -42,11 +42,14 @@ def installed() -> bool:
 
 
 @pytest.fixture(scope="module")
-def wheelhouse(request):
+def wheelhouse(request, tmp_path_factory):
     """Wheels of the agent's dependencies, made once from what the development environment
-    already has (pip's cache, the configured index), kept in pytest's cache."""
+    already has (pip's cache, the configured index), kept in pytest's cache (or for this run
+    only when the cache is disabled)."""
     key = hashlib.sha256((REPO / "setup.py").read_bytes()).hexdigest()[:16]
-    path = Path(request.config.cache.mkdir(f"cocoon-wheelhouse-{key}"))
+    cache = getattr(request.config, "cache", None)
+    path = Path(cache.mkdir(f"cocoon-wheelhouse-{key}") if cache is not None
+                else tmp_path_factory.mktemp(f"cocoon-wheelhouse-{key}"))
     if not any(path.glob("click-*.whl")):
         run(VENV_PIP, "wheel", "--quiet", "--wheel-dir", path, REPO, timeout=600)
         for own in path.glob("cocoon_agent-*.whl"):
