@@ -53,6 +53,71 @@ def _tag_reader(spec) -> CheckResult:
                        "checked with cocoon-agent tags watch)")
 
 
+def _coprocessor(firmware, timeout_s: float = 5.0) -> CheckResult:
+    """The field box answers its version handshake on its UART."""
+    from firmware_bridge.bridge import Bridge
+    from firmware_bridge.errors import BridgeError, ProtocolVersionError
+
+    name = "co-processor"
+    bridge = Bridge(firmware.port, baudrate=firmware.baudrate)
+    try:
+        bridge.start()
+        hello = bridge.wait_online(timeout_s)
+    except ProtocolVersionError as exc:
+        return CheckResult(name, Status.FAIL, str(exc), "update the agent or the box's "
+                           "firmware so that both speak the same protocol version")
+    except (BridgeError, OSError) as exc:
+        return CheckResult(name, Status.FAIL, f"{firmware.port}: {exc}",
+                           "check the UART wiring and [firmware] port and baudrate; is the "
+                           "box powered?")
+    finally:
+        bridge.stop()
+    slot = "AB"[hello.active_slot] if hello.active_slot in (0, 1) else hello.active_slot
+    return CheckResult(name, Status.OK, f"firmware {hello.major}.{hello.minor}.{hello.patch} "
+                       f"(slot {slot}, board {hello.hardware}) on {firmware.port}")
+
+
+def _gpio(factory_name: str, pins: list[int]) -> CheckResult:
+    """The GPIO backend loads and every configured pin can be claimed (and is released)."""
+    from drivers.signals import SignalError, make_factory
+
+    name = "GPIO"
+    try:
+        from gpiozero import DigitalInputDevice
+        from gpiozero.exc import GPIOZeroError
+
+        factory = make_factory(factory_name)
+        for pin in pins:
+            DigitalInputDevice(pin, pin_factory=factory).close()
+    except SignalError as exc:
+        return CheckResult(name, Status.FAIL, str(exc), "install the GPIO backend "
+                           "(python3-lgpio on a Pi 5, RPi.GPIO before) or fix gpio factory")
+    except (GPIOZeroError, OSError, RuntimeError) as exc:
+        return CheckResult(name, Status.FAIL, f"{type(exc).__name__}: {exc}",
+                           "no usable GPIO here (not a Raspberry Pi?), or a pin is busy: "
+                           "check the pin numbers (BCM) and that no other program holds them")
+    return CheckResult(name, Status.OK, f"pins {', '.join(map(str, pins))} available "
+                       f"({factory_name or 'gpiozero default'} backend)")
+
+
+def gpio_pins(config) -> tuple[str, list[int]] | None:
+    """(backend name, BCM pins) the configuration uses, or None when it uses no GPIO."""
+    pins: list[int] = []
+    factory = ""
+    signals = configured(config, "signals")
+    if signals is not None:
+        pins += [signals.status_light, signals.buzzer]
+        factory = signals.factory
+    warehouse = configured(config, "warehouse")
+    if warehouse is not None:
+        for attr in ("tamper_pin", "power_pin", "siren_pin", "light_pin"):
+            if getattr(warehouse, attr, None) is not None:
+                pins.append(getattr(warehouse, attr))
+        pins += [pin for _, pin in getattr(warehouse, "doors", ()) or ()]
+        factory = factory or getattr(warehouse, "gpio_factory", "") or ""
+    return (factory, sorted(set(pins))) if pins else None
+
+
 def plan(config, options: DoctorOptions) -> list[tuple[str, Callable[[], CheckResult]]]:
     """The checks for this configuration, in the order a technician reads them."""
     user = options.user
@@ -75,6 +140,12 @@ def plan(config, options: DoctorOptions) -> list[tuple[str, Callable[[], CheckRe
     scale = configured(config, "scale")
     if scale is not None:
         todo.append(("scale", lambda: checks.check_scale(scale, options.scale_seconds)))
+    firmware = configured(config, "firmware")
+    if firmware is not None:
+        todo.append(("co-processor", lambda: _coprocessor(firmware)))
+    gpio = gpio_pins(config)
+    if gpio is not None:
+        todo.append(("GPIO", lambda: _gpio(*gpio)))
     warehouse = configured(config, "warehouse")
     for spec in getattr(warehouse, "readers", ()) or ():
         todo.append((f"tag reader {spec.name}", lambda spec=spec: _tag_reader(spec)))

@@ -1,0 +1,48 @@
+"""doctor's checks of the field box's co-processor (through the simulator on a pty) and of the
+GPIO pins the configuration uses (mock pins; and the real backends, absent on this machine)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from agent.doctor import _coprocessor, _gpio, gpio_pins
+from agent.doctor_checks import Status
+
+pytest_plugins = ("tests.support.coprocessor",)
+
+
+def firmware(port: str):
+    return SimpleNamespace(port=port, baudrate=115200)
+
+
+def test_the_co_processor_answers(field_box):
+    field_box(bridge=False, firmware="2.3.4")
+    result = _coprocessor(firmware(str(field_box.pair.device)))
+    assert result.status is Status.OK
+    assert "firmware 2.3.4 (slot A" in result.detail
+
+
+def test_a_silent_or_incompatible_co_processor_fails_with_a_hint(field_box, tmp_path):
+    field_box(bridge=False, protocol=99)
+    wrong = _coprocessor(firmware(str(field_box.pair.device)))
+    assert wrong.status is Status.FAIL and "protocol" in wrong.hint
+    missing = _coprocessor(firmware(str(tmp_path / "ttyAMA9")), timeout_s=1)
+    assert missing.status is Status.FAIL and "UART wiring" in missing.hint
+
+
+def test_gpio_pins_from_the_configuration_are_claimed_and_released():
+    config = SimpleNamespace(section=lambda name: {
+        "signals": SimpleNamespace(status_light=17, buzzer=27, factory="mock"),
+        "warehouse": SimpleNamespace(tamper_pin=6, power_pin=None, siren_pin=19,
+                                     light_pin=None, doors=(("main", 5),), gpio_factory=""),
+    }.get(name))
+    assert gpio_pins(config) == ("mock", [5, 6, 17, 19, 27])
+    ok = _gpio("mock", [5, 6, 17, 19, 27])
+    assert ok.status is Status.OK and "pins 5, 6, 17, 19, 27 available" in ok.detail
+    assert _gpio("mock", [5, 5]).status is Status.OK      # released after each claim
+
+
+def test_gpio_on_a_machine_without_it_fails_with_a_hint():
+    for backend in ("rpigpio", "lgpio"):             # this machine is no Raspberry Pi
+        result = _gpio(backend, [17])
+        assert result.status is Status.FAIL and result.hint
