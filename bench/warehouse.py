@@ -25,7 +25,8 @@ of warehouse time a signed `inventory.snapshot` per lot.
 (b) parse -> presence -> events: from the first byte of the first round to the last event of the
     run committed by the outbox;
 (c) the first sight of every tag (each one a `tag.arrived`), before (b);
-(d) RSS of the process sampled every 50 ms during (b): at 25, 50, 75 and 100 % of its duration.
+(d) RSS of the process sampled every 50 ms during (b): at 25, 50, 75 and 100 % of its duration;
+    and how much (c) added per tag (the warehouse keeps a record of every EPC it has seen).
 """
 
 from __future__ import annotations
@@ -229,11 +230,13 @@ def main() -> int:
     # (c) the first sight of every tag
     decoder = Decoder()
     data = b"".join(field.frames(e, field.antenna[e])[2] for e in field.epcs)  # no misses
+    rss_empty = rss_mib()
     t0 = time.perf_counter()
     first = through(decoder, data, w, clock, step_ms)
     clock.ms += ROUND_MS
     outbox.last_submitted.wait()
     first_s = time.perf_counter() - t0
+    rss_known = rss_mib()
 
     # lots received (as `cocoon-agent warehouse receive` leaves them), half pledged by the bank
     for i, epcs in enumerate(lots):
@@ -309,6 +312,8 @@ def main() -> int:
     row("(d) RSS at 25 / 50 / 75 / 100 % of (b)", " / ".join(f"{v:.1f}" for v in rss) + " MiB",
         f"25->100 % <= +{FLAT_MIB:g} MiB", "met" if growth <= FLAT_MIB else "MISSED")
     row("    RSS before (b); peak during (b)", f"{rss_before:.1f}; {peak:.1f} MiB")
+    per_tag = (rss_known - rss_empty) * 2**20 / len(field.epcs)
+    row("    RSS growth in (c), per tag first seen", f"{per_tag:,.0f} B")
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(outbox.counts.items()))
     print(f"events in (b): {kinds}")
     return 0 if rate >= TARGET and growth <= FLAT_MIB else 1
