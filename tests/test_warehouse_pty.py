@@ -216,3 +216,21 @@ def test_a_lot_leaves_under_a_release_and_nothing_is_breached(rig):
     assert sorted(d["body"]["epc"] for d in departed) == LOT[:2]
     assert {d["body"]["release"] for d in departed} == {cmd["id"]}
     assert rig.events("custody.breach") == [] and rig.events("custody.shortfall") == []
+
+
+def test_a_module_that_stops_answering_is_one_alert_and_no_departures(rig):
+    rig.start()
+    rig.receive_and_pledge()
+    rig.sim.hang()                                        # port open, nothing answers
+    (off,) = wait_for(lambda: rig.events("reader.offline"), 6, what="reader.offline")
+    assert "no answer from the module" in off["body"]["detail"]
+    rig.clock.jump(1200)
+    rig.w.housekeeping()
+    assert rig.events("tag.departed") == [] and rig.events("custody.breach") == []
+    mark = rig.clock.mono_ms()
+    rig.sim.resume()
+    wait_for(lambda: rig.events("reader.online"), 6, what="reader.online")
+    rig.time_passes(601, LOT + OTHER)
+    assert rig.events("tag.departed") == [] and rig.events("custody.breach") == []
+    assert len(rig.events("reader.offline")) == 1
+    assert rig.w.presence.tags[LOT[0]].last_seen_ms > mark
