@@ -131,7 +131,7 @@ def rig(tmp_path, pty_pair, make_outbox):
 def test_garbage_between_notices_is_survived_and_reported(rig, caplog):
     caplog.set_level(logging.WARNING, logger="drivers.tags.bb7e_reader")
     rig.start(garbage_rate=0.1)
-    wait_for(lambda: len(rig.rejected) >= 20 and rig.reader.reads >= 500, 10,
+    wait_for(lambda: len(rig.rejected) >= 20 and rig.reader.reads >= 250, 10,
              what="reads and rejected frames")
     arrived = {e["body"]["epc"] for e in wait_for(
         lambda: len(rig.events("tag.arrived")) >= 6 and rig.events("tag.arrived"), 5)}
