@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import queue
 import sqlite3
 import threading
 import time
@@ -47,13 +48,14 @@ class _Request:
     """One append waiting for its commit. The caller sleeps on a bare lock that the committer
     releases: a threading.Event would cost a Condition and a second lock per event."""
 
-    __slots__ = ("draft", "within", "seq", "error", "event", "_done")
+    __slots__ = ("draft", "within", "seq", "error", "event", "sealed", "_done")
 
     def __init__(self, draft: Draft, within: Callable | None,
                  event: threading.Event | None = None):
         self.draft, self.within, self.event = draft, within, event
         self.seq: int | None = None
         self.error: BaseException | None = None
+        self.sealed: tuple | None = None  # (seq, prev, payload, hash) sealed ahead of time
         self._done = threading.Lock()
         self._done.acquire()
 
@@ -115,6 +117,9 @@ class Outbox:
         self._queue: list[_Request] = []
         self._cond = threading.Condition()
         self._committer: threading.Thread | None = None
+        self._syncer: threading.Thread | None = None
+        self._syncs: queue.SimpleQueue = queue.SimpleQueue()  # batches whose COMMIT is due
+        self._predicted: tuple[int, str] | None = None  # the head once that COMMIT is done
         self._closed = False
         self._read_lock = threading.Lock()
         # One writer at a time inside this process, handed over by a lock: SQLite's own busy
@@ -206,51 +211,121 @@ class Outbox:
         return req
 
     # Group commit by one committer thread: callers queue a request and sleep on their own
-    # event; the committer takes everything queued, commits it in one transaction (one fsync)
-    # and wakes exactly those callers. A leader elected among the callers would instead wake
-    # every waiting thread after each commit, and the woken crowd fights the committing thread
-    # for the GIL.
+    # lock; the committer takes everything queued, writes it in one transaction and hands the
+    # COMMIT (the fsync) to the syncer thread, which wakes exactly those callers once it is
+    # durable. A leader elected among the callers would instead wake every waiting thread
+    # after each commit, and the woken crowd fights the committing thread for the GIL.
+    #
+    # While the syncer waits for the disk, the committer already seals the next group against
+    # the chain head that the pending COMMIT will leave (`_predicted`): sealing (JSON and a
+    # signature per event) is most of a commit's CPU, and the fsync most of its wall time, so
+    # the two overlap. Numbers and links are still decided inside the transaction: a sealed
+    # event whose number and `prev` do not follow the head read there (another process
+    # appended, or the pending COMMIT failed) is sealed again. The next transaction begins only
+    # after the previous COMMIT is done (the syncer holds the write lock until then), and a
+    # caller is woken only after its own COMMIT returned.
 
     def _start_committer(self) -> None:
         if self._committer is None:
+            self._syncer = threading.Thread(target=self._sync_loop, name="outbox-sync",
+                                            daemon=True)
+            self._syncer.start()
             self._committer = threading.Thread(target=self._commit_loop, name="outbox-commit",
                                                daemon=True)
             self._committer.start()
 
     def _commit_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if not self._queue:
-                    return  # closed and drained
-                if self.telemetry_batch_s > 0 and not self._closed and all(
-                        r.draft.priority == "telemetry" for r in self._queue):
-                    # Only telemetry: wait up to the window for company (or a money event).
-                    deadline = time.monotonic() + self.telemetry_batch_s
-                    while not self._closed and all(
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and not self._closed:
+                        self._cond.wait()
+                    if not self._queue:
+                        return  # closed and drained
+                    if self.telemetry_batch_s > 0 and not self._closed and all(
                             r.draft.priority == "telemetry" for r in self._queue):
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._cond.wait(left)
-                batch, self._queue = self._queue, []
-            try:
-                self._commit(batch)
-            except BaseException as exc:  # never leave a caller waiting forever
-                self._fail_all(batch, exc)
-            finally:
-                for r in batch:
-                    r.finish()
+                        # Only telemetry: wait up to the window for company (or a money event).
+                        deadline = time.monotonic() + self.telemetry_batch_s
+                        while not self._closed and all(
+                                r.draft.priority == "telemetry" for r in self._queue):
+                            left = deadline - time.monotonic()
+                            if left <= 0:
+                                break
+                            self._cond.wait(left)
+                    batch, self._queue = self._queue, []
+                try:
+                    self._commit(batch)
+                except Exception:  # the batch's callers have their error already
+                    log.debug("outbox commit failed", exc_info=True)
+        finally:
+            self._syncs.put(None)
+            if self._syncer is not None:
+                self._syncer.join(timeout=60)
 
     def _meta(self, conn) -> dict[str, str]:
         return dict(conn.execute("SELECT key, value FROM meta").fetchall())
 
     def _commit(self, batch: list[_Request]) -> None:
-        with self._write_lock:
-            self._commit_locked(batch)
+        """Write `batch` in one transaction and hand its COMMIT to the syncer; on any failure
+        before that, fail and wake its callers here."""
+        handed = locked = False
+        try:
+            self._preseal(batch)
+            self._write_lock.acquire()  # waits for the pending COMMIT; the syncer releases it
+            locked = True
+            if self._write_batch(batch):
+                self._syncs.put(batch)
+                handed = True
+        except BaseException as exc:  # never leave a caller waiting forever
+            self._fail_all(batch, exc)
+            raise
+        finally:
+            if not handed:
+                if locked:
+                    self._write_lock.release()
+                for r in batch:
+                    r.finish()
 
-    def _commit_locked(self, batch: list[_Request]) -> None:
+    def _sync_loop(self) -> None:
+        while True:
+            batch = self._syncs.get()
+            if batch is None:
+                return
+            try:
+                self._conn.execute("COMMIT")
+            except BaseException as exc:  # every caller of the batch must see the failure
+                try:
+                    self._conn.execute("ROLLBACK")
+                except Exception:
+                    log.debug("rollback failed", exc_info=True)
+                self._predicted = None
+                self._fail_all(batch, exc)
+            finally:
+                self._write_lock.release()
+                for r in batch:
+                    r.finish()
+
+    def _preseal(self, batch: list[_Request]) -> None:
+        """Seal the requests that can be sealed ahead, in order, after the predicted head."""
+        predicted = self._predicted
+        if predicted is None:
+            return
+        seq, prev = predicted
+        for req in batch:
+            if req.within is not None:
+                return  # its body is completed in the transaction: the chain waits for it
+            try:
+                _, payload = events.seal_encoded(
+                    req.draft, device=self.device, seq=seq + 1, prev=prev, signer=self.signer
+                )
+            except Exception:
+                return  # sealed again in the transaction, which reports the error
+            digest = events.sha256_hex(payload)
+            req.sealed = (seq + 1, prev, payload, digest)
+            seq, prev = seq + 1, digest
+
+    def _write_batch(self, batch: list[_Request]) -> bool:
+        """Everything of the transaction but its COMMIT; False if it failed (callers told)."""
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -258,7 +333,7 @@ class Outbox:
             self._fail_all(batch, exc)
             if not isinstance(exc, Exception):
                 raise
-            return
+            return False
         try:
             meta = self._meta(conn)
             state = _Head(int(meta["head_seq"]), meta["head_hash"], int(meta["used_bytes"]))
@@ -271,7 +346,6 @@ class Outbox:
                 self._declare_evictions(conn, state, evicted)
             conn.execute(_UPDATE_HEAD, (str(state.seq), state.hash, str(state.used),
                                         str(int(meta.get("evicted_total", 0)) + len(evicted))))
-            conn.execute("COMMIT")
         except BaseException as exc:
             try:
                 conn.execute("ROLLBACK")
@@ -280,6 +354,9 @@ class Outbox:
             self._fail_all(batch, exc)
             if not isinstance(exc, Exception):
                 raise
+            return False
+        self._predicted = (state.seq, state.hash)
+        return True
 
     def _fail_all(self, batch, exc) -> None:
         log.error("outbox commit failed: %s", exc)
@@ -302,16 +379,21 @@ class Outbox:
         """
         if rows is not None and req.within is None:
             seq = state.seq + 1
-            try:
-                _, payload = events.seal_encoded(
-                    req.draft, device=self.device, seq=seq, prev=state.hash, signer=self.signer
-                )
-            except CocoonError as exc:
-                req.error = exc
-                return
+            sealed = req.sealed
+            if sealed is not None and sealed[0] == seq and sealed[1] == state.hash:
+                _, _, payload, digest = sealed
+            else:
+                try:
+                    _, payload = events.seal_encoded(
+                        req.draft, device=self.device, seq=seq, prev=state.hash,
+                        signer=self.signer
+                    )
+                except CocoonError as exc:
+                    req.error = exc
+                    return
+                digest = events.sha256_hex(payload)
             size = len(payload)
             if self._fits(req.draft.priority, size, state):
-                digest = events.sha256_hex(payload)
                 rows.append((seq, req.draft.priority, req.draft.type, PENDING, digest, payload,
                              size, time.time()))
                 state.seq, state.hash, state.used = seq, digest, state.used + size

@@ -95,6 +95,34 @@ print(' '.join(str(ob.append(Draft('test.child', 'money', {{'i': i}}))) for i in
     assert check_capture(payloads(ob), verifier_of(signer)).ok
 
 
+def test_events_sealed_ahead_are_sealed_again_after_another_writer(make_outbox, signer,
+                                                                    monkeypatch):
+    """The committer seals a group ahead, against the head its last commit left; when another
+    writer appended in between, numbers and links must come from the head in the database."""
+    from agent import events
+
+    seals = []
+    real_seal = events.seal_encoded
+
+    def counting_seal(draft, **kw):
+        seals.append(kw["seq"])
+        return real_seal(draft, **kw)
+
+    monkeypatch.setattr(events, "seal_encoded", counting_seal)
+    mine, other = make_outbox(), make_outbox()
+    assert [mine.append(Draft("test.mine", "money", {"i": i})) for i in range(5)] == [1, 2, 3,
+                                                                                       4, 5]
+    assert seals == [1, 2, 3, 4, 5]  # alone: each event sealed once (ahead from the second on)
+    seals.clear()
+    got = []
+    for i in range(5):
+        got.append(other.append(Draft("test.other", "alert", {"i": i})))
+        got.append(mine.append(Draft("test.mine", "money", {"i": i})))
+    assert got == list(range(6, 16))
+    assert len(seals) > 10  # the stale guesses were sealed again
+    assert check_capture(payloads(mine), verifier_of(signer)).ok
+
+
 def test_states_and_acknowledgement_prunes(make_outbox):
     ob = make_outbox()
     for i in range(5):
