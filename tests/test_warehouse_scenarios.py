@@ -345,3 +345,7 @@ def test_state_survives_a_restart(tmp_path, make_outbox, factory):
         assert again.events("custody.breach") == []
     finally:
         again.close()
+
+
+def test_a_healthy_reader_is_listed_for_the_monitor_from_the_start(rig):
+    assert ("dock", "", "") in rig.w.store.load_readers()

@@ -77,6 +77,8 @@ class Warehouse:
         for reader in self.readers:
             reason, detail = down.get(reader.name, ("", ""))
             self.presence.add_reader(reader.name, now, down_reason=reason, detail=detail)
+            # Listed from the start, so the monitor's view shows a healthy reader too.
+            self.store.save_reader(reader.name, reason, detail)
         self.presence.restore(self.store.load_tags(), now)
         self.custody = self.store.load_custody()
         self.climate = ClimateWatch(config.climate)
