@@ -111,3 +111,18 @@ def test_restored_tags_get_a_full_t_after_a_restart():
     p2.add_reader("dock", 0, down_reason="offline", detail="cable")
     p2.restore([(A, "unknown", "dock", 1)], 0)
     assert p2.health("dock", False, "cable", 10) == []  # the same outage, not a new one
+
+
+def test_a_tag_departed_long_ago_is_forgotten_and_arrives_new_if_seen_again():
+    from dataclasses import replace
+
+    from agent.warehouse.presence import Forgotten
+
+    p = Presence(replace(S, forget_departed_ms=3_600_000, reader_silent_ms=0))
+    p.add_reader("dock", 0)
+    p.read("dock", A, 1, -60, 0)
+    assert p.tick(600_000) == [Departed(A, ("dock", 1), 600_000)]
+    assert p.tick(3_599_999) == []
+    assert p.tick(3_600_000) == [Forgotten(A)]
+    assert p.status(A) is None and A not in p.tags
+    assert p.read("dock", A, 1, -60, 4_000_000) == [Arrived(A, ("dock", 1), returned=False)]

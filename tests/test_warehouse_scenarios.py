@@ -349,3 +349,18 @@ def test_state_survives_a_restart(tmp_path, make_outbox, factory):
 
 def test_a_healthy_reader_is_listed_for_the_monitor_from_the_start(rig):
     assert ("dock", "", "") in rig.w.store.load_readers()
+
+
+def test_forgotten_tags_leave_the_store(tmp_path, make_outbox, factory):
+    rig = Rig(tmp_path, make_outbox(device=DEV), factory, forget_departed_s=3600,
+              departed_after_s=600)
+    try:
+        rig.reader.reads(["e200" + "0" * 20])
+        rig.clock.jump(601)
+        rig.w.housekeeping()
+        assert [t[1] for t in rig.w.store.load_tags()] == ["departed"]
+        rig.clock.jump(3600)
+        rig.w.housekeeping()
+        assert rig.w.store.load_tags() == []
+    finally:
+        rig.close()

@@ -108,7 +108,7 @@ def parse_warehouse(path: Path, table: Any) -> WarehouseConfig:
              "door_open_level", "tamper_level", "power_lost_level", "pull_up", "debounce_ms",
              "gpio_poll_ms", "siren_pin", "light_pin", "siren_s", "power_grace_s",
              "shutdown_command", "climate_bus", "climate_address", "climate_poll_s", "rh_low",
-             "rh_high", "rh_hysteresis", "climate_telemetry_s"}
+             "rh_high", "rh_hysteresis", "climate_telemetry_s", "forget_departed_s"}
     unknown = sorted(set(w.table) - known)
     if unknown:
         raise ConfigError(f"{path}: [warehouse] unknown key(s) {', '.join(unknown)}")
@@ -118,6 +118,8 @@ def parse_warehouse(path: Path, table: Any) -> WarehouseConfig:
         moved_window_ms=int(w.seconds("moved_window_s", 60, lo=1, hi=86400) * 1000),
         moved_margin_db=w.int("moved_margin_db", 0, lo=0, hi=60),
         rssi_window=w.int("rssi_window", 5, lo=1, hi=1000),
+        forget_departed_ms=int(w.seconds("forget_departed_s", 30 * 86400, lo=0,
+                                         hi=10 * 365 * 86400) * 1000),
         reader_silent_ms=int(w.seconds("reader_silent_s", 600, lo=0, hi=7 * 86400) * 1000),
     )
     readers = []

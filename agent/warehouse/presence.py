@@ -35,6 +35,7 @@ class PresenceSettings:
     moved_margin_db: int = 0           # the new average must beat the old by more than this
     rssi_window: int = 5               # samples per antenna in the moving average
     reader_silent_ms: int = 600_000    # 0: a reader that reads nothing is not suspected
+    forget_departed_ms: int = 30 * 86_400_000  # a tag departed this long is forgotten; 0: never
 
 
 Location = tuple[str, int]  # (reader, antenna)
@@ -66,6 +67,14 @@ class Departed:
     epc: str
     location: Location
     unread_ms: int
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """A tag departed long ago, dropped so that memory follows the tags around, not every tag
+    ever seen. Seen again later, it is a new arrival."""
+
+    epc: str
 
 
 @dataclass(frozen=True)
@@ -191,6 +200,12 @@ class Presence:
             if unread >= s.departed_after_ms:
                 tag.status, tag.samples = TagStatus.DEPARTED, {}
                 changes.append(Departed(tag.epc, tag.location, now_ms - tag.last_seen_ms))
+        if s.forget_departed_ms:
+            stale = [t.epc for t in self.tags.values() if t.status is TagStatus.DEPARTED
+                     and now_ms - t.last_seen_ms >= s.forget_departed_ms]
+            for epc in stale:
+                del self.tags[epc]
+                changes.append(Forgotten(epc))
         return changes
 
     # -- queries --------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from .pins import Pins
 from .presence import (
     Arrived,
     Departed,
+    Forgotten,
     Moved,
     Presence,
     ReaderDown,
@@ -262,6 +263,8 @@ class Warehouse:
                                                     c.unread_ms // 1000, self.utc_now()))
                 self._dirty.add(c.epc)
                 custody_changed = True
+            elif isinstance(c, Forgotten):
+                self._dirty.add(c.epc)       # flushed as a deletion: no longer in presence
             elif isinstance(c, ReaderDown):
                 drafts.append(Draft("reader.offline", "alert", {
                     "reader": c.reader, "reason": c.reason, "detail": c.detail[:300],
@@ -321,12 +324,16 @@ class Warehouse:
     def _flush_tags(self) -> None:
         if not self._dirty:
             return
-        rows = []
+        rows, forgotten = [], []
         for epc in self._dirty:
             tag = self.presence.tags.get(epc)
             if tag is not None:
                 rows.append((epc, tag.status.value, tag.location[0], tag.location[1]))
+            else:
+                forgotten.append(epc)
         self.store.save_tags(rows)
+        if forgotten:
+            self.store.forget_tags(forgotten)
         self._dirty.clear()
 
     # -- power loss -----------------------------------------------------------------------

@@ -84,6 +84,9 @@ class WarehouseStore:
         self._tx([("INSERT OR REPLACE INTO tags (epc, status, reader, antenna, updated) "
                    "VALUES (?, ?, ?, ?, ?)", (*t, now)) for t in tags])
 
+    def forget_tags(self, epcs: list[str]) -> None:
+        self._tx([("DELETE FROM tags WHERE epc = ?", (epc,)) for epc in epcs])
+
     def load_tags(self) -> list[tuple[str, str, str, int]]:
         return self.rows("SELECT epc, status, reader, antenna FROM tags")
 
