@@ -5,8 +5,9 @@ with TLS on a free loopback port, the bank's ingest (`cocoon-ingest run --echo`)
 warehouse's agent (`cocoon-agent run` with a `[warehouse]` section) as separate processes, as in
 the field. The hardware is simulated: a "BB ... 7E" UHF module (drivers.tags.simulator) reads a
 field of tagged bales onto one end of a socat pty pair, and the agent opens the other end as it
-would /dev/ttyUSB0; GPIO pins are gpiozero's mock pins; the SHT3x is the simulated chip
-(`climate_bus = "sim"`).
+would /dev/ttyUSB0; a field box's co-processor (firmware_bridge.simulator) on a second pty adds
+a gate antenna read through the firmware bridge; GPIO pins are gpiozero's mock pins; the SHT3x
+is the simulated chip (`climate_bus = "sim"`).
 
 The script then plays the people around the warehouse: a lot of bales arrives and is received
 (`cocoon-agent warehouse receive`), the bank pledges it (a signed `pledge.create` through
@@ -42,6 +43,7 @@ from .sandbox import Site
 
 DEVICE = "warehouse-01"
 READER = "dock"
+GATE = "gate"                     # the field box's antenna by the loading door
 LOT_TAGS = 6
 LOOSE_TAGS = 3
 WAREHOUSE = {
@@ -104,20 +106,7 @@ class Module:
         self.sim: BB7ESimulator | None = None
 
     def start(self) -> None:
-        socat = shutil.which("socat")
-        if socat is None:
-            raise RuntimeError("socat is missing: install the Debian package socat "
-                               "(scripts/bootstrap does)")
-        for link in (self.device, self.peer):
-            link.unlink(missing_ok=True)
-        self.socat = subprocess.Popen(
-            [socat, f"pty,raw,echo=0,link={self.peer}", f"pty,raw,echo=0,link={self.device}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while not (self.device.exists() and self.peer.exists()):
-            if time.monotonic() > deadline or self.socat.poll() is not None:
-                raise RuntimeError("socat did not create the tag reader's pty pair")
-            time.sleep(0.02)
+        self.socat = _pty_pair(self.peer, self.device, "the tag reader")
         self.sim = BB7ESimulator(str(self.peer), self.field, rounds_per_s=4).start()
 
     def stop(self) -> None:
@@ -128,14 +117,68 @@ class Module:
             self.socat.wait(5)
 
 
-def configure(site: Site, module: Module) -> Path:
+class FieldBox:
+    """The field box's co-processor (firmware_bridge.simulator) on its own socat pty pair: a
+    gate antenna by the loading door that weakly sees every bale in the field, read by the
+    agent through the firmware bridge (reader protocol `coproc`)."""
+
+    def __init__(self, root: Path, field: TagField):
+        self.device = root / "field-box"           # the agent's end: the box's UART
+        self.peer = root / "field-box-sim"
+        self.field = field
+        self.socat: subprocess.Popen | None = None
+        self.box = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        from firmware_bridge.simulator import Coprocessor
+
+        self.socat = _pty_pair(self.peer, self.device, "the field box")
+        self.box = Coprocessor(str(self.peer), firmware="1.4.2").start()
+        threading.Thread(target=self._gate, daemon=True, name="field-box-gate").start()
+
+    def _gate(self) -> None:
+        while not self._stop.wait(0.5):
+            for epc in self.field.epcs():
+                self.box.tag_seen(epc.hex(), rssi=-79, antenna=1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.box is not None:
+            self.box.stop()
+        if self.socat is not None and self.socat.poll() is None:
+            self.socat.terminate()
+            self.socat.wait(5)
+
+
+def _pty_pair(peer: Path, device: Path, what: str) -> subprocess.Popen:
+    socat = shutil.which("socat")
+    if socat is None:
+        raise RuntimeError("socat is missing: install the Debian package socat "
+                           "(scripts/bootstrap does)")
+    for link in (device, peer):
+        link.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [socat, f"pty,raw,echo=0,link={peer}", f"pty,raw,echo=0,link={device}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 5
+    while not (device.exists() and peer.exists()):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"socat did not create {what}'s pty pair")
+        time.sleep(0.02)
+    return proc
+
+
+def configure(site: Site, module: Module, box: FieldBox) -> Path:
     """The device's agent.toml: the Site's sections plus the reader and the door contacts
     (tables the Site's writer does not nest)."""
     path = site.devices[DEVICE]
     doc = tomlkit.parse(path.read_text(encoding="utf-8"))
     doc["warehouse"]["doors"] = {"main": 5}
     doc["warehouse"]["readers"] = [{"name": READER, "port": str(module.device),
-                                    "protocol": "bb7e", "silence_s": 5}]
+                                    "protocol": "bb7e", "silence_s": 5},
+                                   {"name": GATE, "port": str(box.device),
+                                    "protocol": "coproc", "silence_s": 5}]
     path.write_text(tomlkit.dumps(doc), encoding="utf-8")
     return path
 
@@ -205,15 +248,19 @@ def main(argv: list[str] | None = None) -> int:
     arrivals = LOT_TAGS + (LOOSE_TAGS if first_run else 0)
     module = Module(root, field)
     module.start()
+    box = FieldBox(root, field)
+    box.start()
     site.add_device(DEVICE, warehouse=WAREHOUSE)
     broker = site.start_broker()
-    config = configure(site, module)
+    config = configure(site, module, box)
     bindir = Path(sys.executable).parent
     logs = root / "logs"
     logs.mkdir(exist_ok=True)
     print(f"broker  : mosquitto on {broker.host}:{broker.port} (TLS, client certificates)")
     print(f"reader  : BB ... 7E module simulator ({len(field.epcs())} bales, 2 antennas) on "
           f"{module.device}")
+    print(f"field box: co-processor simulator (firmware 1.4.2) on {box.device}, its gate "
+          "antenna read through the firmware bridge")
     print("pins    : gpiozero mock pins (door 5, tamper 6, power 13, siren 19, light 26); "
           "climate: simulated SHT3x")
     print(f"agent   : {config}")
@@ -327,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.kill()
             proc.wait()
     module.stop()
+    box.stop()
     broker.stop()
     status = subprocess.run([str(bindir / "cocoon-ingest"), "--config", str(site.ingest_config),
                              "--log-level", "warning", "status"], capture_output=True, text=True)

@@ -50,6 +50,8 @@ class BridgeTagReader:
                     on_read(TagRead(item.epc.hex(), item.rssi, item.antenna, _mono_ms()))
             elif isinstance(item, BridgeStatus):
                 now = item.state is BridgeState.ONLINE
+                if online[0] is None and item.state is BridgeState.CONNECTING:
+                    return              # still starting up: not an outage to report
                 if now != online[0]:
                     online[0] = now
                     on_health(ReaderHealth(self.name, now, item.detail or item.state.value,
