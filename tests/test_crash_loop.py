@@ -183,6 +183,10 @@ def test_sigkill_loop_loses_no_returned_event(tmp_path):
             acked_before = state["acked"]
 
         # -- the final run: drain ----------------------------------------------------------
+        # The drain run appends its own `agent.started` (telemetry: committed up to a batch
+        # window after READY); the backlog counts as drained only once that is acknowledged
+        # too, or the run could be stopped before it was ever sent.
+        head_before = int(dict(read_rows(outbox_path, "SELECT key, value FROM meta"))["head_seq"])
         worker = WorkerProcess(config_path, journal, logs / "drain.log", KILLS, "--drain")
         workers.append(worker)
         worker.wait_ready()
@@ -191,8 +195,8 @@ def test_sigkill_loop_loses_no_returned_event(tmp_path):
             meta = dict(read_rows(outbox_path, "SELECT key, value FROM meta"))
             left = read_rows(outbox_path, "SELECT count(*) FROM events")[0][0]
             head = int(meta["head_seq"])
-            return head > 0 and watermark() == head and int(meta["acked_seq"]) == head \
-                and left == 0
+            return head > head_before and watermark() == head \
+                and int(meta["acked_seq"]) == head and left == 0
 
         try:
             wait_until(drained, DRAIN_TIMEOUT_S, "the ingest to acknowledge the whole outbox")
