@@ -16,6 +16,7 @@ setup(
         "paho-mqtt>=2.1,<3",
         "sqlite-utils>=3.36",
         "cryptography>=41",
+        "pynacl>=1.5",  # Ed25519 signing of events through libsodium, outside the GIL
         "rfc8785>=0.1.4",
         "click>=8.1",
         "pyserial>=3.5",

@@ -182,3 +182,12 @@ def test_event_timestamps_are_utc_with_microseconds():
     assert events.TS_RE.match(event["ts"])
     assert before <= datetime.strptime(event["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
         tzinfo=timezone.utc) <= after
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=2048))
+def test_libsodium_signatures_equal_openssl_signatures(message):
+    signer = Ed25519Signer.generate()
+    sig = signer.sign(message)
+    assert sig == signer._key.sign(message)  # Ed25519 is deterministic: the same bytes
+    Verifier.from_pem(signer.public_key_pem()).verify("Ed25519", signer.kid, message, sig)
