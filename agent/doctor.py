@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,37 @@ def _coprocessor(firmware, timeout_s: float = 5.0) -> CheckResult:
                        f"(slot {slot}, board {hello.hardware}) on {firmware.port}")
 
 
+def _box_scale(scale, seconds: float) -> CheckResult:
+    """The field box's load cell sends a stable weight within `seconds`."""
+    import queue
+
+    from drivers.scale import Reading
+    from firmware_bridge.bridge import Bridge
+    from firmware_bridge.readers import BridgeScaleReader
+
+    readings: queue.Queue = queue.Queue()
+    bridge = Bridge(scale.port, **({"baudrate": scale.baudrate} if scale.baudrate else {}))
+    reader = BridgeScaleReader(bridge, lambda e: readings.put(e) if isinstance(e, Reading)
+                               else None)
+    try:
+        reader.start()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                reading = readings.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if reading.stable:
+                return CheckResult("scale", Status.OK, f"field box load cell on {scale.port}: "
+                                   f"{reading.weight} {reading.unit.value}, stable")
+    finally:
+        reader.stop()
+    return CheckResult("scale", Status.FAIL, f"no stable weight from the field box's load "
+                       f"cell on {scale.port} within {seconds:g} s",
+                       "check the co-processor (see its check) and the load cell's wiring; "
+                       "nothing may move on the platform")
+
+
 def _gpio(factory_name: str, pins: list[int]) -> CheckResult:
     """The GPIO backend loads and every configured pin can be claimed (and is released)."""
     from drivers.signals import SignalError, make_factory
@@ -138,7 +170,9 @@ def plan(config, options: DoctorOptions) -> list[tuple[str, Callable[[], CheckRe
     if card is not None:
         todo.append(("card reader", lambda: checks.check_card_reader(card)))
     scale = configured(config, "scale")
-    if scale is not None:
+    if scale is not None and scale.protocol == "coproc":
+        todo.append(("scale", lambda: _box_scale(scale, options.scale_seconds)))
+    elif scale is not None:
         todo.append(("scale", lambda: checks.check_scale(scale, options.scale_seconds)))
     firmware = configured(config, "firmware")
     if firmware is not None:

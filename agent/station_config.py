@@ -16,7 +16,8 @@ from .config import REQUIRED, Section
 from .errors import ConfigError
 from .purchase import Timeouts
 
-SCALE_PROTOCOLS = ("xk3190-a9", "xk3190-a12", "toledo", "mt-sics", "ad-ascii")
+SCALE_PROTOCOLS = ("xk3190-a9", "xk3190-a12", "toledo", "mt-sics", "ad-ascii",
+                   "coproc")      # coproc: the field box's load cell through firmware_bridge
 GPIO_FACTORIES = ("", "rpigpio", "lgpio", "mock")
 
 

@@ -93,8 +93,17 @@ class StationPart:
             SalePolicy(scale.division_g, scale.min_divisions, scale.capacity_g),
             tare_g=scale.tare_g,
             detector=StabilityDetector(scale.stable_count, scale.stable_window_s))
-        self.scale_reader = ScaleReader(scale.port, scale.protocol, self._on_scale,
-                                        baudrate=scale.baudrate, name=f"scale {scale.scale_id}")
+        if scale.protocol == "coproc":      # the field box's load cell, same interface
+            from firmware_bridge.readers import BridgeScaleReader
+            from firmware_bridge.shared import shared_bridge
+
+            options = {"baudrate": scale.baudrate} if scale.baudrate else {}
+            self.scale_reader = BridgeScaleReader(shared_bridge(scale.port, **options),
+                                                  self._on_scale)
+        else:
+            self.scale_reader = ScaleReader(scale.port, scale.protocol, self._on_scale,
+                                            baudrate=scale.baudrate,
+                                            name=f"scale {scale.scale_id}")
         self.monitor = CardMonitor(self.desk.observe)
         self.weighing: p.Weighing | None = None
         self.scale_fault = ""

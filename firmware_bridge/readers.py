@@ -86,24 +86,42 @@ def weight_reading(sample: m.WeightSample) -> Reading:
 class BridgeScaleReader:
     """The box's load cell `channel` with ScaleReader's interface."""
 
-    def __init__(self, bridge: Bridge, on_event: Callable[[object], None], *, channel: int = 0):
+    def __init__(self, bridge: Bridge, on_event: Callable[[object], None], *, channel: int = 0,
+                 silence_s: float = 2.0):
         self.bridge, self.on_event, self.channel = bridge, on_event, channel
         self.url = bridge.url
+        self.silence_s = silence_s     # no sample this long while the box is online: SILENT
         self.state: LinkState | None = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._last_sample = time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
 
     def start(self) -> BridgeScaleReader:
         if self._unsubscribe is None:
+            self._stop.clear()
+            self._last_sample = time.monotonic()
             self.bridge.acquire()
             self._unsubscribe = self.bridge.subscribe(self._on_item)
+            threading.Thread(target=self._watch_silence, daemon=True,
+                             name=f"box-scale {self.url}").start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._unsubscribe is not None:
+            self._stop.set()
             self._unsubscribe()
             self._unsubscribe = None
             self.bridge.release()
             self._set_state(LinkState.CLOSED, "")
+
+    def _watch_silence(self) -> None:
+        """A box that stays online while its load cell stops sampling (an ADC fault) must
+        not leave the last weight standing: the station would sell on a stale weight."""
+        while not self._stop.wait(min(0.25, self.silence_s / 4)):
+            quiet = time.monotonic() - self._last_sample
+            if self.state is LinkState.OPEN and quiet >= self.silence_s:
+                self._set_state(LinkState.SILENT, f"no weight sample for {quiet:.1f} s")
 
     def __enter__(self) -> BridgeScaleReader:
         return self.start()
@@ -123,14 +141,19 @@ class BridgeScaleReader:
 
     def _on_item(self, item) -> None:
         if isinstance(item, m.WeightSample) and item.channel == self.channel:
+            self._last_sample = time.monotonic()
+            if self.state is LinkState.SILENT:
+                self._set_state(LinkState.OPEN, "weight samples again")
             self.on_event(weight_reading(item))
         elif isinstance(item, BridgeStatus):
             self._set_state(_LINK_STATES[item.state], item.detail)
 
     def _set_state(self, state: LinkState, detail: str) -> None:
-        if state is not self.state:
+        with self._lock:
+            if state is self.state:
+                return
             self.state = state
-            self.on_event(LinkEvent(state, self.url, detail))
+        self.on_event(LinkEvent(state, self.url, detail))
 
 
 class BridgeClimate:

@@ -46,3 +46,16 @@ def test_gpio_on_a_machine_without_it_fails_with_a_hint():
     for backend in ("rpigpio", "lgpio"):             # this machine is no Raspberry Pi
         result = _gpio(backend, [17])
         assert result.status is Status.FAIL and result.hint
+
+
+def test_a_box_load_cell_is_checked_through_the_bridge(field_box):
+    from agent.doctor import _box_scale
+
+    box, _ = field_box(bridge=False)
+    scale = SimpleNamespace(port=str(field_box.pair.device), baudrate=None)
+    box.set_weight(12_340, stable=True)
+    ok = _box_scale(scale, 5)
+    assert ok.status is Status.OK and "12340 g, stable" in ok.detail
+    box.set_weight(None)
+    silent = _box_scale(scale, 1.5)
+    assert silent.status is Status.FAIL and "load cell" in silent.hint

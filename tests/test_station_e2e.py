@@ -27,7 +27,7 @@ from tests.support.running import BIN, add_device, ingest_store_rows
 from tests.support.station_cards import HOLDER, farmer_card, staff_card
 from tests.support.waiting import wait_for
 
-pytest_plugins = ("tests.support.pty",)
+pytest_plugins = ("tests.support.pty", "tests.support.coprocessor")
 ROOT = Path(__file__).resolve().parent.parent
 READER = "00 00"
 
@@ -161,3 +161,28 @@ def test_the_status_light_shows_online_offline_and_fault(station):
     sim.resume()
     site.broker.start()
     wait_for(lambda: part.signals.status is Status.ONLINE, 20, what="online again")
+
+
+def test_a_station_weighs_through_the_field_box_load_cell(site, services, field_box, tmp_path,
+                                                         virtual_card):
+    """[scale] protocol = "coproc": the box's load cell, read through the firmware bridge,
+    judged by the same stability and sale checks as an RS-232 indicator."""
+    issuer = Ed25519Signer.generate()
+    (tmp_path / "issuer.pem").write_bytes(issuer.public_key_pem())
+    box, _ = field_box(bridge=False)
+    config = add_device(site, "station-02",
+                        station={}, card={"reader": READER,
+                                          "issuer_public_key_file": str(tmp_path / "issuer.pem")},
+                        scale={"port": str(field_box.pair.device), "protocol": "coproc",
+                               "id": "box-cell", "division_g": "10", "tare_g": 400,
+                               "stable_count": 3, "stable_window_s": 0.3})
+    running = services.agent(config)
+    part = next(x for x in running.agent.parts if isinstance(x, StationPart))
+    box.set_weight(30_400, stable=True)
+    wait_for(lambda: part.weighing is not None and part.weighing.sale_ok, 10,
+             what="a stable weight from the box")
+    w = part.weighing
+    assert (w.scale_id, w.gross_g, w.tare_g, w.net_g) == ("box-cell", 30_400, 400, 30_000)
+    box.set_weight(None)                                 # the box's ADC goes silent
+    wait_for(lambda: part.weighing is None or not part.weighing.sale_ok, 10,
+             what="no sale weight once the load cell is silent")
