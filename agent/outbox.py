@@ -273,6 +273,9 @@ class Outbox:
             self._preseal(batch)
             self._write_lock.acquire()  # waits for the pending COMMIT; the syncer releases it
             locked = True
+            with self._cond:  # callers that came while waiting share this commit too
+                batch.extend(self._queue)
+                self._queue.clear()
             if self._write_batch(batch):
                 self._syncs.put(batch)
                 handed = True

@@ -49,8 +49,8 @@ def test_threads_get_distinct_gap_free_numbers_and_share_commits(make_outbox, si
     real_commit = ob._commit
 
     def counting_commit(batch):
-        commits.append(len(batch))
         real_commit(batch)
+        commits.append(len(batch))  # after: callers that came meanwhile join the batch
 
     ob._commit = counting_commit
     seqs, lock = [], threading.Lock()
