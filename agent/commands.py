@@ -30,7 +30,7 @@ BANK = "bank"
 BACKEND = "backend"
 # Which key must sign which command type (docs/events.md, "Commands").
 SIGNER_OF = {
-    "payment.confirm": BANK,
+    "payment.confirmed": BANK,
     "pledge.create": BANK,
     "release.authorize": BANK,
     "price_table.set": BACKEND,

@@ -23,6 +23,10 @@ class SaleNotFound(CocoonError):
     """A payment confirmation or void names a sale this station never recorded."""
 
 
+class SaleClosed(CocoonError):
+    """A payment, void or correction names a sale that is already voided or paid."""
+
+
 @dataclass(frozen=True)
 class Sale:
     seq: int
@@ -87,10 +91,30 @@ def since(outbox, ts: float) -> list[Sale]:
 
 
 def mark_paid(outbox, voucher: str, payment_ref: str, paid_at: float | None = None) -> Sale:
+    """Mark a sale paid, unless it is voided or already paid (SaleClosed says which).
+
+    The check and the update are one statement, so a void recorded at the same moment cannot
+    slip between them.
+    """
     find(outbox, voucher=voucher)
-    outbox.write("UPDATE sales SET paid_at = ?, payment_ref = ? WHERE voucher = ?",
-                 [(paid_at or time.time(), payment_ref, voucher)])
-    return find(outbox, voucher=voucher)
+    changed = outbox.write(
+        "UPDATE sales SET paid_at = ?, payment_ref = ? "
+        "WHERE voucher = ? AND voided_by IS NULL AND paid_at IS NULL",
+        [(paid_at or time.time(), payment_ref, voucher)])
+    sale = find(outbox, voucher=voucher)
+    if not changed:
+        check_open(sale, "paid")
+    return sale
+
+
+def check_open(sale: Sale, action: str) -> None:
+    """Raise SaleClosed unless the sale is neither voided nor paid."""
+    if sale.voided_by:
+        raise SaleClosed(f"voucher {sale.voucher} was voided (by seq {sale.voided_by}); "
+                         f"it cannot be {action}")
+    if sale.paid_at:
+        raise SaleClosed(f"voucher {sale.voucher} is already paid by the bank "
+                         f"({sale.payment_ref}); it cannot be {action}")
 
 
 def owe_card(outbox, seq: int, card_sale: dict) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -165,20 +166,35 @@ class Station:
                                {"voucher": voucher["voucher"], "reason": str(exc)[:300]}))
 
 
-def payment_handler(outbox, on_paid: Callable[[sales.Sale], None] = lambda sale: None):
-    """Handler for the bank's `payment.confirm` command: marks the sale paid.
+AMOUNT_RE = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,8})?$")
 
-    Body: `voucher`, `payment_ref`, and optionally `amount` (checked against the sale)."""
+
+def payment_handler(outbox, on_paid: Callable[[sales.Sale], None] = lambda sale: None):
+    """Handler for the bank's `payment.confirmed` command: marks the sale paid.
+
+    Body: `voucher`, `payment_ref` and `amount` (yuan, a decimal string), all required. The
+    payment is refused (the handler raises, and the dispatcher records `command.failed` with
+    the reason) when the amount is not exactly the sale's recorded amount, when the sale was
+    voided, or when it was already paid under another `payment_ref`. The same payment again
+    (same voucher, `payment_ref` and amount) is accepted and changes nothing: the bank may
+    resend a confirmation it has no answer for.
+    """
 
     def handle(cmd) -> dict:
         body = cmd.body
-        voucher, ref = body.get("voucher"), body.get("payment_ref")
-        if not isinstance(voucher, str) or not isinstance(ref, str) or not ref:
-            raise CocoonError("payment.confirm needs a voucher and a payment_ref")
+        voucher, ref, amount = body.get("voucher"), body.get("payment_ref"), body.get("amount")
+        if not isinstance(voucher, str) or not voucher or not isinstance(ref, str) or not ref:
+            raise CocoonError("payment.confirmed needs a voucher and a payment_ref")
+        if not isinstance(amount, str) or not AMOUNT_RE.match(amount):
+            raise CocoonError("payment.confirmed needs the amount paid in yuan as a decimal "
+                              f"string (e.g. \"2015.09\"), got {amount!r}")
         sale = sales.find(outbox, voucher=voucher)
-        if "amount" in body and Decimal(str(body["amount"])) != Decimal(sale.amount):
-            raise CocoonError(f"payment amount {body['amount']} does not match the sale's "
+        if Decimal(amount).normalize() != Decimal(sale.amount).normalize():
+            raise CocoonError(f"payment amount {amount} does not match the sale's "
                               f"amount {sale.amount} for voucher {voucher}")
+        if sale.paid_at and not sale.voided_by and sale.payment_ref == ref:
+            return {"voucher": voucher, "seq": sale.seq, "payment_ref": ref,
+                    "already_paid": True}
         paid = sales.mark_paid(outbox, voucher, ref)
         on_paid(paid)
         return {"voucher": voucher, "seq": paid.seq, "payment_ref": ref}

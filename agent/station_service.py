@@ -7,7 +7,7 @@ Built from the configuration's [station], [card], [scale] and optional [printer]
     ScaleReader -> ScaleJudge ---+--> Station (one thread, the pure PurchaseFlow) --> outbox
     clerk's keys (console) -----/         |-> card (CardDesk.write_card), printer, buzzer
 
-and registers the station's command handlers with the agent's dispatcher: `payment.confirm`
+and registers the station's command handlers with the agent's dispatcher: `payment.confirmed`
 (the bank marks a sale paid), `price_table.set` and `blacklist.set` (the backend's tables).
 The status light shows online / offline-queuing / fault from the link and the devices.
 """
@@ -108,8 +108,8 @@ class StationPart:
         self.weighing: p.Weighing | None = None
         self.scale_fault = ""
 
-        agent.dispatcher.register("payment.confirm", payment_handler(agent.outbox,
-                                                                     self._paid))
+        agent.dispatcher.register("payment.confirmed", payment_handler(agent.outbox,
+                                                                       self._paid))
         agent.dispatcher.register("price_table.set", make_price_table_handler(self.prices))
         agent.dispatcher.register("blacklist.set", self.blacklist.handle)
         self._threads: list[threading.Thread] = []

@@ -98,7 +98,8 @@ def send_command(obj: ConfigContext, key_file, device, type_, body, expires, com
     Uses the [mqtt] section of --config (an operator's client certificate).
 
     Example: cocoon-ingest --config operator.toml send-command --key bank.key --device st-01
-    --type payment.confirm --body '{"purchase": "st-01/42"}'
+    --type payment.confirmed
+    --body '{"voucher": "st-01-20260601-0007", "payment_ref": "B-1", "amount": "2015.09"}'
     """
     from agent.mqtt_link import LinkSettings, MqttLink
 

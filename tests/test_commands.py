@@ -26,7 +26,7 @@ def setup(make_outbox, keys):
         BANK: Verifier.from_pem(keys["bank"].public_key_pem()),
         BACKEND: Verifier.from_pem(keys["backend"].public_key_pem()),
     }, now=lambda: NOW)
-    disp.register("payment.confirm", lambda cmd: handled.append(cmd) or {"ok": True})
+    disp.register("payment.confirmed", lambda cmd: handled.append(cmd) or {"ok": True})
     disp.register("time.hint", lambda cmd: None)
     return disp, outbox, handled
 
@@ -42,7 +42,7 @@ def raw(cmd):
 
 def test_valid_command_is_accepted_handled_and_recorded(setup, keys):
     disp, outbox, handled = setup
-    cmd = make_command("dev-a", "payment.confirm", {"purchase": "x"}, keys["bank"], now=NOW)
+    cmd = make_command("dev-a", "payment.confirmed", {"purchase": "x"}, keys["bank"], now=NOW)
     assert disp.handle(raw(cmd)).id == cmd["id"]
     assert handled and handled[0].body == {"purchase": "x"}
     kinds = [t for t, _ in recorded(outbox)]
@@ -62,7 +62,7 @@ def test_valid_command_is_accepted_handled_and_recorded(setup, keys):
 def test_refusals_are_recorded_with_a_reason(setup, keys, case, reason):
     disp, outbox, handled = setup
     def make(**kw):
-        return make_command(kw.pop("device", "dev-a"), kw.pop("type_", "payment.confirm"),
+        return make_command(kw.pop("device", "dev-a"), kw.pop("type_", "payment.confirmed"),
                             {"p": 1}, kw.pop("signer", keys["bank"]), now=kw.pop("now", NOW), **kw)
 
     payload = {
@@ -95,8 +95,8 @@ def test_replay_is_refused_even_after_reopening(setup, keys, make_outbox):
 
 def test_a_missing_key_refuses_that_role(make_outbox, keys):
     disp = Dispatcher("dev-a", make_outbox(), {BANK: None, BACKEND: None}, now=lambda: NOW)
-    disp.register("payment.confirm", lambda cmd: None)
-    cmd = make_command("dev-a", "payment.confirm", {}, keys["bank"], now=NOW)
+    disp.register("payment.confirmed", lambda cmd: None)
+    cmd = make_command("dev-a", "payment.confirmed", {}, keys["bank"], now=NOW)
     assert disp.handle(raw(cmd)) is None
     with pytest.raises(ValueError):
         disp.register("not.a.type", lambda cmd: None)

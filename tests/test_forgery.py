@@ -253,14 +253,14 @@ def test_commands_are_admitted_or_refused(site, services):
     add_device(site, OTHER)
     agent = services.agent(config, start=False)  # no ingest: the command.* events stay queued
     handled = []
-    agent.dispatcher.register("payment.confirm",
+    agent.dispatcher.register("payment.confirmed",
                               lambda cmd: handled.append(cmd.id) or {"confirmed": cmd.body})
     agent.start()
     agent.wait_connected()
 
     # A valid command through the operator's CLI.
     sent = cli("cocoon-ingest", "--config", site.operator_config, "send-command",
-               "--key", site.bank_key, "--device", DEV, "--type", "payment.confirm",
+               "--key", site.bank_key, "--device", DEV, "--type", "payment.confirmed",
                "--body", json.dumps({"purchase": f"{DEV}/1"}), "--expires", "600")
     assert sent.returncode == 0, sent.stderr
     cli_id = sent.stdout.strip()
@@ -270,14 +270,14 @@ def test_commands_are_admitted_or_refused(site, services):
     backend = load_signer(site.backend_key)
     body = {"purchase": f"{DEV}/2"}
     now = datetime.now(timezone.utc)
-    valid = make_command(DEV, "payment.confirm", body, bank)
-    tampered = dict(make_command(DEV, "payment.confirm", body, bank), body={"purchase": "x"})
+    valid = make_command(DEV, "payment.confirmed", body, bank)
+    tampered = dict(make_command(DEV, "payment.confirmed", body, bank), body={"purchase": "x"})
     refused = {
-        "expired": make_command(DEV, "payment.confirm", body, bank, expires_in_s=60,
+        "expired": make_command(DEV, "payment.confirmed", body, bank, expires_in_s=60,
                                 now=now - timedelta(hours=2)),
         "replayed": valid,  # the same command a second time
-        "backend key for a bank type": make_command(DEV, "payment.confirm", body, backend),
-        "for another device": make_command(OTHER, "payment.confirm", body, bank),
+        "backend key for a bank type": make_command(DEV, "payment.confirmed", body, backend),
+        "for another device": make_command(OTHER, "payment.confirmed", body, bank),
         "tampered": tampered,
     }
     expected_reason = {
@@ -322,13 +322,13 @@ def test_command_replay_is_refused_across_an_agent_restart(site, services):
 
     def start():
         agent = services.agent(config, start=False)
-        agent.dispatcher.register("payment.confirm", lambda cmd: {"ok": True})
+        agent.dispatcher.register("payment.confirmed", lambda cmd: {"ok": True})
         agent.start()
         agent.wait_connected()
         return agent
 
     agent = start()
-    cmd = make_command(DEV, "payment.confirm", {"purchase": "p"}, load_signer(site.bank_key),
+    cmd = make_command(DEV, "payment.confirmed", {"purchase": "p"}, load_signer(site.bank_key),
                        command_id=f"once-{uuid.uuid4()}")
     with raw_client(site, "operator") as op:
         op.publish(topics.commands(DEV), cmd)
@@ -353,12 +353,12 @@ def test_a_crashing_handler_does_not_stop_later_commands(site, services):
             raise ValueError("integrator bug")  # not a CocoonError
         return {"ok": True}
 
-    agent.dispatcher.register("payment.confirm", handler)
+    agent.dispatcher.register("payment.confirmed", handler)
     agent.start()
     agent.wait_connected()
     bank = load_signer(site.bank_key)
-    bad = make_command(DEV, "payment.confirm", {"boom": True}, bank)
-    good = make_command(DEV, "payment.confirm", {"purchase": "p"}, bank)
+    bad = make_command(DEV, "payment.confirmed", {"boom": True}, bank)
+    good = make_command(DEV, "payment.confirmed", {"purchase": "p"}, bank)
     with raw_client(site, "operator") as op:
         op.publish(topics.commands(DEV), bad)
         op.publish(topics.commands(DEV), good)

@@ -135,10 +135,10 @@ def test_a_sale_from_card_insertion_to_an_acknowledged_event(station, virtual_ca
     screen = part.screen()
     assert body["voucher"] in screen and "acknowledged" in screen
 
-    # the bank pays: a signed payment.confirm through the broker marks the sale paid
+    # the bank pays: a signed payment.confirmed through the broker marks the sale paid
     sent = subprocess.run(
         [str(BIN / "cocoon-ingest"), "--config", str(site.operator_config), "send-command",
-         "--key", str(site.bank_key), "--device", "station-01", "--type", "payment.confirm",
+         "--key", str(site.bank_key), "--device", "station-01", "--type", "payment.confirmed",
          "--body", json.dumps({"voucher": body["voucher"], "payment_ref": "BANK-0001",
                                "amount": body["amount"]})],
         capture_output=True, text=True, timeout=60)
