@@ -1,10 +1,20 @@
 """From a scale's readings to the weight a sale may use.
 
 Joins the scale driver's pieces (stability, sale readiness) with the station's tare into the
-`purchase.Weighing` the purchase flow understands. The tare comes from the indicator where its
-frame reports one (net and tare shown), otherwise from the station's configuration (the crate or
-basket weight). Gross, tare and net are integer grams; a weight that is not a whole number of
-grams is refused rather than rounded.
+`purchase.Weighing` the purchase flow understands. Gross, tare and net are integer grams, and
+always gross = tare + net, so anyone can recompute one from the other two:
+
+- a gross reading (or one the protocol does not mark, such as the XK3190-A9's continuous
+  frame) is the gross; the tare is the station's configured `tare_g` (the crate or basket)
+  and net = gross - tare;
+- a net reading is the net. With the indicator's tare in the frame (Toledo, or XK3190-A9
+  command mode asking for tare and net) tare is that tare and gross = net + tare; the
+  configured tare is not applied on top, the indicator has taken it already;
+- a net reading without its tare (A&D `NT`, XK3190-A12 `WN`, an XK3190-A9 `D` answer alone)
+  is refused for a sale: the tare the indicator subtracted is unknown, so the gross cannot be
+  stated, and applying the configured tare again would sell the basket twice.
+
+A weight that is not a whole number of grams is refused rather than rounded.
 """
 
 from __future__ import annotations
@@ -15,6 +25,9 @@ from drivers.scale import InexactWeight, Reading, SalePolicy, StabilityDetector,
 from drivers.scale.reading import WeightKind
 
 from .purchase import Weighing
+
+NET_WITHOUT_TARE = ("the indicator shows a net weight without its tare: clear the tare on the "
+                    "indicator so that it shows the gross weight")
 
 
 class ScaleJudge:
@@ -29,23 +42,30 @@ class ScaleJudge:
         stability = self.detector.feed(reading, now)
         readiness = check_sale(reading, self.policy, stable=stability.stable)
         gross = net = None
-        tare = self.tare_g
-        reason = "" if readiness.ok else str(readiness)
+        tare: int | None = self.tare_g
+        problems = [] if readiness.ok else [str(readiness)]
         try:
             if reading.weight is not None and reading.unit is not None:
-                if reading.kind is WeightKind.NET and reading.tare is not None:
+                if reading.kind is WeightKind.NET:
                     net = reading.grams()
-                    tare = int(_grams(reading, reading.tare))
-                    gross = net + tare
+                    if reading.tare is None:
+                        tare = None
+                        problems.append(NET_WITHOUT_TARE)
+                    else:
+                        tare = int(_grams(reading, reading.tare))
+                        gross = net + tare
+                        if tare < 0:
+                            problems.append(f"the indicator's tare is negative ({tare} g)")
                 else:
                     gross = reading.grams()
                     net = gross - tare
         except InexactWeight as exc:
             gross = net = None
-            reason = str(exc)
-        ok = readiness.ok and net is not None and net > 0
-        if readiness.ok and net is not None and net <= 0:
-            reason = f"net weight {net} g after a tare of {tare} g"
+            problems.append(str(exc))
+        if not problems and net is not None and net <= 0:
+            problems.append(f"net weight {net} g after a tare of {tare} g")
+        ok = not problems and net is not None
+        reason = "; ".join(problems)
         return Weighing(
             scale_id=self.scale_id, gross_g=gross, tare_g=tare, net_g=net,
             stable=bool(stability.stable), sale_ok=ok, reason=reason,

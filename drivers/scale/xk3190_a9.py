@@ -79,6 +79,21 @@ def parse(frame: bytes, *, unit: Unit = Unit.KG) -> Reading | Reply:
                    **{kind.value: weight})
 
 
+def net_with_tare(tare: Reading, net: Reading) -> Reading:
+    """A net answer (D) completed with the tare answer (C) asked just before it: one reading
+    of net, tare and gross = net + tare. Its raw bytes are both answers, tare first, so the
+    sale's frames digest covers the tare it was recorded with.
+
+    Raises ValueError unless `tare` and `net` are a tare and a net answer in the same unit.
+    """
+    if tare.kind is not WeightKind.TARE or net.kind is not WeightKind.NET:
+        raise ValueError("net_with_tare needs a tare (C) and a net (D) answer")
+    if tare.unit != net.unit or tare.weight is None or net.weight is None:
+        raise ValueError("the tare and net answers must both carry a weight in one unit")
+    return Reading(NAME, tare.raw + net.raw, net.weight, net.unit, kind=WeightKind.NET,
+                   gross=net.weight + tare.weight, net=net.weight, tare=tare.weight)
+
+
 def _weight(field: bytes, frame: bytes) -> Decimal:
     """Sign, six digits and the decimals byte as a Decimal."""
     sign, digits, decimals = field[:1], field[1:7], field[7:8]
