@@ -78,8 +78,8 @@ def station(obj: ConfigContext) -> None:
     The screen shows the clerk, the farmer, the live weight and its stability, the grade and
     the amount, and today's sales with their sent / acknowledged / paid state. Keys, one per
     line: g shell_g=9.6 moisture_pct=15 (grade), c (confirm), x (cancel), v VOUCHER REASON
-    (void, supervisor), o (sign out), q (quit). Needs the [station], [card] and [scale]
-    sections.
+    (void, supervisor), r VOUCHER REASON (correct: the next sale replaces it, supervisor),
+    o (sign out), q (quit). Needs the [station], [card] and [scale] sections.
     """
     from .station_console import Console
     from .station_service import StationPart

@@ -19,7 +19,9 @@ Rules it enforces:
   refused with the reason and nothing is half-recorded; if writing the card fails afterwards, the
   sale stands and a `card.write_failed` event records it for the next swipe;
 - a sale is never deleted: voiding one needs a supervisor's card and records `purchase.voided`
-  referencing the original.
+  referencing the original; correcting one needs a supervisor's card too and records a new
+  sale whose `purchase.recorded` carries `corrects` (the original's seq and voucher), which
+  voids the original in the same transaction. A sale already voided or paid can be neither.
 """
 
 from __future__ import annotations
@@ -167,6 +169,35 @@ class Void:
 
 
 @dataclass(frozen=True)
+class Voided:
+    """The station recorded `purchase.voided` (at `seq`) and marked the sale voided."""
+
+    voucher: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class VoidFailed:
+    """Nothing was recorded and the sale stands: `reason` says why (voided, paid, disk full)."""
+
+    voucher: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Correct:
+    """Replace an earlier sale by a new one; needs a supervisor signed in.
+
+    The next sale (farmer card, weight, grade, confirmation as usual) is recorded with
+    `corrects` naming the original, and the original is voided in the same transaction.
+    """
+
+    seq: int
+    voucher: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Tick:
     pass
 
@@ -187,6 +218,14 @@ class Beep:
 @dataclass(frozen=True)
 class RecordPurchase:
     """Append `purchase.recorded` (money); the station draws the voucher in the transaction."""
+
+    body: dict
+
+
+@dataclass(frozen=True)
+class RecordVoid:
+    """Append `purchase.voided` (money) and mark the original voided in the same transaction,
+    refusing a sale already voided or paid; the outcome is Voided or VoidFailed."""
 
     body: dict
 
@@ -228,6 +267,19 @@ class _Sale:
     priced: Priced | None = None
     seq: int | None = None
     voucher: str | None = None
+    replaces: str | None = None  # the voucher this sale corrects
+
+
+@dataclass(frozen=True)
+class _Correction:
+    seq: int
+    voucher: str
+    reason: str
+    supervisor: str
+
+    def body(self) -> dict:
+        return {"seq": self.seq, "voucher": self.voucher, "supervisor": self.supervisor,
+                "reason": self.reason}
 
 
 @dataclass
@@ -237,6 +289,7 @@ class PurchaseFlow:
     phase: Phase = Phase.IDLE
     clerk: Staff | None = None
     sale: _Sale | None = None
+    correcting: _Correction | None = None  # the next sale replaces this one
     scale: Weighing | None = None
     deadline: float | None = None
     recent: list[tuple[str, int, float]] = field(default_factory=list)  # uid, net_g, time
@@ -254,6 +307,12 @@ class PurchaseFlow:
             return self._sign_out("signed out")
         if isinstance(event, Void):
             return self._on_void(event)
+        if isinstance(event, Correct):
+            return self._on_correct(event, now)
+        if isinstance(event, Voided):
+            return [Show(f"Voucher {event.voucher} voided (seq {event.seq})"), Beep("accept")]
+        if isinstance(event, VoidFailed):
+            return [Show(f"Voucher {event.voucher} NOT voided: {event.reason}"), Beep("refuse")]
         handler = {
             FarmerCard: self._on_farmer,
             CardRefused: self._on_refused,
@@ -278,12 +337,15 @@ class PurchaseFlow:
             return [Show("Please wait: the sale is being recorded"), Beep("refuse")]
         if self.sale is not None:
             return [Show("Finish or cancel the current sale first"), Beep("refuse")]
+        effects = self._drop_correction("another staff card was swiped")
         self.clerk = staff
         self._enter(Phase.READY, now + self.timeouts.signed_in_s)
-        return [Show(f"{staff.name} signed in. Swipe the farmer's card."), Beep("accept")]
+        return effects + [Show(f"{staff.name} signed in. Swipe the farmer's card."),
+                          Beep("accept")]
 
     def _sign_out(self, why: str) -> list:
         effects = self._abandon(why) if self.sale else []
+        effects += self._drop_correction(f"clerk {why}")
         self.clerk = None
         self._enter(Phase.IDLE, None)
         return effects + [Show(f"Clerk {why}. Swipe a staff card to start.")]
@@ -362,7 +424,7 @@ class PurchaseFlow:
         self.recent = [r for r in self.recent if now - r[2] <= self.timeouts.duplicate_window_s]
         duplicate = any(uid == sale.farmer.card_uid and net == sale.weighing.net_g
                         for uid, net, _ in self.recent)
-        if duplicate and self.phase is Phase.CONFIRMING:
+        if duplicate and self.phase is Phase.CONFIRMING and self.correcting is None:
             self._enter(Phase.CONFIRM_AGAIN, now + self.timeouts.confirming_s)
             return [Show("This card sold the same weight a few minutes ago. Confirm again only "
                          "if this is a new delivery."), Beep("refuse")]
@@ -393,6 +455,7 @@ class PurchaseFlow:
             "amount": str(p.amount),
             "currency": "CNY",
             "pricing": p.record,
+            **({"corrects": self.correcting.body()} if self.correcting else {}),
         }
 
     def _on_recorded(self, event: Recorded, now: float) -> list:
@@ -400,6 +463,8 @@ class PurchaseFlow:
             raise RuntimeError("Recorded outside RECORDING")
         sale = self.sale
         sale.seq, sale.voucher = event.seq, event.voucher
+        sale.replaces = self.correcting.voucher if self.correcting else None
+        self.correcting = None  # the original was voided in the sale's own transaction
         self.recent.append((sale.farmer.card_uid, sale.weighing.net_g, now))
         self._enter(Phase.WRITING_CARD, None)
         return [WriteCard(sale.farmer, self._card_sale()), PrintVoucher(self._voucher())]
@@ -426,7 +491,12 @@ class PurchaseFlow:
         return [Show(f"SALE NOT RECORDED: {event.reason}"), Beep("refuse")]
 
     def _on_card_written(self, event, now: float) -> list:
-        return self._finish(now, f"Sale recorded: voucher {self.sale.voucher}")
+        return self._finish(now, f"Sale recorded: voucher {self.sale.voucher}"
+                                 + self._replaces())
+
+    def _replaces(self) -> str:
+        old = self.sale.replaces
+        return f" (replaces voucher {old}, now voided)" if old else ""
 
     def _on_card_write_failed(self, event: CardWriteFailed, now: float) -> list:
         s = self.sale
@@ -434,7 +504,8 @@ class PurchaseFlow:
             "voucher": s.voucher, "seq": s.seq, "card_uid": s.farmer.card_uid,
             "farmer_id": s.farmer.farmer_id, "reason": event.reason[:300]})
         return [note] + self._finish(
-            now, f"Sale recorded: voucher {s.voucher}. The card could not be written "
+            now, f"Sale recorded: voucher {s.voucher}{self._replaces()}. The card could not "
+                 "be written "
                  f"({event.reason}); it will be updated at its next swipe.")
 
     def _finish(self, now: float, text: str) -> list:
@@ -451,7 +522,7 @@ class PurchaseFlow:
             return [Show("The sale is already being recorded; void it with a supervisor card"),
                     Beep("refuse")]
         if self.sale is None:
-            return []
+            return self._drop_correction("cancelled by the clerk")
         effects = self._abandon("cancelled by the clerk")
         self._enter(Phase.READY, now + self.timeouts.signed_in_s)
         return effects
@@ -463,18 +534,45 @@ class PurchaseFlow:
                 "card_uid": sale.farmer.card_uid}
         if sale.weighing is not None:
             body["net_g"] = str(sale.weighing.net_g)
-        return [RecordEvent("purchase.cancelled", "telemetry", body),
-                Show(f"Sale cancelled: {why}"), Beep("refuse")]
+        return ([RecordEvent("purchase.cancelled", "telemetry", body),
+                 Show(f"Sale cancelled: {why}"), Beep("refuse")]
+                + self._drop_correction(why))
+
+    def _drop_correction(self, why: str) -> list:
+        if self.correcting is None:
+            return []
+        voucher, self.correcting = self.correcting.voucher, None
+        return [Show(f"Correction of voucher {voucher} abandoned ({why}); the original "
+                     "sale stands")]
+
+    def _supervisor_free(self, what: str) -> list:
+        """Refusals for a void or a correction; [] when one may start."""
+        if self.clerk is None or self.clerk.role != "supervisor":
+            return [Show(f"{what} a sale needs a supervisor's staff card"), Beep("refuse")]
+        if self.sale is not None or self.phase is not Phase.READY:
+            return [Show("Finish or cancel the current sale first"), Beep("refuse")]
+        if self.correcting is not None:
+            return [Show(f"Finish or cancel the correction of voucher "
+                         f"{self.correcting.voucher} first"), Beep("refuse")]
+        return []
 
     def _on_void(self, event: Void) -> list:
-        if self.clerk is None or self.clerk.role != "supervisor":
-            return [Show("Voiding a sale needs a supervisor's staff card"), Beep("refuse")]
-        if self.sale is not None:
-            return [Show("Finish or cancel the current sale first"), Beep("refuse")]
-        return [RecordEvent("purchase.voided", "money", {
+        refused = self._supervisor_free("Voiding")
+        if refused:
+            return refused
+        return [RecordVoid({
             "original_seq": event.seq, "original_voucher": event.voucher,
-            "supervisor": self.clerk.staff_id, "reason": event.reason}),
-            Show(f"Voucher {event.voucher} voided"), Beep("accept")]
+            "supervisor": self.clerk.staff_id, "reason": event.reason})]
+
+    def _on_correct(self, event: Correct, now: float) -> list:
+        refused = self._supervisor_free("Correcting")
+        if refused:
+            return refused
+        self.correcting = _Correction(event.seq, event.voucher, event.reason,
+                                      self.clerk.staff_id)
+        self._enter(Phase.READY, now + self.timeouts.signed_in_s)
+        return [Show(f"Correcting voucher {event.voucher}: swipe the farmer's card, weigh and "
+                     f"grade again. The new sale replaces {event.voucher}."), Beep("accept")]
 
     def _on_tick(self, now: float) -> list:
         if self.deadline is None or now < self.deadline:

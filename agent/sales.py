@@ -52,6 +52,9 @@ def recorder(device: str, body: dict, now: float | None = None) -> Callable:
     now = time.time() if now is None else now
 
     def within(execute, seq: int) -> dict:
+        corrects = body.get("corrects")
+        if corrects is not None:  # the new sale voids the one it corrects, atomically
+            _void_in(execute, corrects["seq"], corrects["voucher"], seq, "corrected")
         day = day_of(now)
         row = execute("SELECT last FROM vouchers WHERE day = ?", (day,)).fetchone()
         number = (row[0] if row else 0) + 1
@@ -135,6 +138,20 @@ def card_settled(outbox, seq: int) -> None:
     outbox.write("UPDATE sales SET card_owed = NULL WHERE seq = ?", [(seq,)])
 
 
-def mark_voided(outbox, seq: int, void_seq: int) -> None:
-    find(outbox, seq=seq)
-    outbox.write("UPDATE sales SET voided_by = ? WHERE seq = ?", [(void_seq, seq)])
+def voider(seq: int, voucher: str) -> Callable:
+    """The `within` callback for `purchase.voided`: marks the sale voided by the void's own
+    seq in the event's transaction, or raises (nothing stored) if the sale is unknown, already
+    voided or paid."""
+
+    def within(execute, void_seq: int) -> None:
+        _void_in(execute, seq, voucher, void_seq, "voided")
+
+    return within
+
+
+def _void_in(execute, seq: int, voucher: str, by_seq: int, action: str) -> None:
+    row = execute(f"SELECT {_COLUMNS} FROM sales WHERE seq = ?", (seq,)).fetchone()
+    if row is None or row[1] != voucher:
+        raise SaleNotFound(f"no sale {voucher} (seq {seq}) at this station")
+    check_open(_sale(row), action)
+    execute("UPDATE sales SET voided_by = ? WHERE seq = ?", (by_seq, seq))

@@ -111,11 +111,10 @@ class Station:
             self.buzzer(effect.kind)
         elif isinstance(effect, p.RecordPurchase):
             return self._record_purchase(effect.body)
+        elif isinstance(effect, p.RecordVoid):
+            return self._record_void(effect.body)
         elif isinstance(effect, p.RecordEvent):
             self._record(Draft(effect.type, effect.priority, effect.body))
-            if effect.type == "purchase.voided":
-                sales.mark_voided(self.outbox, effect.body["original_seq"],
-                                  self.outbox.stats().head_seq)
         elif isinstance(effect, p.WriteCard):
             try:
                 self.write_card(effect.farmer, effect.sale)
@@ -143,6 +142,20 @@ class Station:
         voucher = sales.find(self.outbox, seq=seq).voucher
         log.info("purchase recorded: seq %d voucher %s amount %s", seq, voucher, body["amount"])
         return p.Recorded(seq, voucher)
+
+    def _record_void(self, body: dict):
+        """Append `purchase.voided`; the sale is marked voided by that event's seq inside the
+        event's own transaction, so it is marked if and only if the event is durable."""
+        original = body["original_voucher"]
+        try:
+            seq = self.outbox.append(
+                Draft("purchase.voided", "money", body),
+                within=sales.voider(body["original_seq"], original))
+        except CocoonError as exc:
+            log.error("void of %s not recorded: %s", original, exc)
+            return p.VoidFailed(original, str(exc))
+        log.info("purchase voided: voucher %s by seq %d", original, seq)
+        return p.Voided(original, seq)
 
     def _record(self, draft: Draft) -> None:
         try:

@@ -4,6 +4,7 @@
     c          confirm (the farmer agreed; again to confirm a look-alike sale)
     x          cancel the current sale
     v VOUCHER REASON...   void a recorded sale (a supervisor must be signed in)
+    r VOUCHER REASON...   correct a recorded sale: the next sale replaces it (supervisor)
     o          sign the clerk out
     q          leave the screen (the agent stops with it)
 
@@ -44,15 +45,21 @@ class VoidRequest:
 
 
 @dataclass(frozen=True)
+class CorrectRequest:
+    voucher: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Quit:
     pass
 
 
 def parse_key(line: str):
-    """A clerk's line -> a flow input, Grade, VoidRequest or Quit."""
+    """A clerk's line -> a flow input, Grade, VoidRequest, CorrectRequest or Quit."""
     words = line.split()
     if not words:
-        raise ClerkKeyError("type a command: g (grade), c, x, v, o or q")
+        raise ClerkKeyError("type a command: g (grade), c, x, v, r, o or q")
     key, args = words[0].lower(), words[1:]
     simple = {"c": p.Confirm(), "x": p.Cancel(), "o": p.SignOut(), "q": Quit()}
     if key in simple:
@@ -65,7 +72,11 @@ def parse_key(line: str):
         if len(args) < 2:
             raise ClerkKeyError("void: v VOUCHER REASON (the reason is required)")
         return VoidRequest(args[0], " ".join(args[1:])[:200])
-    raise ClerkKeyError(f"unknown key {key!r}: use g, c, x, v, o or q")
+    if key == "r":
+        if len(args) < 2:
+            raise ClerkKeyError("correct: r VOUCHER REASON (the reason is required)")
+        return CorrectRequest(args[0], " ".join(args[1:])[:200])
+    raise ClerkKeyError(f"unknown key {key!r}: use g, c, x, v, r, o or q")
 
 
 def parse_measurements(args: list[str]) -> dict:
@@ -105,7 +116,12 @@ def apply_key(part, action) -> bool:
         part.grade(action.measurements)
     elif isinstance(action, VoidRequest):
         sale = sales.find(part.outbox, voucher=action.voucher)
+        sales.check_open(sale, "voided")  # said at once; checked again when recorded
         part.submit(p.Void(sale.seq, sale.voucher, action.reason))
+    elif isinstance(action, CorrectRequest):
+        sale = sales.find(part.outbox, voucher=action.voucher)
+        sales.check_open(sale, "corrected")  # before anyone weighs again
+        part.submit(p.Correct(sale.seq, sale.voucher, action.reason))
     else:
         part.submit(action)
     return True

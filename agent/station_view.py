@@ -102,5 +102,5 @@ def render(view: StationView, *, max_sales: int = 8) -> str:
                      f"{sale.amount:>10} yuan  {sale.state}")
     lines.append("")
     lines.append("keys: g shell_g=9.6 moisture_pct=15 (grade)  c confirm  x cancel  "
-                 "v VOUCHER reason (void)  o sign out  q quit")
+                 "v VOUCHER reason (void)  r VOUCHER reason (correct)  o sign out  q quit")
     return "\n".join(lines)

@@ -161,10 +161,53 @@ def test_cancel_and_void(flow):
     refused = flow.handle(p.Void(5, "v5", "wrong grade"), 2)
     assert "supervisor" in texts(refused)
     flow.handle(p.StaffCard(SUPERVISOR), 3)
-    (event, *_rest) = flow.handle(p.Void(5, "v5", "wrong grade"), 4)
-    assert event.type == "purchase.voided" and event.priority == "money"
-    assert event.body == {"original_seq": 5, "original_voucher": "v5",
-                          "supervisor": "s-09", "reason": "wrong grade"}
+    (effect,) = flow.handle(p.Void(5, "v5", "wrong grade"), 4)
+    assert isinstance(effect, p.RecordVoid)
+    assert effect.body == {"original_seq": 5, "original_voucher": "v5",
+                           "supervisor": "s-09", "reason": "wrong grade"}
+    # what the clerk sees depends on what the station could record
+    assert "voided (seq 9)" in texts(flow.handle(p.Voided("v5", 9), 5))
+    assert "NOT voided: already paid" in texts(flow.handle(p.VoidFailed("v5", "already paid"),
+                                                           6))
+
+
+def test_a_correction_needs_a_supervisor_and_the_next_sale_carries_it(flow):
+    flow.handle(p.StaffCard(CLERK), 0)
+    assert "supervisor" in texts(flow.handle(p.Correct(5, "v5", "wrong grade"), 1))
+    assert flow.correcting is None
+    flow.handle(p.StaffCard(SUPERVISOR), 2)
+    assert "Correcting voucher v5" in texts(flow.handle(p.Correct(5, "v5", "wrong grade"), 3))
+    assert "correction" in texts(flow.handle(p.Void(6, "v6", "x"), 3))  # one thing at a time
+    flow.handle(p.FarmerCard(FARMER), 4)
+    flow.handle(p.ScaleUpdate(GOOD), 4)
+    flow.handle(p.Graded(PRICED), 4)
+    (record,) = flow.handle(p.Confirm(), 5)
+    assert record.body["corrects"] == {"seq": 5, "voucher": "v5", "supervisor": "s-09",
+                                       "reason": "wrong grade"}
+    assert record.body["clerk"] == "s-09"
+    flow.handle(p.Recorded(8, "v8"), 6)
+    assert flow.correcting is None
+    assert "replaces voucher v5" in texts(flow.handle(p.CardWritten(), 6))
+    # the sale after it is an ordinary one
+    flow.handle(p.FarmerCard(FARMER), 7)
+    flow.handle(p.Graded(PRICED), 7)
+    (record,) = [e for e in flow.handle(p.Confirm(), 8) + flow.handle(p.Confirm(), 8)
+                 if isinstance(e, p.RecordPurchase)]
+    assert "corrects" not in record.body
+
+
+@pytest.mark.parametrize("how,card", [("cancel", True), ("cancel", False),
+                                      ("card removed", True), ("sign out", True),
+                                      ("sign out", False), ("other staff", False)])
+def test_an_abandoned_correction_leaves_the_original_standing(flow, how, card):
+    flow.handle(p.StaffCard(SUPERVISOR), 0)
+    flow.handle(p.Correct(5, "v5", "wrong grade"), 1)
+    if card:
+        flow.handle(p.FarmerCard(FARMER), 2)
+    effects = {"cancel": p.Cancel(), "card removed": p.CardRemoved(), "sign out": p.SignOut(),
+               "other staff": p.StaffCard(CLERK)}[how]
+    assert "Correction of voucher v5 abandoned" in texts(flow.handle(effects, 3))
+    assert flow.correcting is None
 
 
 def test_cannot_cancel_once_recording(flow):

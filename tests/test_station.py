@@ -213,6 +213,168 @@ def test_a_paid_sale_is_not_paid_again_under_another_reference(bank):
     assert sales.find(outbox, voucher=voucher) == first and len(paid) == 1
 
 
+# -- voiding and correcting through the station, with a real outbox ------------------------
+
+
+def events_of(outbox, type_):
+    return [e for e in stored(outbox) if e["type"] == type_]
+
+
+def test_a_void_marks_the_sale_with_the_seq_of_its_own_event(rig):
+    station, outbox, written, shown, _ = rig
+    sell(station)
+    voucher = sales.since(outbox, 0)[0].voucher
+    # another part of the agent (the dispatcher, the uplink's alerts) appends at the same
+    # moment: the head is then past the void's own event
+    append = outbox.append
+
+    def busy_append(draft, **kw):
+        seq = append(draft, **kw)
+        if draft.type == "purchase.voided":
+            append(p_draft(10))
+        return seq
+
+    outbox.append = busy_append
+    void(station, voucher)
+    (voided,) = events_of(outbox, "purchase.voided")
+    assert outbox.stats().head_seq == voided["seq"] + 1
+    sale = sales.find(outbox, voucher=voucher)
+    assert sale.voided_by == voided["seq"]
+    assert voided["body"] == {"original_seq": sale.seq, "original_voucher": voucher,
+                              "supervisor": "s-09", "reason": "wrong grade"}
+    assert f"Voucher {voucher} voided (seq {voided['seq']})" in shown[-1]
+
+
+def test_a_void_that_cannot_be_recorded_leaves_the_sale_standing(make_outbox):
+    outbox = make_outbox(name="full.sqlite", device="station-01", capacity_bytes=64 * 1024,
+                         alert_reserve_bytes=4096)
+    shown = []
+    station = Station("station-01", outbox, write_card=lambda f, s: None, display=shown.append,
+                      clock=Clock())
+    sell(station)
+    voucher = sales.since(outbox, 0)[0].voucher
+    for pad in (3000, 300, 30):  # fill it up to the last few bytes
+        with pytest.raises(OutboxFull):
+            while True:
+                outbox.append(p_draft(pad))
+    head = outbox.stats().head_seq
+    void(station, voucher)
+    assert sales.find(outbox, voucher=voucher).voided_by is None
+    assert events_of(outbox, "purchase.voided") == []
+    assert outbox.stats().head_seq == head
+    assert f"Voucher {voucher} NOT voided" in shown[-1] and "full" in shown[-1]
+
+
+def test_voiding_needs_a_supervisor(rig):
+    station, outbox, written, shown, _ = rig
+    sell(station)
+    sale = sales.since(outbox, 0)[0]
+    station.handle(p.Void(sale.seq, sale.voucher, "wrong grade"))  # the clerk is signed in
+    assert "supervisor" in shown[-1]
+    assert sales.find(outbox, seq=sale.seq).voided_by is None
+    assert events_of(outbox, "purchase.voided") == []
+
+
+def test_a_sale_is_voided_once_and_a_paid_sale_not_at_all(rig):
+    station, outbox, written, shown, _ = rig
+    sell(station)
+    sell(station)
+    station.handle(p.Confirm())  # the same card and weight again: confirmed twice
+    first, second = sales.since(outbox, 0)
+    void(station, first.voucher)
+    voided_by = sales.find(outbox, seq=first.seq).voided_by
+    void(station, first.voucher)
+    assert f"Voucher {first.voucher} NOT voided" in shown[-1] and "voided" in shown[-1]
+    assert sales.find(outbox, seq=first.seq).voided_by == voided_by
+    sales.mark_paid(outbox, second.voucher, "B-9")
+    void(station, second.voucher)
+    assert f"Voucher {second.voucher} NOT voided" in shown[-1] and "paid" in shown[-1]
+    assert sales.find(outbox, seq=second.seq).voided_by is None
+    assert len(events_of(outbox, "purchase.voided")) == 1
+
+
+def correct(station, voucher, staff=SUPERVISOR, reason="wrong grade", priced=PRICED):
+    """A supervisor signs in, asks to correct the sale and sells again."""
+    sale = sales.find(station.outbox, voucher=voucher)
+    for event in (p.StaffCard(staff), p.Correct(sale.seq, sale.voucher, reason),
+                  p.FarmerCard(FARMER), p.ScaleUpdate(GOOD), p.Graded(priced), p.Confirm()):
+        station.handle(event)
+
+
+def test_a_correction_records_a_new_sale_that_voids_the_original(rig):
+    from agent.station_view import sale_lines
+
+    station, outbox, written, shown, _ = rig
+    sell(station)
+    original = sales.since(outbox, 0)[0]
+    fixed = p.Priced("+2", Decimal("39.00"), Decimal("2041.26"), {"table": "t:1"})
+    correct(station, original.voucher, priced=fixed)
+    (_, new) = events_of(outbox, "purchase.recorded")
+    assert new["body"]["corrects"] == {"seq": original.seq, "voucher": original.voucher,
+                                       "supervisor": "s-09", "reason": "wrong grade"}
+    assert new["body"]["amount"] == "2041.26" and new["body"]["clerk"] == "s-09"
+    # the original is voided by the correcting sale, in that sale's own transaction
+    assert sales.find(outbox, seq=original.seq).voided_by == new["seq"]
+    assert events_of(outbox, "purchase.voided") == []
+    assert [(line.voucher, line.state) for line in sale_lines(outbox, 0)] == [
+        (original.voucher, "voided"), (new["body"]["voucher"], "queued")]
+    assert f"replaces voucher {original.voucher}" in " ".join(shown)
+    assert written[-1]["voucher"] == new["body"]["voucher"]
+    # the bank can pay the new sale, not the original
+    handler = payment_handler(outbox)
+    with pytest.raises(sales.SaleClosed):
+        handler(Command("c1", "station-01", "payment.confirmed", None, None,
+                        {"voucher": original.voucher, "payment_ref": "B-1",
+                         "amount": original.amount}, "k"))
+    assert handler(Command("c2", "station-01", "payment.confirmed", None, None,
+                           {"voucher": new["body"]["voucher"], "payment_ref": "B-1",
+                            "amount": "2041.26"}, "k"))["seq"] == new["seq"]
+
+
+def test_a_correction_needs_a_supervisor(rig):
+    station, outbox, written, shown, _ = rig
+    sell(station)
+    original = sales.since(outbox, 0)[0]
+    correct(station, original.voucher, staff=CLERK)
+    assert any("Correcting a sale needs a supervisor" in t for t in shown)
+    # what the clerk then sold is an ordinary sale, and the original stands
+    assert all("corrects" not in e["body"] for e in events_of(outbox, "purchase.recorded"))
+    assert sales.find(outbox, seq=original.seq).voided_by is None
+
+
+def test_a_paid_or_voided_sale_cannot_be_corrected(rig):
+    station, outbox, written, shown, _ = rig
+    sell(station)
+    original = sales.since(outbox, 0)[0]
+    sales.mark_paid(outbox, original.voucher, "B-1")
+    head = outbox.stats().head_seq
+    correct(station, original.voucher)
+    assert "SALE NOT RECORDED" in shown[-1] and "already paid" in shown[-1]
+    assert outbox.stats().head_seq == head and len(sales.since(outbox, 0)) == 1
+    assert station.flow.phase is p.Phase.CONFIRMING
+    station.handle(p.Cancel())
+    assert station.flow.correcting is None
+
+
+def test_the_clerks_keys_refuse_a_closed_sale_at_once(rig):
+    from types import SimpleNamespace
+
+    from agent.station_console import CorrectRequest, VoidRequest, apply_key
+
+    station, outbox, *_ = rig
+    sell(station)
+    sale = sales.since(outbox, 0)[0]
+    submitted = []
+    part = SimpleNamespace(outbox=outbox, submit=submitted.append)
+    apply_key(part, CorrectRequest(sale.voucher, "wrong grade"))
+    assert submitted == [p.Correct(sale.seq, sale.voucher, "wrong grade")]
+    sales.mark_paid(outbox, sale.voucher, "B-1")
+    for request in (VoidRequest(sale.voucher, "x"), CorrectRequest(sale.voucher, "x")):
+        with pytest.raises(sales.SaleClosed, match="already paid"):
+            apply_key(part, request)
+    assert len(submitted) == 1
+
+
 def documented_table():
     import json
     import re

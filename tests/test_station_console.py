@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from agent import purchase as p
-from agent.station_console import ClerkKeyError, Grade, Quit, VoidRequest, parse_key
+from agent.station_console import ClerkKeyError, CorrectRequest, Grade, Quit, VoidRequest, parse_key
 from agent.station_view import SaleLine, StationView, render
 
 
@@ -20,6 +20,8 @@ def test_keys_become_station_actions():
         {"shell_g": "9.6", "moisture_pct": "15", "defects_pct": {"mouldy": "1.5"}})
     assert parse_key("v station-01-20261128-0003 wrong farmer card") == VoidRequest(
         "station-01-20261128-0003", "wrong farmer card")
+    assert parse_key("r station-01-20261128-0003 wrong grade") == CorrectRequest(
+        "station-01-20261128-0003", "wrong grade")
 
 
 @pytest.mark.parametrize("line, words", [
@@ -33,6 +35,7 @@ def test_keys_become_station_actions():
     ("g shell_g=nan", "not a measurement"),
     ("g colour=3 shell_g=9", "unknown measurement"),
     ("v station-01-20261128-0003", "reason is required"),
+    ("r station-01-20261128-0003", "reason is required"),
 ])
 def test_bad_keys_say_what_to_type(line, words):
     with pytest.raises(ClerkKeyError, match=words):
