@@ -105,6 +105,14 @@ class CardDesk:
             except PcscError:
                 return False
 
+    def reader_present(self, readers) -> bool:
+        """Whether the station's reader is among `readers` (names, e.g. the card monitor's
+        snapshot): the one it settled on, or else any that it would take."""
+        names = list(readers)
+        if self._reader_name is not None:
+            return self._reader_name in names
+        return any(self.reader in name for name in names)
+
     def _ours(self, reader: str) -> bool:
         if self._reader_name is not None:
             return reader == self._reader_name
@@ -251,14 +259,25 @@ class CardDesk:
     def _catch_up(self, transport, kind: str, data: fc.FarmerCardData) -> bool:
         """Write the sales still owed to this card; True when any was written."""
         owed = sales.owed_to_card(self.outbox, data.uid)
+        on_card = {s.voucher: s.counter for s in data.sales}
+        wrote = False
         for seq, sale in owed:
-            written = self._append(transport, kind, _card_sale(self.outbox, sale), None)
+            body = {"card_uid": data.uid, "card_kind": kind, "voucher": sale["voucher"],
+                    "seq": seq, "sale_counter": sale["counter"]}
+            if sale["voucher"] in on_card:
+                # The write the station gave up on (it timed out, or its answer was lost)
+                # reached the card after all: writing it again would list the sale twice.
+                body.update(written_counter=on_card[sale["voucher"]], already_on_card=True)
+                log.info("card %s already holds voucher %s", data.uid, sale["voucher"])
+            else:
+                body["written_counter"] = self._append(transport, kind,
+                                                       _card_sale(self.outbox, sale), None)
+                wrote = True
+                log.info("card %s brought up to date with voucher %s", data.uid,
+                         sale["voucher"])
             sales.card_settled(self.outbox, seq)
-            log.info("card %s brought up to date with voucher %s", data.uid, sale["voucher"])
-            self.outbox.append(Draft("card.caught_up", "money", {
-                "card_uid": data.uid, "card_kind": kind, "voucher": sale["voucher"],
-                "seq": seq, "sale_counter": sale["counter"], "written_counter": written}))
-        return bool(owed)
+            self.outbox.append(Draft("card.caught_up", "money", body))
+        return wrote
 
 
 def _card_sale(outbox, sale: dict) -> dict:

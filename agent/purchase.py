@@ -39,7 +39,8 @@ class Phase(Enum):
     CONFIRMING = "confirming"  # priced, waiting for the farmer's confirmation
     CONFIRM_AGAIN = "confirm-again"  # looks like a duplicate: needs a second confirmation
     RECORDING = "recording"  # purchase.recorded is being made durable
-    WRITING_CARD = "writing-card"  # the sale is being appended to the card
+    WRITING_CARD = "writing-card"  # the sale is being appended to the card (at most
+    #                                Timeouts.card_write_s, then CardWriteFailed)
 
 
 # -- what the flow is told --------------------------------------------------------------
@@ -258,6 +259,10 @@ class Timeouts:
     grading_s: float = 600.0
     confirming_s: float = 180.0
     duplicate_window_s: float = 600.0
+    # Writing the sale to the card: a card (or reader) that has not answered by then counts as
+    # a failed write (CardWriteFailed): the sale stands and is owed to the card. The station
+    # enforces it, since the write blocks the thread that would see a deadline pass.
+    card_write_s: float = 10.0
 
 
 @dataclass

@@ -116,16 +116,7 @@ class Station:
         elif isinstance(effect, p.RecordEvent):
             self._record(Draft(effect.type, effect.priority, effect.body))
         elif isinstance(effect, p.WriteCard):
-            try:
-                self.write_card(effect.farmer, effect.sale)
-            except CocoonError as exc:
-                log.warning("card write failed for sale %s: %s", effect.sale.get("voucher"), exc)
-                try:  # the card gets the sale at its next swipe
-                    sales.owe_card(self.outbox, effect.sale["seq"], effect.sale)
-                except CocoonError as owe_exc:
-                    log.error("could not keep the sale owed to the card: %s", owe_exc)
-                return p.CardWriteFailed(str(exc))
-            return p.CardWritten()
+            return self._write_card(effect.farmer, effect.sale)
         elif isinstance(effect, p.PrintVoucher):
             self._print(effect.voucher)
         else:
@@ -156,6 +147,59 @@ class Station:
             return p.VoidFailed(original, str(exc))
         log.info("purchase voided: voucher %s by seq %d", original, seq)
         return p.Voided(original, seq)
+
+    def _write_card(self, farmer: p.Farmer, sale: dict):
+        """Write the sale to the card, waiting at most `card_write_s`; the outcome for the flow.
+
+        The write runs in a thread of its own so that a card or reader that never answers
+        cannot hold the station: past the timeout the sale is owed to the card and the flow
+        told the write failed. If the write then succeeds after all, the sale is no longer
+        owed (and a catch-up finds it on the card anyway, card_desk); if it fails, it stays
+        owed.
+        """
+        timeout = self.flow.timeouts.card_write_s
+        done = threading.Event()
+        lock = threading.Lock()
+        state = {"error": None, "abandoned": False}
+
+        def write() -> None:
+            error = None
+            try:
+                self.write_card(farmer, sale)
+            except Exception as exc:  # a driver's bug is a failed write, not a dead station
+                if not isinstance(exc, CocoonError):
+                    log.exception("card write for sale %s crashed", sale.get("voucher"))
+                error = exc
+            with lock:
+                if not state["abandoned"]:
+                    state["error"] = error
+                    done.set()
+                    return
+            if error is None:  # written after the station gave up: no longer owed
+                log.warning("card answered after %s s: sale %s is on it after all", timeout,
+                            sale.get("voucher"))
+                try:
+                    sales.card_settled(self.outbox, sale["seq"])
+                except CocoonError as exc:
+                    log.error("could not settle the sale owed to the card: %s", exc)
+
+        threading.Thread(target=write, name="card-write", daemon=True).start()
+        done.wait(timeout)
+        with lock:
+            if done.is_set():
+                error = state["error"]
+                if error is None:
+                    return p.CardWritten()
+                reason = str(error) or type(error).__name__
+            else:
+                state["abandoned"] = True
+                reason = f"the card did not answer within {timeout:g} s"
+            log.warning("card write failed for sale %s: %s", sale.get("voucher"), reason)
+            try:  # the card gets the sale at its next swipe (before a late success settles it)
+                sales.owe_card(self.outbox, sale["seq"], sale)
+            except CocoonError as owe_exc:
+                log.error("could not keep the sale owed to the card: %s", owe_exc)
+        return p.CardWriteFailed(reason)
 
     def _record(self, draft: Draft) -> None:
         try:

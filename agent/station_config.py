@@ -68,7 +68,7 @@ def parse_station(path: Path, table) -> StationConfig:
     timeouts = Timeouts(**{
         name: st.seconds(name, getattr(defaults, name), lo=1, hi=86400)
         for name in ("signed_in_s", "weighing_s", "grading_s", "confirming_s",
-                     "duplicate_window_s")})
+                     "duplicate_window_s", "card_write_s")})
     return StationConfig(timeouts=timeouts,
                          price_tables_dir=st.path("price_tables_dir", None),
                          staff_reader=st.str("staff_reader", ""))

@@ -164,6 +164,40 @@ def test_a_card_pulled_out_while_writing_gets_the_sale_at_its_next_swipe(desk, v
     assert fc.parse_sale(card.files[fc.SFI_SALES].records[0]).voucher == voucher
 
 
+def test_a_sale_owed_to_a_card_that_already_holds_it_is_not_written_twice(desk, virtual_card,
+                                                                         issuer):
+    """A write the station gave up on (it timed out) that reached the card after all."""
+    station = Station("station-01", desk.outbox, write_card=desk.desk.write_card)
+    card = farmer_card(virtual_card, READER, issuer)
+    card.insert()
+    sell(station, desk)
+    (recorded,) = desk.events("purchase.recorded")
+    voucher = recorded["body"]["voucher"]
+    assert len(card.files[fc.SFI_SALES].records) == 1
+    sales.owe_card(desk.outbox, recorded["seq"], {**_card_sale(recorded), "counter": 1})
+    card.remove()
+    assert desk.next() == p.CardRemoved()
+
+    card.insert()
+    farmer = desk.next().farmer
+    assert farmer.card_counter == 2                 # nothing was written: the counter stayed
+    assert len(card.files[fc.SFI_SALES].records) == 1
+    assert card.files[fc.SFI_COUNTER].data == bytearray((0, 0, 0, 1))
+    (caught,) = desk.events("card.caught_up")
+    assert caught["body"] == {
+        "card_uid": "8600112233445566", "card_kind": "cpu", "voucher": voucher,
+        "seq": recorded["seq"], "sale_counter": 1, "written_counter": 1,
+        "already_on_card": True}
+    assert sales.owed_to_card(desk.outbox, "8600112233445566") == []
+
+
+def _card_sale(recorded):
+    body = recorded["body"]
+    return {"voucher": body["voucher"], "seq": recorded["seq"], "grade": body["grade"],
+            "net_g": int(body["scale"]["net_g"]), "unit_price": body["unit_price"],
+            "amount": body["amount"]}
+
+
 def _farmer():
     return p.Farmer("8600112233445566", "cpu", "F", "n", "a", 1)
 

@@ -86,6 +86,50 @@ def test_card_write_failure_is_recorded_and_the_sale_stands(rig):
     assert types == ["purchase.recorded", "card.write_failed"]
 
 
+@pytest.mark.parametrize("late", ["written", "failed"])
+def test_a_card_that_does_not_answer_ends_in_a_failed_write_and_the_sale_stands(
+        make_outbox, late):
+    import threading
+    import time
+
+    outbox = make_outbox(name="slow.sqlite", device="station-01")
+    release, finished, shown = threading.Event(), threading.Event(), []
+
+    def stuck_write(farmer, sale):  # a reader that stops answering mid-write
+        try:
+            release.wait(30)
+            if late == "failed":
+                raise CocoonError("card removed")
+        finally:
+            finished.set()
+
+    station = Station("station-01", outbox, write_card=stuck_write, display=shown.append,
+                      timeouts=p.Timeouts(card_write_s=0.3), clock=Clock())
+    started = time.monotonic()
+    sell(station)
+    assert time.monotonic() - started < 5
+    assert station.flow.phase is p.Phase.READY          # the station is free for the next sale
+    (recorded,) = events_of(outbox, "purchase.recorded")
+    (failed,) = events_of(outbox, "card.write_failed")
+    assert failed["body"]["seq"] == recorded["seq"]
+    assert "did not answer within 0.3 s" in failed["body"]["reason"]
+    uid = FARMER.card_uid
+    assert [seq for seq, _ in sales.owed_to_card(outbox, uid)] == [recorded["seq"]]
+    assert "updated at its next swipe" in shown[-1]
+    # the card answers at last
+    release.set()
+    assert finished.wait(5)
+    deadline = time.monotonic() + 5
+    expect = [] if late == "written" else [recorded["seq"]]
+    while [seq for seq, _ in sales.owed_to_card(outbox, uid)] != expect:
+        assert time.monotonic() < deadline, "the late outcome was not applied"
+        time.sleep(0.01)
+
+
+def test_the_card_write_timeout_has_a_default():
+    assert p.Timeouts().card_write_s == 10.0
+
+
 def test_a_full_outbox_refuses_the_sale_and_records_nothing(make_outbox):
     outbox = make_outbox(name="full.sqlite", capacity_bytes=64 * 1024, alert_reserve_bytes=4096)
     for pad in (3000, 300, 30):  # fill it up to the last few bytes
