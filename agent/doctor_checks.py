@@ -12,6 +12,7 @@ import enum
 import pwd
 import queue
 import re
+import shlex
 import shutil
 import ssl
 import stat
@@ -422,7 +423,8 @@ def check_scale(scale, seconds: float = 3.0) -> CheckResult:
     if rejected:
         return _fail(name, f"{where}: {rejected} frame(s), none valid ({last_error})",
                      "wrong protocol or baud rate: compare with cocoon-agent scale watch "
-                     f"--port {scale.port} --protocol {scale.protocol}")
+                     f"--port {shlex.quote(scale.port)} --protocol "
+                     f"{shlex.quote(scale.protocol)}")
     if link_detail:
         return _fail(name, f"{where}: {link_detail}", "check the USB adapter and cable, and "
                      "[scale] port (ls /dev/ttyUSB*); the service user needs group dialout")

@@ -16,8 +16,7 @@ from .config import REQUIRED, Section
 from .errors import ConfigError
 from .purchase import Timeouts
 
-SCALE_PROTOCOLS = ("xk3190-a9", "xk3190-a12", "toledo", "mt-sics", "ad-ascii",
-                   "coproc")      # coproc: the field box's load cell through firmware_bridge
+COPROC = "coproc"                 # the field box's load cell through firmware_bridge
 GPIO_FACTORIES = ("", "rpigpio", "lgpio", "mock")
 
 
@@ -39,7 +38,7 @@ class CardConfig:
 @dataclass(frozen=True)
 class ScaleConfig:
     port: str                       # a serial_for_url URL
-    protocol: str
+    protocol: str                   # a protocol spec, NAME?KEY=VALUE&... (or coproc)
     scale_id: str
     baudrate: int | None
     division_g: Decimal             # e, the verification scale interval
@@ -89,7 +88,7 @@ def parse_scale(path: Path, table) -> ScaleConfig:
     tare = sc.int("tare_g", 0, lo=0, hi=10_000_000)
     config = ScaleConfig(
         port=sc.str("port", REQUIRED),
-        protocol=sc.choice("protocol", SCALE_PROTOCOLS, REQUIRED),
+        protocol=_scale_protocol(path, sc),
         scale_id=sc.str("id", "scale-1"),
         baudrate=sc.int("baudrate", None, lo=300, hi=921600) if "baudrate" in sc.table
         else None,
@@ -103,6 +102,25 @@ def parse_scale(path: Path, table) -> ScaleConfig:
     if config.capacity_g is not None and config.capacity_g <= config.division_g:
         raise ConfigError(f"{path}: [scale] capacity_g must be above division_g")
     return config
+
+
+def _scale_protocol(path: Path, sc: Section) -> str:
+    """The protocol spec as `cocoon-agent scale watch --protocol` takes it: a name with its
+    options (`xk3190-a9?mode=command&unit=g`, `toledo?model=wildcat`), checked here so that a
+    wrong name or option is a configuration error, not a scale that never reads."""
+    from drivers.scale import NAMES, ProtocolNotFound, get_protocol
+
+    spec = sc.str("protocol", REQUIRED)
+    if spec == COPROC:
+        return spec
+    try:
+        get_protocol(spec)
+    except ProtocolNotFound as exc:
+        raise ConfigError(
+            f"{path}: [scale] protocol: expected one of {', '.join((*NAMES, COPROC))}, with "
+            f"options as NAME?KEY=VALUE&... (`cocoon-agent scale protocols` lists them), "
+            f"got {spec!r}: {exc}") from None
+    return spec
 
 
 def parse_printer(path: Path, table) -> PrinterConfig:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from drivers.pcsc import CardMonitor
-from drivers.scale import Reading, SalePolicy, ScaleReader, StabilityDetector
+from drivers.scale import Reading, SalePolicy, StabilityDetector, open_reader
 from drivers.scale.reader import LinkEvent, LinkState
 
 from . import purchase as p
@@ -30,6 +30,7 @@ from .errors import ConfigError
 from .price_store import PriceTableStore, make_price_table_handler
 from .signing import Verifier
 from .station import Station, payment_handler
+from .station_config import COPROC
 from .station_view import StationView, render, sale_lines, start_of_day
 from .weighing import ScaleJudge
 
@@ -50,6 +51,21 @@ def load_m1_master_key(path: Path | None) -> bytes | None:
         raise ConfigError(f"{path}: the M1 master key must be 16 bytes (32 hex digits), "
                           f"found {len(key)}")
     return key
+
+
+def open_scale_reader(scale, on_event):
+    """The reader for the [scale] section (not started): the field box's load cell for
+    `coproc`; otherwise a reader for the protocol spec, which asks the indicator for each
+    weight where the protocol needs it (MT-SICS `SI`; XK3190-A9 command mode: tare, then
+    net, joined into one reading with the indicator's tare)."""
+    if scale.protocol == COPROC:        # the field box's load cell, same interface
+        from firmware_bridge.readers import BridgeScaleReader
+        from firmware_bridge.shared import shared_bridge
+
+        options = {"baudrate": scale.baudrate} if scale.baudrate else {}
+        return BridgeScaleReader(shared_bridge(scale.port, **options), on_event)
+    return open_reader(scale.port, scale.protocol, on_event, baudrate=scale.baudrate,
+                       name=f"scale {scale.scale_id}")
 
 
 class StationPart:
@@ -93,17 +109,7 @@ class StationPart:
             SalePolicy(scale.division_g, scale.min_divisions, scale.capacity_g),
             tare_g=scale.tare_g,
             detector=StabilityDetector(scale.stable_count, scale.stable_window_s))
-        if scale.protocol == "coproc":      # the field box's load cell, same interface
-            from firmware_bridge.readers import BridgeScaleReader
-            from firmware_bridge.shared import shared_bridge
-
-            options = {"baudrate": scale.baudrate} if scale.baudrate else {}
-            self.scale_reader = BridgeScaleReader(shared_bridge(scale.port, **options),
-                                                  self._on_scale)
-        else:
-            self.scale_reader = ScaleReader(scale.port, scale.protocol, self._on_scale,
-                                            baudrate=scale.baudrate,
-                                            name=f"scale {scale.scale_id}")
+        self.scale_reader = open_scale_reader(scale, self._on_scale)
         self.monitor = CardMonitor(self.desk.observe)
         self.weighing: p.Weighing | None = None
         self.scale_fault = ""

@@ -17,13 +17,16 @@ from drivers.scale import (
     GarbageError,
     LinkEvent,
     LinkState,
+    PollingReader,
     PortError,
     Reading,
     Reply,
     SalePolicy,
     ScaleReader,
     StabilityDetector,
+    WeightKind,
     check_sale,
+    open_reader,
     xk3190_a9,
 )
 from drivers.scale.sim_model import WeightModel
@@ -226,6 +229,60 @@ def test_xk3190_a9_command_mode(pty_pair):
         assert reader.request("D").net == Decimal("12.34")
     assert sim.commands[1] == xk3190_a9.command("gross").data
     sim.stop()
+
+
+# -- indicators that speak only when asked: the polling reader ---------------------------------
+
+POLL_FAST = {"interval_s": 0.05, "answer_timeout_s": 0.3, "silence_s": 0.5, **FAST}
+
+
+def test_polling_an_mtsics_balance_with_si(pty_pair):
+    events = Events()
+    sim = simulator(pty_pair, "mt-sics", power_up=False)
+    with PollingReader(str(pty_pair.device), "mt-sics", events, **POLL_FAST) as reader:
+        sim.set_target("1.25")
+        reading, verdict = events.wait_stable("1.25")
+        assert reading.stable is True and verdict.source == "indicator"
+        assert set(sim.commands) == {b"SI"}               # asked, never streaming on its own
+        mark = events.mark()
+        sim.pause()                                       # the balance hangs
+        silent = events.wait_link(LinkState.SILENT, mark)
+        assert "no answer" in silent.detail and reader.state is LinkState.SILENT
+        sim.resume()
+        again = events.wait_link(LinkState.OPEN, mark)
+        assert again.detail == "answers again" and reader.state is LinkState.OPEN
+        mark = events.mark()
+        events.wait(lambda e: isinstance(e, Reading), mark, what="readings again")
+    sim.stop()
+
+
+def test_polling_an_a9_in_command_mode_joins_tare_and_net(pty_pair):
+    events = Events()
+    sim = simulator(pty_pair, "xk3190-a9", mode="command")
+    with PollingReader(str(pty_pair.device), "xk3190-a9?mode=command", events, **POLL_FAST):
+        sim.set_target("0.50")                            # the basket
+        wait_for(lambda: sim.display().stable, what="settled")
+        assert sim.take_tare()
+        sim.set_target("10.50")                           # basket and cocoons
+        reading, verdict = events.wait_stable("10.00")
+        assert (reading.kind, reading.gross, reading.tare, reading.net) == (
+            WeightKind.NET, Decimal("10.50"), Decimal("0.50"), Decimal("10.00"))
+        assert reading.raw == (xk3190_a9.encode_answer("A", "C", Decimal("0.50"), 2)
+                               + xk3190_a9.encode_answer("A", "D", Decimal("10.00"), 2))
+        assert verdict.source == "inferred" and len(verdict.frames) == 3
+    readings = [e for e in events.items if isinstance(e, Reading)]
+    assert readings and all(r.kind is WeightKind.NET and r.tare is not None for r in readings)
+    asked = {bytes(c) for c in sim.commands}
+    assert asked == {xk3190_a9.command("tare").data, xk3190_a9.command("net").data}
+    sim.stop()
+
+
+def test_open_reader_polls_only_where_the_protocol_needs_it():
+    assert isinstance(open_reader("loop://", "xk3190-a9", print), ScaleReader)
+    assert isinstance(open_reader("loop://", "xk3190-a9?mode=command", print), PollingReader)
+    assert isinstance(open_reader("loop://", "mt-sics", print), PollingReader)
+    with pytest.raises(CommandUnsupported):
+        PollingReader("loop://", "ad-ascii", print)
 
 
 # -- without a pty: pyserial's loop:// echoes what is written ---------------------------------

@@ -67,3 +67,25 @@ def test_errors_name_the_file_the_key_and_what_was_expected(tmp_path, old, new, 
     with pytest.raises(ConfigError, match=words) as err:
         load_config(path)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("spec", ["xk3190-a9?mode=command&unit=g",
+                                  "toledo?model=wildcat&checksum=0", "mt-sics?xonxoff=0",
+                                  "ad-ascii", "coproc"])
+def test_the_scale_protocol_takes_the_options_scale_watch_takes(tmp_path, spec):
+    cfg = load_config(write(tmp_path, STATION.replace('protocol = "toledo"',
+                                                      f'protocol = "{spec}"')))
+    assert cfg.section("scale").protocol == spec
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("xk3190-a9?mode=listen", "option mode='listen' must be continuous or command"),
+    ("toledo?model=nonesuch", "option model='nonesuch' must be one of standard, wildcat"),
+    ("ad-ascii?unit=g", "unknown option unit"),
+    ("coproc?x=1", "unknown scale protocol"),
+])
+def test_a_bad_protocol_option_names_the_file_the_key_and_the_option(tmp_path, spec, words):
+    path = write(tmp_path, STATION.replace('protocol = "toledo"', f'protocol = "{spec}"'))
+    with pytest.raises(ConfigError, match=r"\[scale\] protocol: expected one of") as err:
+        load_config(path)
+    assert str(path) in str(err.value) and words in str(err.value)

@@ -15,7 +15,8 @@
 Layers, each usable alone: protocol modules (`xk3190_a9`, `xk3190_a12`, `toledo`, `mtsics`,
 `ad_ascii`: a framer and a pure `parse(frame)`), `Decoder` (bytes in, events out),
 `StabilityDetector` and `frames_digest` (which frames made a stable weight), `check_sale`
-(may this weight be sold), `ScaleReader` (the thread per port), `Simulator` (an indicator on a
+(may this weight be sold), `ScaleReader` (the thread per port), `PollingReader` (asks an
+indicator that speaks only when asked; `open_reader` picks one), `Simulator` (an indicator on a
 port, for tests and demos). No floats anywhere: weights are Decimal, grams are int.
 """
 
@@ -40,6 +41,7 @@ from .errors import (
     UnsupportedUnit,
     WeightError,
 )
+from .poller import PollingReader, open_reader
 from .protocols import NAMES, Protocol, SerialSettings, get_protocol
 from .reader import LinkEvent, LinkState, ReaderEvent, ScaleReader
 from .reading import Reading, Reply, Unit, WeightKind
@@ -49,9 +51,9 @@ from .stability import Stability, StabilityDetector
 __all__ = [
     "NAMES", "ChecksumError", "Command", "CommandError", "CommandFailed", "CommandTimeout",
     "CommandUnsupported", "Decoder", "Event", "FrameError", "GarbageError", "InexactWeight",
-    "LinkEvent", "LinkState", "MalformedFrame", "NoWeight", "PortError", "Protocol",
-    "ProtocolNotFound", "Readiness", "ReaderEvent", "Reading", "Refusal", "Reply", "SalePolicy",
-    "ScaleError", "ScaleReader", "SerialSettings", "Stability", "StabilityDetector",
+    "LinkEvent", "LinkState", "MalformedFrame", "NoWeight", "PollingReader", "PortError",
+    "Protocol", "ProtocolNotFound", "Readiness", "ReaderEvent", "Reading", "Refusal", "Reply",
+    "SalePolicy", "ScaleError", "ScaleReader", "SerialSettings", "Stability", "StabilityDetector",
     "UnitChanged", "UnsupportedUnit", "Unit", "WeightError", "WeightKind", "check_sale",
-    "frames_digest", "get_protocol",
+    "frames_digest", "get_protocol", "open_reader",
 ]

@@ -102,10 +102,11 @@ class Reading:
         return ""
 
     def same_weight(self, other: Reading) -> bool:
-        """True when both show the same value, unit and kind, with no overload condition."""
+        """True when both show the same value, unit, kind and tare (where the frame states
+        one), with no overload condition."""
         return (self.weight is not None and not self.condition() and not other.condition()
                 and self.weight == other.weight and self.unit == other.unit
-                and self.kind == other.kind)
+                and self.kind == other.kind and self.tare == other.tare)
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@ checks of the whole path (pty or null-modem cable, pyserial, reader, parser).
 
 One `Simulator` plays one indicator of one protocol on a pyserial URL, typically the far end
 of a socat pty pair. Continuous protocols write a frame every 1/rate_hz seconds; MT-SICS answers
-commands (and streams after SIR); XK3190-A9 in command mode answers A/B/C/D. Faults on demand:
-noise and motion while settling (`set_target`), overload, garbage bytes (`inject`), silence
-(`pause`), and switching off (`stop`, which closes the port). Unplugging the adapter is the
-pty fixture's job (it kills socat).
+commands (and streams after SIR); XK3190-A9 in command mode answers A/B/C/D, with the tare taken
+by `take_tare`. Faults on demand: noise and motion while settling (`set_target`), overload,
+garbage bytes (`inject`), silence (`pause`), and switching off (`stop`, which closes the
+port). Unplugging the adapter is the pty fixture's job (it kills socat).
 """
 
 from __future__ import annotations
@@ -87,6 +87,16 @@ class Simulator:
         with self._lock:
             self.model.set_target(Decimal(weight), time.monotonic())
 
+    def take_tare(self) -> bool:
+        """The tare key: the load now on the platform (once stable) becomes the tare, and
+        the display shows net. Returns whether it was taken."""
+        with self._lock:
+            return self.model.take_tare(time.monotonic())
+
+    def clear_tare(self) -> None:
+        with self._lock:
+            self.model.tare = Decimal(0)
+
     def overload(self, on: bool = True) -> None:
         with self._lock:
             self.model.force_overload = on
@@ -101,7 +111,8 @@ class Simulator:
             self._garbage.append(bytes(data))
 
     def pause(self) -> None:
-        """Stop writing frames, port left open (indicator hung, cable cut at its end)."""
+        """Stop writing frames and answering commands (what arrives meanwhile is lost), port
+        left open (indicator hung, cable cut at its end)."""
         self._paused.set()
 
     def resume(self) -> None:
@@ -121,7 +132,7 @@ class Simulator:
             due = time.monotonic()
             while not self._stop.is_set():
                 data = port.read(port.in_waiting or 1)
-                if data:
+                if data and not self._paused.is_set():
                     self._received(data)
                 with self._lock:
                     garbage, self._garbage = self._garbage, []

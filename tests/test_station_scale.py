@@ -1,0 +1,81 @@
+"""The station's scale as the running agent reads it: protocol specs from the [scale] section,
+indicators that must be asked for each weight (an MT-SICS balance; an XK3190-A9 in command
+mode, whose tare comes from the indicator). Each through a socat pty with the scale simulator
+and the agent's own station part."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.signing import Ed25519Signer
+from agent.station_service import StationPart
+from drivers.scale import xk3190_a9
+from drivers.scale.sim_model import WeightModel
+from drivers.scale.simulator import Simulator
+from tests.support.running import add_device
+from tests.support.waiting import wait_for
+
+pytest_plugins = ("tests.support.pty",)
+
+
+def station(site, services, tmp_path: Path, pair, protocol: str, *, reader: str = "00 00",
+            signals: bool = False, **scale) -> StationPart:
+    issuer = tmp_path / "issuer.pem"
+    issuer.write_bytes(Ed25519Signer.generate().public_key_pem())
+    sections = {"signals": {"status_light": 17, "buzzer": 27, "factory": "mock"}} \
+        if signals else {}
+    config = add_device(site, "station-01", station={},
+                        card={"reader": reader, "issuer_public_key_file": str(issuer)},
+                        scale={"port": str(pair.device), "protocol": protocol, "id": "bench-1",
+                               "division_g": "10", "capacity_g": "150000", "stable_count": 3,
+                               "stable_window_s": 1.0, **scale},
+                        **sections)
+    running = services.agent(config)
+    return next(x for x in running.agent.parts if isinstance(x, StationPart))
+
+
+def sale_weight(part):
+    w = part.weighing
+    return None if w is None or not w.sale_ok else (w.gross_g, w.tare_g, w.net_g)
+
+
+def test_the_station_asks_an_mtsics_balance_for_each_weight(site, services, tmp_path,
+                                                             pty_pair):
+    sim = Simulator(str(pty_pair.peer), "mt-sics", WeightModel(settle_s=0.2), power_up=False,
+                    rate_hz=40).start()
+    try:
+        part = station(site, services, tmp_path, pty_pair, "mt-sics", tare_g=500)
+        sim.set_target("10.50")
+        wait_for(lambda: sale_weight(part) == (10_500, 500, 10_000), 10,
+                 what=f"a stable weight asked for with SI ({part.weighing})")
+        assert set(sim.commands) == {b"SI"}
+        sim.pause()                                       # the balance stops answering
+        wait_for(lambda: part.scale_fault and part.weighing is None, 10,
+                 what="a silent balance is a scale fault with no weight")
+        assert "no answer" in part.scale_fault
+        sim.resume()
+        wait_for(lambda: sale_weight(part) == (10_500, 500, 10_000) and not part.scale_fault,
+                 10, what="weighing again once the balance answers")
+    finally:
+        sim.stop()
+
+
+def test_the_station_takes_the_tare_from_an_a9_in_command_mode(site, services, tmp_path,
+                                                                pty_pair):
+    sim = Simulator(str(pty_pair.peer), "xk3190-a9", WeightModel(settle_s=0.2), mode="command",
+                    rate_hz=40).start()
+    try:
+        sim.set_target("0.50")                            # the basket, tared on the indicator
+        wait_for(lambda: sim.display().stable, what="the basket settled")
+        assert sim.take_tare()
+        # tare_g is the station's guess of the basket; the indicator's own tare wins
+        part = station(site, services, tmp_path, pty_pair, "xk3190-a9?mode=command",
+                       tare_g=300)
+        sim.set_target("10.50")                           # basket and cocoons
+        wait_for(lambda: sale_weight(part) == (10_500, 500, 10_000), 10,
+                 what=f"gross, tare and net from the indicator ({part.weighing})")
+        assert len(part.weighing.frames_digest) == 64
+        asked = set(sim.commands)
+        assert asked == {xk3190_a9.command("tare").data, xk3190_a9.command("net").data}
+    finally:
+        sim.stop()
