@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         station={"confirming_s": 120},
         card={"reader": READER, "issuer_public_key_file": str(bench.issuer_pem)},
         scale={"port": str(bench.scale_port), "protocol": "xk3190-a9", "id": "bench-1",
-               "division_g": "10", "tare_g": 500, "stable_count": 5, "stable_window_s": 0.5},
+               "division_g": "10", "capacity_g": "150000", "tare_g": 500, "stable_count": 5,
+               "stable_window_s": 0.5},
         printer={"url": f"file://{root / 'vouchers.escpos'}"},
     )
     broker = site.start_broker()

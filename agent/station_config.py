@@ -101,7 +101,18 @@ def parse_scale(path: Path, table) -> ScaleConfig:
     )
     if config.capacity_g is not None and config.capacity_g <= config.division_g:
         raise ConfigError(f"{path}: [scale] capacity_g must be above division_g")
+    if config.capacity_g is None and not _reports_overload(config.protocol):
+        raise ConfigError(
+            f"{path}: [scale] capacity_g: missing, expected the scale's capacity (Max) in "
+            f"grams as a string, e.g. capacity_g = \"150000\": {config.protocol} frames carry "
+            "no overload flag, so only capacity_g keeps an overloaded reading out of a sale")
     return config
+
+
+def _reports_overload(spec: str) -> bool:
+    from drivers.scale import get_protocol
+
+    return spec == COPROC or get_protocol(spec).overload_flag
 
 
 def _scale_protocol(path: Path, sc: Section) -> str:

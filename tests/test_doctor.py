@@ -183,6 +183,7 @@ def test_card_reader_present_and_absent(tmp_path, pcscd):
 
 def _scale(tmp_path, port, protocol="xk3190-a9"):
     return parse_scale(tmp_path / "a.toml", {"port": str(port), "protocol": protocol,
+                                             "capacity_g": "150000",
                                              "stable_count": 3, "stable_window_s": 1.0})
 
 

@@ -158,7 +158,7 @@ def check_doctor(env: dict) -> None:
         "mqtt": {"host": "127.0.0.1", "port": 1, "ca_file": str(etc / "ca.pem"),
                  "cert_file": str(etc / "device.pem"), "key_file": str(etc / "device.key")},
         "keys": {"ingest_public_key_file": str(etc / "ingest.pem")},
-        "scale": {"port": "/dev/ttyUSB7", "protocol": "xk3190-a9"},
+        "scale": {"port": "/dev/ttyUSB7", "protocol": "xk3190-a9", "capacity_g": "150000"},
     })
     done = run("/usr/bin/cocoon-agent", "doctor", check=False, env=env, timeout=120, cwd="/")
     text = done.stdout + done.stderr

@@ -89,3 +89,21 @@ def test_a_bad_protocol_option_names_the_file_the_key_and_the_option(tmp_path, s
     with pytest.raises(ConfigError, match=r"\[scale\] protocol: expected one of") as err:
         load_config(path)
     assert str(path) in str(err.value) and words in str(err.value)
+
+
+@pytest.mark.parametrize("spec", ["xk3190-a9", "xk3190-a9?mode=command"])
+def test_capacity_is_required_where_frames_carry_no_overload_flag(tmp_path, spec):
+    text = STATION.replace('protocol = "toledo"', f'protocol = "{spec}"')
+    path = write(tmp_path, text.replace('capacity_g = "150000"\n', ""))
+    with pytest.raises(ConfigError, match=r"\[scale\] capacity_g: missing, expected the "
+                                          r"scale's capacity \(Max\) in grams") as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "no overload flag" in str(err.value)
+    assert load_config(write(tmp_path, text)).section("scale").capacity_g == Decimal("150000")
+
+
+@pytest.mark.parametrize("spec", ["toledo", "xk3190-a12", "mt-sics", "ad-ascii", "coproc"])
+def test_capacity_stays_optional_where_frames_say_overload(tmp_path, spec):
+    text = STATION.replace('protocol = "toledo"', f'protocol = "{spec}"')
+    cfg = load_config(write(tmp_path, text.replace('capacity_g = "150000"\n', "")))
+    assert cfg.section("scale").capacity_g is None

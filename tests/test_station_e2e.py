@@ -65,8 +65,8 @@ def station(site, services, pty_pair, tmp_path, virtual_card):
                         card={"reader": READER, "issuer_public_key_file": str(issuer_pem),
                               "m1_master_key_file": str(master)},
                         scale={"port": str(pty.device), "protocol": "xk3190-a9", "id": "bench-1",
-                               "division_g": "20", "tare_g": 400, "stable_count": 4,
-                               "stable_window_s": 0.3},
+                               "division_g": "20", "capacity_g": "150000", "tare_g": 400,
+                               "stable_count": 4, "stable_window_s": 0.3},
                         signals={"status_light": 17, "buzzer": 27, "factory": "mock"})
     PriceTableStore(config.parent / "data").install(table_in_force(datetime.now(timezone.utc)))
     m1_card = issued_m1_card(virtual_card, issuer)   # at the office, before the station runs

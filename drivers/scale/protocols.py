@@ -48,6 +48,8 @@ class Protocol:
 
     `continuous`: the indicator talks without being asked, so silence on the line is a fault.
     `stable_flag`: frames carry the indicator's stable flag (otherwise it is inferred).
+    `overload_flag`: frames say when the indicator is overloaded (otherwise only a configured
+    capacity can refuse an overloaded reading).
     """
 
     name: str
@@ -58,6 +60,7 @@ class Protocol:
     continuous: bool = True
     stable_flag: bool = True
     make_command: Callable[[str], Command] | None = None
+    overload_flag: bool = True
 
     def framer(self) -> Framer:
         return self.make_framer()
@@ -96,7 +99,8 @@ def _xk3190_a9(spec: str, unit: str = "kg", address: str = "A",
     return Protocol(xk3190_a9.NAME, spec, xk3190_a9.framer,
                     partial(xk3190_a9.parse, unit=_unit(unit)),
                     continuous=mode == "continuous", stable_flag=False,
-                    make_command=partial(xk3190_a9.command, address=address))
+                    make_command=partial(xk3190_a9.command, address=address),
+                    overload_flag=False)
 
 
 def _xk3190_a12(spec: str) -> Protocol:
