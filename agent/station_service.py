@@ -205,11 +205,22 @@ class StationPart:
             lights.start()
             self._threads.append(lights)
 
+    def card_reader_fault(self) -> str:
+        """Why the card reader cannot be used ('' when it can): pcscd gone, or the configured
+        reader missing from the readers the card monitor sees."""
+        monitor = self.monitor
+        if monitor.service_available is False:
+            return "the card service (pcscd) is not available"
+        if monitor.service_available and not self.desk.reader_present(monitor.snapshot()):
+            wanted = f"{self.desk.reader!r}" if self.desk.reader else "any"
+            return f"card reader {wanted} missing"
+        return ""
+
     def _light_loop(self, stop: threading.Event) -> None:
         from drivers.signals import Status
 
         while not stop.wait(0.5):
-            if self.scale_fault or self.monitor.service_available is False:
+            if self.scale_fault or self.card_reader_fault():
                 status = Status.FAULT
             elif self.agent.link.status.connected:
                 status = Status.ONLINE

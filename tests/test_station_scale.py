@@ -1,11 +1,13 @@
 """The station's scale as the running agent reads it: protocol specs from the [scale] section,
 indicators that must be asked for each weight (an MT-SICS balance; an XK3190-A9 in command
-mode, whose tare comes from the indicator). Each through a socat pty with the scale simulator
-and the agent's own station part."""
+mode, whose tare comes from the indicator), and the status light's fault for a missing card
+reader. Each through a socat pty with the scale simulator and the agent's own station part."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from agent.signing import Ed25519Signer
 from agent.station_service import StationPart
@@ -77,5 +79,36 @@ def test_the_station_takes_the_tare_from_an_a9_in_command_mode(site, services, t
         assert len(part.weighing.frames_digest) == 64
         asked = set(sim.commands)
         assert asked == {xk3190_a9.command("tare").data, xk3190_a9.command("net").data}
+    finally:
+        sim.stop()
+
+
+def rising_edges(pin) -> int:
+    states = [s.state for s in pin.states]
+    return sum(1 for a, b in zip(states, states[1:], strict=False) if not a and b)
+
+
+@pytest.mark.parametrize("reader, status", [("ACR1252", "fault"), ("00 00", "online")])
+def test_the_light_shows_a_fault_when_the_card_reader_is_missing(site, services, tmp_path,
+                                                                 pty_pair, pcscd, reader,
+                                                                 status):
+    from drivers.signals import Status
+
+    sim = Simulator(str(pty_pair.peer), "xk3190-a9", WeightModel(settle_s=0.1),
+                    rate_hz=20).start()
+    try:
+        part = station(site, services, tmp_path, pty_pair, "xk3190-a9", reader=reader,
+                       signals=True)
+        wait_for(lambda: part.monitor.service_available and part.weighing is not None, 10,
+                 what="pcscd seen and the scale read")
+        wait_for(lambda: part.signals.status is Status(status), 10, what=f"the light {status}")
+        assert not part.scale_fault and part.agent.link.status.connected
+        if status == "fault":
+            assert part.card_reader_fault() == "card reader 'ACR1252' missing"
+            pin = part.signals.light.pin
+            before = rising_edges(pin)
+            wait_for(lambda: rising_edges(pin) >= before + 2, 3, what="fast blinking")
+        else:
+            assert part.card_reader_fault() == "" and part.signals.light.is_lit
     finally:
         sim.stop()
