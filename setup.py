@@ -28,6 +28,9 @@ setup(
         "crc>=8.0",  # CRC-16/IBM-3740 of those frames and of firmware chunks
         "tomlkit>=0.12",  # provision edits agent.toml keeping the technician's comments
         "prometheus-client>=0.17",  # the optional [metrics] endpoint on localhost
+        # The tz database for zoneinfo ([station] timezone: voucher days, today's sales), so
+        # the station's local day does not depend on the system's tzdata being installed.
+        "tzdata>=2024.1",
         # Farmer and staff cards over PC/SC. No Linux wheel on PyPI: it builds from source and
         # needs gcc, the Python headers and libpcsclite-dev (scripts/bootstrap installs them).
         "pyscard>=2.0",

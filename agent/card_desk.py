@@ -22,7 +22,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, tzinfo
 
 from drivers.pcsc import (
     ApduTransport,
@@ -52,7 +52,8 @@ class CardWriteError(CocoonError):
 class CardDesk:
     def __init__(self, *, reader: str, issuer_verifier, outbox, submit: Callable[[object], None],
                  blacklist, m1_master_key: bytes | None = None, require_card_key: bool = False,
-                 open_transport: Callable[[str], ApduTransport] = ApduTransport.open):
+                 open_transport: Callable[[str], ApduTransport] = ApduTransport.open,
+                 tz: tzinfo | None = None):
         self.reader = reader                # a part of the reader's name; "" = the first one
         self.issuer_verifier = issuer_verifier
         self.outbox = outbox
@@ -61,6 +62,7 @@ class CardDesk:
         self.m1_master_key = m1_master_key
         self.require_card_key = require_card_key   # [card] internal_authenticate
         self._open = open_transport
+        self.tz = tz or sales.local_zone()  # a sale's date on the card is the station's day
         self._lock = threading.Lock()
         self._transport: ApduTransport | None = None
         self._reader_name: str | None = None   # the reader we settled on
@@ -242,8 +244,8 @@ class CardDesk:
                     self._farmer.card_uid != farmer.card_uid:
                 raise CardWriteError("the farmer's card is no longer in the reader")
             try:
-                self._append(self._transport, farmer.card_kind, _card_sale(self.outbox, sale),
-                             farmer.card_counter)
+                self._append(self._transport, farmer.card_kind,
+                             _card_sale(self.outbox, sale, self.tz), farmer.card_counter)
             except (PcscError, ValueError) as exc:
                 raise CardWriteError(str(exc)) from None
             self._farmer = replace(self._farmer, card_counter=self._farmer.card_counter + 1)
@@ -270,8 +272,8 @@ class CardDesk:
                 body.update(written_counter=on_card[sale["voucher"]], already_on_card=True)
                 log.info("card %s already holds voucher %s", data.uid, sale["voucher"])
             else:
-                body["written_counter"] = self._append(transport, kind,
-                                                       _card_sale(self.outbox, sale), None)
+                body["written_counter"] = self._append(
+                    transport, kind, _card_sale(self.outbox, sale, self.tz), None)
                 wrote = True
                 log.info("card %s brought up to date with voucher %s", data.uid,
                          sale["voucher"])
@@ -280,10 +282,11 @@ class CardDesk:
         return wrote
 
 
-def _card_sale(outbox, sale: dict) -> dict:
-    """The record the card keeps of a sale (the flow's card sale plus the sale's date)."""
+def _card_sale(outbox, sale: dict, tz: tzinfo) -> dict:
+    """The record the card keeps of a sale (the flow's card sale plus the sale's local date,
+    the day of its voucher)."""
     created = sales.find(outbox, seq=sale["seq"]).created
-    return {"date": datetime.fromtimestamp(created, timezone.utc).date().isoformat(),
+    return {"date": datetime.fromtimestamp(created, tz).date().isoformat(),
             "voucher": sale["voucher"], "grade": sale["grade"], "net_g": sale["net_g"],
             "unit_price": sale["unit_price"], "amount": sale["amount"]}
 

@@ -1,11 +1,15 @@
 """The station's sales: voucher numbers and the sale records kept beside the events.
 
-A voucher number is the device id, the day and a counter for that day
+A voucher number is the device id, the station's local day and a counter for that day
 (`station-01-20260601-0007`). It is drawn inside the transaction that makes the
 `purchase.recorded` event durable, so a number exists if and only if its sale does, it is never
 reused (not even after a power cut), and vouchers of different scales never collide because each
 scale's agent has its own device id. If the clock is set back, the day's counter continues from
 where it was, so numbers stay unique.
+
+The day is the calendar day in the station's time zone (`[station] timezone`, by default
+Asia/Shanghai), so the counter starts again at local midnight, not at midnight UTC (08:00 in
+China), and "today's sales" are the local day's.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, tzinfo
+from zoneinfo import ZoneInfo
 
 from .errors import CocoonError
 
@@ -40,22 +45,42 @@ class Sale:
     voided_by: int | None
 
 
-def day_of(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%d")
+DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 
-def recorder(device: str, body: dict, now: float | None = None) -> Callable:
+def local_zone(name: str = DEFAULT_TIMEZONE) -> tzinfo:
+    """The station's time zone by its IANA name (the tz database: Debian's tzdata, or the
+    tzdata Python package where the system has none)."""
+    return ZoneInfo(name)
+
+
+def day_of(ts: float, tz: tzinfo | None = None) -> str:
+    """The station's local day of a time stamp, YYYYMMDD."""
+    return datetime.fromtimestamp(ts, tz or local_zone()).strftime("%Y%m%d")
+
+
+def start_of_day(now: float | None = None, tz: tzinfo | None = None) -> float:
+    """The time stamp of the last local midnight at or before `now`."""
+    now = time.time() if now is None else now
+    local = datetime.fromtimestamp(now, tz or local_zone())
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def recorder(device: str, body: dict, now: float | None = None,
+             tz: tzinfo | None = None) -> Callable:
     """The `within` callback for a purchase: draws the voucher and stores the sale row.
 
-    Returns the members to add to the event body.
+    Returns the members to add to the event body. The voucher's day is `now`'s day in `tz`
+    (the station's time zone).
     """
     now = time.time() if now is None else now
+    tz = tz or local_zone()
 
     def within(execute, seq: int) -> dict:
         corrects = body.get("corrects")
         if corrects is not None:  # the new sale voids the one it corrects, atomically
             _void_in(execute, corrects["seq"], corrects["voucher"], seq, "corrected")
-        day = day_of(now)
+        day = day_of(now, tz)
         row = execute("SELECT last FROM vouchers WHERE day = ?", (day,)).fetchone()
         number = (row[0] if row else 0) + 1
         execute("INSERT INTO vouchers (day, last) VALUES (?, ?) "

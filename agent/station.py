@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from decimal import Decimal
 
 from . import purchase as p
@@ -40,8 +40,11 @@ class Station:
                  display: Callable[[str], None] = lambda text: None,
                  buzzer: Callable[[str], None] = lambda kind: None,
                  printer=None, prices=None, timeouts: p.Timeouts | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, tz: tzinfo | None = None,
+                 wall_clock: Callable[[], float] = time.time):
         self.device = device
+        self.tz = tz or sales.local_zone()  # the voucher's day is the station's local day
+        self.wall_clock = wall_clock
         self.outbox = outbox
         self.flow = p.PurchaseFlow(device, timeouts or p.Timeouts())
         self.write_card = write_card
@@ -126,7 +129,8 @@ class Station:
     def _record_purchase(self, body: dict):
         try:
             seq = self.outbox.append(Draft("purchase.recorded", "money", body),
-                                     within=sales.recorder(self.device, body))
+                                     within=sales.recorder(self.device, body,
+                                                           now=self.wall_clock(), tz=self.tz))
         except CocoonError as exc:
             log.error("purchase not recorded: %s", exc)
             return p.RecordFailed(str(exc))

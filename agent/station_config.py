@@ -9,12 +9,15 @@ optional (no printer: the voucher is shown on screen only).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import tzinfo
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfoNotFoundError
 
 from .config import REQUIRED, Section
 from .errors import ConfigError
 from .purchase import Timeouts
+from .sales import DEFAULT_TIMEZONE, local_zone
 
 COPROC = "coproc"                 # the field box's load cell through firmware_bridge
 GPIO_FACTORIES = ("", "rpigpio", "lgpio", "mock")
@@ -25,6 +28,7 @@ class StationConfig:
     timeouts: Timeouts
     price_tables_dir: Path | None   # default: the device's data_dir
     staff_reader: str               # "" = the card reader; else a part of another reader's name
+    timezone: tzinfo                # the station's local time: voucher days, today's sales
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,17 @@ def parse_station(path: Path, table) -> StationConfig:
                      "duplicate_window_s", "card_write_s")})
     return StationConfig(timeouts=timeouts,
                          price_tables_dir=st.path("price_tables_dir", None),
-                         staff_reader=st.str("staff_reader", ""))
+                         staff_reader=st.str("staff_reader", ""),
+                         timezone=_timezone(path, st))
+
+
+def _timezone(path: Path, st: Section) -> tzinfo:
+    name = st.str("timezone", DEFAULT_TIMEZONE)
+    try:
+        return local_zone(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ConfigError(f"{path}: [station] timezone: expected an IANA time zone name such "
+                          f"as {DEFAULT_TIMEZONE!r}, got {name!r} ({exc})") from None
 
 
 def parse_card(path: Path, table) -> CardConfig:

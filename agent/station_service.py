@@ -98,12 +98,13 @@ class StationPart:
 
         self.station = Station(self.device, agent.outbox, write_card=self._write_card,
                                display=self._show, buzzer=self._beep, printer=printer,
-                               prices=self.prices, timeouts=st.timeouts)
+                               prices=self.prices, timeouts=st.timeouts, tz=st.timezone)
         self.desk = CardDesk(reader=card.reader,
                              issuer_verifier=Verifier.from_file(card.issuer_public_key_file),
                              outbox=agent.outbox, submit=self.submit, blacklist=self.blacklist,
                              m1_master_key=load_m1_master_key(card.m1_master_key_file),
-                             require_card_key=card.internal_authenticate)
+                             require_card_key=card.internal_authenticate,
+                             tz=st.timezone)
         self.judge = ScaleJudge(
             scale.scale_id,
             SalePolicy(scale.division_g, scale.min_divisions, scale.capacity_g),
@@ -185,7 +186,7 @@ class StationPart:
             weighing=self.weighing, priced=None if sale is None else sale.priced,
             message=self.message, online=self.agent.link.status.connected,
             queued=stats.counts["pending"] + stats.counts["sent"],
-            sales=sale_lines(self.outbox, start_of_day()))
+            sales=sale_lines(self.outbox, start_of_day(tz=self.station.tz)))
 
     def screen(self) -> str:
         return render(self.view())

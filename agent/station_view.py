@@ -8,9 +8,8 @@ the screen is tested without a terminal, and the same text serves a terminal, a 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import tzinfo
 
 from . import purchase as p
 from . import sales
@@ -59,11 +58,9 @@ def sale_lines(outbox, since_ts: float) -> tuple[SaleLine, ...]:
     return tuple(lines)
 
 
-def start_of_day(now: float | None = None) -> float:
-    now = time.time() if now is None else now
-    day = datetime.fromtimestamp(now, timezone.utc).replace(hour=0, minute=0, second=0,
-                                                            microsecond=0)
-    return day.timestamp()
+def start_of_day(now: float | None = None, tz: tzinfo | None = None) -> float:
+    """Where "today's sales" start: the last midnight in the station's time zone."""
+    return sales.start_of_day(now, tz)
 
 
 def _kg(grams: int | None) -> str:
