@@ -35,9 +35,13 @@ setup(
         # needs gcc, the Python headers and libpcsclite-dev (scripts/bootstrap installs them).
         "pyscard>=2.0",
         # Pin backends exist only on a Raspberry Pi: RPi.GPIO for older models, lgpio for
-        # the Pi 5 (where RPi.GPIO fails). x86 test machines use gpiozero's mock pins.
-        "RPi.GPIO>=0.7; platform_machine == 'aarch64' or platform_machine == 'armv7l'",
-        "lgpio>=0.2; platform_machine == 'aarch64' or platform_machine == 'armv7l'",
+        # the Pi 5 (where RPi.GPIO fails). 64-bit Raspberry Pi OS reports aarch64, 32-bit
+        # armv7l (Pi 2 to 5) or armv6l (Pi 1, Zero, Zero W). x86 test machines use gpiozero's
+        # mock pins. tests/test_setup_markers.py checks these markers.
+        "RPi.GPIO>=0.7; platform_machine == 'aarch64' or platform_machine == 'armv7l'"
+        " or platform_machine == 'armv6l'",
+        "lgpio>=0.2; platform_machine == 'aarch64' or platform_machine == 'armv7l'"
+        " or platform_machine == 'armv6l'",
     ],
     extras_require={
         "test": [
@@ -46,6 +50,7 @@ setup(
             "apsw>=3.45",
             "hypothesis>=6.90",
             "jsonschema>=4.17",
+            "packaging>=23",  # tests/test_setup_markers.py evaluates install_requires markers
         ],
     },
     entry_points={
