@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from .events import GENESIS_PREV
+
+if TYPE_CHECKING:  # imported by agent.migrations only when a migration runs
+    import sqlite_utils
 
 
 def _m001_events(db: sqlite_utils.Database) -> None:
