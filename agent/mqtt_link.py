@@ -12,13 +12,10 @@ handshake "succeeds", then the broker closes) is reported as an authentication f
 from __future__ import annotations
 
 import logging
-import random
 import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import paho.mqtt.client as paho
@@ -26,35 +23,13 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from .link_common import Backoff, LinkSettings, LinkStatus
+
+__all__ = ["Backoff", "LinkHandler", "LinkSettings", "LinkStatus", "MqttLink"]
+
 log = logging.getLogger(__name__)
 
 NOT_AUTHORIZED = 135
-
-
-@dataclass(frozen=True)
-class LinkSettings:
-    client_id: str
-    host: str
-    port: int
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-    keepalive_s: int = 30
-    inflight: int = 32
-    connack_timeout_s: float = 10.0
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
-    clean_start: bool = False
-    session_expiry_s: int = 3600
-
-    @classmethod
-    def from_config(cls, client_id: str, mqtt) -> LinkSettings:
-        return cls(
-            client_id=client_id, host=mqtt.host, port=mqtt.port, ca_file=mqtt.ca_file,
-            cert_file=mqtt.cert_file, key_file=mqtt.key_file, keepalive_s=mqtt.keepalive_s,
-            inflight=mqtt.inflight, connack_timeout_s=mqtt.connack_timeout_s,
-            reconnect_min_s=mqtt.reconnect_min_s, reconnect_max_s=mqtt.reconnect_max_s,
-        )
 
 
 class LinkHandler(Protocol):
@@ -78,33 +53,6 @@ def _certificate_refused(exc: BaseException) -> bool:
     reason = str(getattr(exc, "reason", "") or "") if isinstance(exc, ssl.SSLError) else ""
     return "ALERT" in reason and any(
         word in reason for word in ("CERTIFICATE", "UNKNOWN_CA", "ACCESS_DENIED"))
-
-
-class Backoff:
-    """Exponential backoff with full jitter (a random delay between 0 and the cap)."""
-
-    def __init__(self, base: float, cap: float, rng: random.Random | None = None):
-        self.base, self.cap, self.attempt = base, cap, 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * 2**self.attempt)
-        self.attempt = min(self.attempt + 1, 30)
-        return self._rng.uniform(0, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-class LinkStatus:
-    """What an operator wants to know about the link; read from any thread."""
-
-    def __init__(self):
-        self.connected = False
-        self.auth_failed = False
-        self.last_error = ""
-        self.connects = 0
-        self.refused_publishes = 0
 
 
 class MqttLink:
