@@ -46,6 +46,7 @@ class MqttConfig:
     ack_timeout_s: float
     reconnect_min_s: float
     reconnect_max_s: float
+    link: str = "process"  # the link in its own process, or a thread of the agent
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,9 @@ class Section:
         return resolved
 
 
+LINK_MODES = ("process", "thread")
+
+
 def parse_mqtt(path: Path, table: Any) -> MqttConfig:
     """The [mqtt] section, shared by the agent and the ingest."""
     mq = Section(path, "mqtt", table)
@@ -212,6 +216,7 @@ def parse_mqtt(path: Path, table: Any) -> MqttConfig:
         ack_timeout_s=mq.seconds("ack_timeout_s", 60, lo=0.5, hi=86400),
         reconnect_min_s=mq.seconds("reconnect_min_s", 1, lo=0.01, hi=3600),
         reconnect_max_s=mq.seconds("reconnect_max_s", 60, lo=0.01, hi=86400),
+        link=mq.choice("link", LINK_MODES, "process"),
     )
     if mqtt.reconnect_max_s < mqtt.reconnect_min_s:
         raise ConfigError(f"{path}: [mqtt] reconnect_max_s must not be below reconnect_min_s")

@@ -29,16 +29,16 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from .config import Section
 from .errors import ConfigError
+from .link_meter import LATENCY_BUCKETS_S
 
 log = logging.getLogger(__name__)
 
@@ -71,81 +71,6 @@ def parse_metrics(path: Path, table) -> MetricsConfig:
     return MetricsConfig(host, int(port))
 
 
-class Meter:
-    """What the metered link measured: publish times by message id, bytes published."""
-
-    def __init__(self, registry: CollectorRegistry):
-        self.latency = Histogram(
-            "cocoon_publish_latency_seconds", "Time from handing an event to the MQTT client "
-            "to the broker's PUBACK.", registry=registry,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-        self.published_bytes = 0
-        self._sent: dict[int, float] = {}
-        self._lock = threading.Lock()
-
-    def published(self, mid: int, size: int) -> None:
-        with self._lock:
-            self._sent[mid] = time.monotonic()
-            self.published_bytes += size
-
-    def acknowledged(self, mid: int, reason_code: int) -> None:
-        with self._lock:
-            started = self._sent.pop(mid, None)
-        if started is not None and reason_code < 0x80:
-            self.latency.observe(time.monotonic() - started)
-
-    def forget(self) -> None:
-        """The connection is gone: its message ids will never be acknowledged."""
-        with self._lock:
-            self._sent.clear()
-
-
-class _MeteredLink:
-    """The link as the wrapped handler sees it: publishing is timed and counted."""
-
-    def __init__(self, link, meter: Meter):
-        self._link, self._meter = link, meter
-
-    def publish(self, topic: str, payload: bytes, **kwargs) -> int:
-        mid = self._link.publish(topic, payload, **kwargs)
-        self._meter.published(mid, len(payload))
-        return mid
-
-    def __getattr__(self, name: str):
-        return getattr(self._link, name)
-
-
-class MeteredHandler:
-    """A LinkHandler around another one (the uplink), measuring what passes through."""
-
-    def __init__(self, inner, meter: Meter):
-        self.inner, self.meter = inner, meter
-        self._proxy: _MeteredLink | None = None
-
-    def _view(self, link) -> _MeteredLink:
-        if self._proxy is None or self._proxy._link is not link:
-            self._proxy = _MeteredLink(link, self.meter)
-        return self._proxy
-
-    def on_connected(self, link) -> None:
-        self.meter.forget()
-        self.inner.on_connected(self._view(link))
-
-    def on_disconnected(self, link, reason: str) -> None:
-        self.meter.forget()
-        self.inner.on_disconnected(self._view(link), reason)
-
-    def on_message(self, link, topic: str, payload: bytes, retain: bool) -> None:
-        self.inner.on_message(self._view(link), topic, payload, retain)
-
-    def on_puback(self, link, mid: int, reason_code: int) -> None:
-        self.meter.acknowledged(mid, reason_code)
-        self.inner.on_puback(self._view(link), mid, reason_code)
-
-    def on_tick(self, link) -> None:
-        self.inner.on_tick(self._view(link))
-
-
 def storage_written_bytes(path: Path = PROC_IO) -> int | None:
     try:
         for line in path.read_text().splitlines():
@@ -157,11 +82,24 @@ def storage_written_bytes(path: Path = PROC_IO) -> int | None:
     return None
 
 
+def latency_histogram(counts: dict) -> HistogramMetricFamily:
+    """The link's PUBACK latencies (agent.link_meter) as a Prometheus histogram."""
+    cumulative, buckets = 0, []
+    for bound, n in zip((*LATENCY_BUCKETS_S, float("inf")), counts["latency_counts"],
+                           strict=True):
+        cumulative += n
+        buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
+    return HistogramMetricFamily(
+        "cocoon_publish_latency_seconds",
+        "Time from handing an event to the MQTT client to the broker's PUBACK.",
+        buckets=buckets, sum_value=counts["latency_sum_s"])
+
+
 class AgentCollector(Collector):
     """Reads the agent's state at each scrape."""
 
-    def __init__(self, agent, meter: Meter):
-        self.agent, self.meter = agent, meter
+    def __init__(self, agent):
+        self.agent = agent
 
     def collect(self):
         stats = self.agent.outbox.stats()
@@ -187,9 +125,11 @@ class AgentCollector(Collector):
                     int(status.connected))
         yield CounterMetricFamily("cocoon_mqtt_reconnects", "Connections after the first.",
                                   value=max(0, status.connects - 1))
+        counts = self.agent.publish_counts()
         yield CounterMetricFamily("cocoon_mqtt_published_bytes",
                                   "Event payload bytes handed to the broker.",
-                                  value=self.meter.published_bytes)
+                                  value=counts["published_bytes"])
+        yield latency_histogram(counts)
         written = storage_written_bytes()
         if written is not None:
             yield CounterMetricFamily("cocoon_storage_written_bytes",
@@ -211,9 +151,7 @@ class MetricsPart:
     def __init__(self, agent):
         self.config: MetricsConfig = agent.config.section("metrics")
         self.registry = CollectorRegistry(auto_describe=False)
-        self.meter = Meter(self.registry)
-        agent.link.handler = MeteredHandler(agent.link.handler, self.meter)
-        self.registry.register(AgentCollector(agent, self.meter))
+        self.registry.register(AgentCollector(agent))
         self._server = None
         self.port: int | None = None
 

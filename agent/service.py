@@ -1,8 +1,8 @@
 """The running agent: wires configuration, keys, outbox, uplink and the periodic producers.
 
-Threads: the MQTT link (owns paho, feeds the outbox to the broker), the command worker, the
-heartbeat, and any input producers (the simulated scale for now). Producers only call
-`Outbox.append`, which is safe from any thread and any process.
+Threads: the MQTT link (by default a watcher of the link's own process, which owns paho and
+feeds the outbox to the broker), the command worker, the heartbeat, and the parts' producers.
+Producers only call `Outbox.append`, which is safe from any thread and any process.
 """
 
 from __future__ import annotations
@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from . import recovery
 from .clock import wall_clock_synced
 from .commands import BACKEND, BANK, Dispatcher
 from .config import AgentConfig
 from .events import Draft
-from .mqtt_link import LinkSettings, MqttLink
+from .link_common import LinkSettings
+from .link_meter import MeteredHandler, PublishMeter
+from .link_process import LinkProcess
 from .outbox import Outbox
 from .remote_config import RESTART_EXIT_CODE, RemoteConfig, RestartRequested
 from .sdnotify import Notifier, Watchdog, watchdog_interval_s
@@ -55,6 +57,28 @@ def open_outbox(config: AgentConfig, signer=None) -> tuple[Outbox, recovery.Salv
             "read_errors": [e[:200] for e in salvage.errors],
         }))
     return outbox, salvage
+
+
+def build_link(config: AgentConfig, outbox: Outbox, *, on_command=None):
+    """The MQTT link as `[mqtt] link` asks: in its own process (the default; see
+    agent.link_process) or in a thread of this one. Returns the link (`run(stop)`, `status`,
+    `loops`), the uplink's counters (`published`, `pubacked`, `acked_seq`...) and a function
+    that returns the publish meter's snapshot."""
+    settings = LinkSettings.from_config(config.device.id, config.mqtt)
+    ingest_key = config.keys.ingest_public_key_file
+    if config.mqtt.link == "process":
+        link = LinkProcess(
+            settings, device=config.device.id, outbox_path=outbox.path,
+            ingest_public_key_file=ingest_key, window=config.mqtt.inflight,
+            ack_timeout_s=config.mqtt.ack_timeout_s, on_command=on_command)
+        return link, link.uplink, lambda: asdict(link.meter)
+    from .mqtt_link import MqttLink  # paho and TLS only where the link runs
+
+    uplink = Uplink(config.device.id, outbox, Verifier.from_file(ingest_key),
+                    window=config.mqtt.inflight, ack_timeout_s=config.mqtt.ack_timeout_s,
+                    on_command=on_command)
+    meter = PublishMeter()
+    return MqttLink(settings, MeteredHandler(uplink, meter)), uplink, meter.snapshot
 
 
 @dataclass
@@ -103,15 +127,8 @@ class Agent:
         self.dispatcher.register("config.set", self.remote_config.handle)
         self.dispatcher.register("time.hint", time_hint_handler(self.outbox))
         self.exit_code = 0
-        self.uplink = Uplink(
-            config.device.id,
-            self.outbox,
-            Verifier.from_file(keys.ingest_public_key_file),
-            window=config.mqtt.inflight,
-            ack_timeout_s=config.mqtt.ack_timeout_s,
-            on_command=self.dispatcher.handle,
-        )
-        self.link = MqttLink(LinkSettings.from_config(config.device.id, config.mqtt), self.uplink)
+        self.link, self.uplink, self.publish_counts = build_link(
+            config, self.outbox, on_command=self.dispatcher.handle)
         self._started = time.monotonic()
         self.producers: list[Periodic] = [
             Periodic("heartbeat", config.device.heartbeat_interval_s, self.heartbeat),
@@ -204,7 +221,8 @@ class Agent:
             notifier.stopping()
             for part in reversed(self.parts):
                 part.close()
-            self.uplink.close()
+            if isinstance(self.uplink, Uplink):
+                self.uplink.close()
             self.outbox.close()
 
 
