@@ -59,8 +59,13 @@ def proc_io_write_bytes() -> int:
 
 
 def cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """CPU of this process and of its children that have ended (the link process, once the
+    agent has stopped it)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
 def peak_rss_mib() -> float:
@@ -180,9 +185,7 @@ def wait_all_sent(outbox, uplink, count: int, marks: dict) -> None:
 
 
 def agent_child(cfg, mode: str, count: int, producers: int) -> dict:
-    from agent.mqtt_link import LinkSettings, MqttLink
-    from agent.service import open_outbox
-    from agent.signing import Verifier
+    from agent.service import build_link, open_outbox
     from agent.uplink import Uplink
 
     outbox, _ = open_outbox(cfg)
@@ -204,16 +207,24 @@ def agent_child(cfg, mode: str, count: int, producers: int) -> dict:
                       peak_rss_mib=peak_rss_mib())
         return result
 
-    uplink = Uplink(cfg.device.id, outbox, Verifier.from_file(cfg.keys.ingest_public_key_file),
-                    window=cfg.mqtt.inflight, ack_timeout_s=cfg.mqtt.ack_timeout_s)
-    link = MqttLink(LinkSettings.from_config(cfg.device.id, cfg.mqtt), uplink)
+    link, uplink, _ = build_link(cfg, outbox)  # as the agent builds it: [mqtt] link
     stop = threading.Event()
     thread = threading.Thread(target=link.run, args=(stop,), name="mqtt-link", daemon=True)
     marks: dict = {}
     io0, cpu0 = proc_io_write_bytes(), cpu_s()
     if mode == "drain":
-        start = time.perf_counter()  # connecting is part of draining
+        # Connecting is part of draining; starting the link's process is not (after an
+        # outage the process is up already): the clock starts at its first report.
+        spawned = start = time.perf_counter()
         thread.start()
+        if hasattr(link, "child_started_at"):
+            deadline = time.monotonic() + 30
+            while link.child_started_at is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the link process did not start")
+                time.sleep(0.001)
+            start = time.perf_counter() - (time.monotonic() - link.child_started_at)
+        result["link_start_s"] = start - spawned
     else:
         thread.start()
         deadline = time.monotonic() + 30
@@ -229,12 +240,15 @@ def agent_child(cfg, mode: str, count: int, producers: int) -> dict:
     if mode != "drain":
         producer.join()
     elapsed = marks["all_sent"] - start
-    cpu = cpu_s() - cpu0
     stop.set()
-    thread.join(10)
-    uplink.close()
+    thread.join(30)
+    if isinstance(uplink, Uplink):
+        uplink.close()
+    cpu = cpu_s() - cpu0  # the link's process has ended: its CPU counts too
     outbox.close()  # the last connection checkpoints the WAL: its writes count as well
-    written = proc_io_write_bytes() - io0
+    bye = getattr(link, "last_bye", None) or {}
+    written = proc_io_write_bytes() - io0 + bye.get("write_bytes", 0)
+    result["link_peak_rss_mib"] = bye.get("peak_rss_kib", 0) / 1024
     result.update(rate=count / elapsed, seconds=elapsed, cpu_us=cpu / count * 1e6,
                   to_last_puback_s=marks["last_puback"] - start,
                   bytes_per_event=written / count, peak_rss_mib=peak_rss_mib(),
@@ -243,6 +257,8 @@ def agent_child(cfg, mode: str, count: int, producers: int) -> dict:
 
 
 def child_main(args) -> dict:
+    if os.environ.get("SWITCH_S"):
+        sys.setswitchinterval(float(os.environ["SWITCH_S"]))
     from agent.config import load_config
 
     cfg = load_config(args.config)
@@ -279,6 +295,21 @@ def rates(runs: list[dict]) -> str:
     return ", ".join(f"{r['rate']:,.0f}" for r in runs)
 
 
+def link_start_note(c: dict) -> str:
+    if not c.get("link_start_s"):
+        return "The link runs in a thread of the agent's process ([mqtt] link = \"thread\")."
+    return (f"The link's own process took {c['link_start_s']:.2f} s to start, before the "
+            "clock: after an outage it is running already.")
+
+
+def link_rss_note(link_rss: dict, together: float) -> str:
+    if not any(link_rss.values()):
+        return ""
+    return (f"VmHWM of its link process: {', '.join(f'{k} {v:.1f}' for k, v in link_rss.items())}"
+            f" MiB; both processes together at most {together:.1f} MiB (pages of the shared "
+            "libraries counted in each).")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=20_000, help="events for (a) and (b)")
@@ -288,6 +319,8 @@ def main() -> int:
                     help="telemetry events for (e) (default: 20 commit windows' worth)")
     ap.add_argument("--inflight", type=int, default=None,
                     help="[mqtt] inflight for both sides (default: the configuration default)")
+    ap.add_argument("--link", choices=["process", "thread"], default=None,
+                    help="[mqtt] link for the agent (default: the configuration default)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="rounds of (a), (b) and (c); their medians are shown")
     ap.add_argument("--child", choices=["raw", "pipeline", "build", "drain", "telemetry"],
@@ -302,6 +335,8 @@ def main() -> int:
     from agent.sandbox import Site
 
     overrides = {} if args.inflight is None else {"inflight": args.inflight}
+    if args.link:
+        overrides["link"] = args.link
     telemetry_n = args.telemetry or 20 * args.producers
     t_run = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="cocoon-bench-") as tmp:
@@ -338,6 +373,11 @@ def main() -> int:
            "(c)": max(r["peak_rss_mib"] for r in drain), "telemetry": e["peak_rss_mib"],
            "1 producer": single["peak_rss_mib"]}
     worst = max(rss, key=rss.get)
+    link_rss = {name: max(r.get("link_peak_rss_mib", 0) for r in runs) for name, runs in
+                (("(b)", pipe), ("(c)", drain), ("telemetry", [e]), ("1 producer", [single]))}
+    link_worst = max(link_rss, key=link_rss.get)
+    together = max(r["peak_rss_mib"] + r.get("link_peak_rss_mib", 0)
+                   for r in (*pipe, *drain, e, single))
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
@@ -356,6 +396,11 @@ def main() -> int:
         rate_row("    (backlog build: money append only)", build),
         ("(d) peak RSS of the agent process", f"{rss[worst]:.1f} MiB", "", "<= 48 MiB",
          verdict(rss[worst] <= 48), ""),
+    ]
+    if link_rss[link_worst]:
+        rows.append(("(d)   of its link process", f"{link_rss[link_worst]:.1f} MiB", "",
+                     "<= 48 MiB", verdict(link_rss[link_worst] <= 48), ""))
+    rows += [
         ("(e) disk written per money event", f"{b['bytes_per_event']:,.0f} B", "", "report",
          "", ""),
         ("(e)   of which the append", f"{build['bytes_per_event']:,.0f} B", "", "report", "", ""),
@@ -378,8 +423,10 @@ Each of (a), (b), (c): the median of {len(raw)} rounds of a, b, c (ev/s: a \
 PUBACK came at {b['to_last_puback_s']:.2f} of {b['seconds']:.2f} s. Money events: sealed, signed, \
 synchronous=FULL, group commit.
 (c) connect to the last row in state 'sent'; last PUBACK at {c['to_last_puback_s']:.2f} of \
-{c['seconds']:.2f} s; built beforehand at {build['rate']:,.0f} ev/s by another agent process.
-(d) VmHWM of each agent process: {', '.join(f"{k} {v:.1f}" for k, v in rss.items())} MiB.
+{c['seconds']:.2f} s; built beforehand at {build['rate']:,.0f} ev/s by another agent process. \
+{link_start_note(c)}
+(d) VmHWM of each agent process: {', '.join(f"{k} {v:.1f}" for k, v in rss.items())} MiB. \
+{link_rss_note(link_rss, together)}
 (e) /proc/self/io write_bytes (less cancelled writes) of the agent process, until the outbox \
 is closed (so the WAL checkpoint counts). Money: {args.events:,} events through the whole \
 pipeline ({args.events / b['commits']:.1f} per commit); append only: the backlog build; single \
@@ -387,7 +434,8 @@ producer: {SINGLE_EVENTS:,} events through the pipeline from one thread, one per
 ({single['rate']:,.0f} ev/s). Telemetry: {telemetry_n} events through the \
 pipeline, committed in [outbox] telemetry_batch_ms windows ({telemetry_n / e['commits']:.1f} \
 per commit, {e['rate']:,.0f} ev/s).
-CPU us/ev: user + system CPU of the measuring process per event, all its threads.
+CPU us/ev: user + system CPU per event of the measuring process, all its threads, and of \
+its link process.
 Not measured: the ingest (no ingest runs; its acks and the pruning they cause are outside \
 every figure). Whole run {total_s:.0f} s."""
     print()
