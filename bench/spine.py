@@ -257,8 +257,6 @@ def agent_child(cfg, mode: str, count: int, producers: int) -> dict:
 
 
 def child_main(args) -> dict:
-    if os.environ.get("SWITCH_S"):
-        sys.setswitchinterval(float(os.environ["SWITCH_S"]))
     from agent.config import load_config
 
     cfg = load_config(args.config)
