@@ -4,6 +4,10 @@ Two algorithms, chosen per key: Ed25519 (software keys) and ES256, ECDSA P-256 w
 raw 64-byte r||s signature, because secure elements such as the ATECC608 sign only P-256. A key
 id (`kid`) is the lowercase hex SHA-256 of the DER SubjectPublicKeyInfo, so a verifier can pick
 the right pinned key without trusting anything the signer says about itself.
+
+`cryptography` (keys, PEM, ECDSA) is imported where it is used, not with this module: the MQTT
+link's process only verifies Ed25519 acks, through libsodium, with a key the agent hands it raw,
+and saves the 11 MiB that loading OpenSSL's bindings costs.
 """
 
 from __future__ import annotations
@@ -16,13 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 import nacl.bindings
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+import nacl.exceptions
 
 from .durable import fsync_dir
 from .errors import KeyFileError, SignatureError
@@ -46,6 +44,8 @@ def b64url_decode(text: str) -> bytes:
 
 
 def key_id(public_key) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     der = public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -69,11 +69,15 @@ class _SoftwareSigner:
         self.kid = key_id(private_key.public_key())
 
     def public_key_pem(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
         return self._key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
     def private_key_pem(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
         return self._key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -94,6 +98,8 @@ class Ed25519Signer(_SoftwareSigner):
     alg = ED25519
 
     def __init__(self, private_key):
+        from cryptography.hazmat.primitives import serialization
+
         super().__init__(private_key)
         seed = private_key.private_bytes(
             serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
@@ -103,6 +109,8 @@ class Ed25519Signer(_SoftwareSigner):
 
     @classmethod
     def generate(cls) -> Ed25519Signer:
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
         return cls(ed25519.Ed25519PrivateKey.generate())
 
     def sign(self, data: bytes) -> bytes:
@@ -115,35 +123,61 @@ class ES256Signer(_SoftwareSigner):
 
     @classmethod
     def generate(cls) -> ES256Signer:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         return cls(ec.generate_private_key(ec.SECP256R1()))
 
     def sign(self, data: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
         r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 @dataclass(frozen=True)
 class Verifier:
-    """A pinned public key that checks signatures of one algorithm."""
+    """A pinned public key that checks signatures of one algorithm.
+
+    Ed25519 signatures are checked by libsodium against the raw key (`raw`); `public_key` (a
+    `cryptography` key) is kept for ES256 and for callers that export the key, and is None in
+    a verifier made from the raw bytes alone (`from_raw_ed25519`).
+    """
 
     public_key: object
     alg: str
     kid: str
+    raw: bytes | None = None
 
     @classmethod
     def from_public_key(cls, public_key) -> Verifier:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
         if isinstance(public_key, ed25519.Ed25519PublicKey):
-            alg = ED25519
-        elif isinstance(public_key, ec.EllipticCurvePublicKey) and isinstance(
+            raw = public_key.public_bytes(serialization.Encoding.Raw,
+                                          serialization.PublicFormat.Raw)
+            return cls(public_key, ED25519, key_id(public_key), raw)
+        if isinstance(public_key, ec.EllipticCurvePublicKey) and isinstance(
             public_key.curve, ec.SECP256R1
         ):
-            alg = ES256
-        else:
-            raise KeyFileError("unsupported public key: expected Ed25519 or ECDSA P-256")
-        return cls(public_key, alg, key_id(public_key))
+            return cls(public_key, ES256, key_id(public_key))
+        raise KeyFileError("unsupported public key: expected Ed25519 or ECDSA P-256")
+
+    @classmethod
+    def from_raw_ed25519(cls, raw: bytes, kid: str) -> Verifier:
+        """An Ed25519 verifier from the 32 raw key bytes and the key id that a verifier made
+        from the PEM file computed (`raw` and `kid` of it): for a process that must not load
+        `cryptography`."""
+        if len(raw) != nacl.bindings.crypto_sign_PUBLICKEYBYTES:
+            raise KeyFileError("an Ed25519 public key is 32 bytes")
+        return cls(None, ED25519, kid, bytes(raw))
 
     @classmethod
     def from_pem(cls, pem: bytes) -> Verifier:
+        from cryptography.hazmat.primitives import serialization
+
         try:
             key = serialization.load_pem_public_key(pem)
         except ValueError as exc:
@@ -167,16 +201,24 @@ class Verifier:
             raise SignatureError(f"algorithm {alg!r} does not match the pinned key ({self.alg})")
         if kid != self.kid:
             raise SignatureError("key id does not match the pinned key")
+        if self.alg == ED25519:
+            if len(sig) != nacl.bindings.crypto_sign_BYTES:
+                raise SignatureError("signature does not verify")
+            try:
+                nacl.bindings.crypto_sign_open(bytes(sig) + bytes(data), self.raw)
+            except nacl.exceptions.BadSignatureError:
+                raise SignatureError("signature does not verify") from None
+            return
+        if len(sig) != 64:
+            raise SignatureError("ES256 signature must be 64 bytes (r||s)")
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+        der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
         try:
-            if self.alg == ED25519:
-                self.public_key.verify(sig, data)
-            else:
-                if len(sig) != 64:
-                    raise SignatureError("ES256 signature must be 64 bytes (r||s)")
-                der = encode_dss_signature(
-                    int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
-                )
-                self.public_key.verify(der, data, ec.ECDSA(hashes.SHA256()))
+            self.public_key.verify(der, data, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:
             raise SignatureError("signature does not verify") from None
 
@@ -212,6 +254,9 @@ def load_signer(path: str | Path) -> _SoftwareSigner:
         ) from None
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read signing key: {exc.strerror}") from None
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:

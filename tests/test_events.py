@@ -8,6 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import rfc8785
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -191,3 +192,34 @@ def test_libsodium_signatures_equal_openssl_signatures(message):
     sig = signer.sign(message)
     assert sig == signer._key.sign(message)  # Ed25519 is deterministic: the same bytes
     Verifier.from_pem(signer.public_key_pem()).verify("Ed25519", signer.kid, message, sig)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(max_size=512), st.integers(min_value=0, max_value=63))
+def test_libsodium_verification_agrees_with_openssl(message, flip):
+    """Ed25519 is verified through libsodium; OpenSSL must agree on good and tampered
+    signatures, and a verifier made from the raw key acts as one made from the PEM file."""
+    signer = Ed25519Signer.generate()
+    sig = signer.sign(message)
+    from_pem = Verifier.from_pem(signer.public_key_pem())
+    from_raw = Verifier.from_raw_ed25519(from_pem.raw, from_pem.kid)
+    for verifier in (from_pem, from_raw):
+        verifier.verify("Ed25519", signer.kid, message, sig)
+    bad = bytearray(sig)
+    bad[flip] ^= 0x01
+    with pytest.raises(InvalidSignature):  # OpenSSL's view of the tampered signature
+        signer._key.public_key().verify(bytes(bad), message)
+    for verifier in (from_pem, from_raw):
+        with pytest.raises(SignatureError):
+            verifier.verify("Ed25519", signer.kid, message, bytes(bad))
+        with pytest.raises(SignatureError):
+            verifier.verify("Ed25519", signer.kid, message, sig[:63])
+        with pytest.raises(SignatureError):
+            verifier.verify("Ed25519", signer.kid, message + b"x", sig)
+
+
+def test_a_raw_ed25519_key_must_be_32_bytes():
+    from agent.errors import KeyFileError
+
+    with pytest.raises(KeyFileError, match="32 bytes"):
+        Verifier.from_raw_ed25519(b"\x00" * 31, "00" * 32)
