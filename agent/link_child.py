@@ -122,6 +122,12 @@ def _peak_rss_kib() -> int:
     return 0
 
 
+def _ingest_verifier(key: dict) -> Verifier:
+    if "raw" in key:
+        return Verifier.from_raw_ed25519(bytes.fromhex(key["raw"]), key["kid"])
+    return Verifier.from_file(key["file"])  # an ES256 key: that needs `cryptography`
+
+
 def _watch_stdin(stop: threading.Event) -> None:
     """`stop` asks for an orderly stop; end of file means the agent died: leave at once."""
     for line in sys.stdin:
@@ -141,7 +147,7 @@ def run(spec: dict) -> int:
     def forward(payload: bytes) -> None:
         reporter.send({"t": "command", "payload": base64.b64encode(payload).decode()})
 
-    uplink = Uplink(spec["device"], outbox, Verifier.from_file(spec["ingest_public_key_file"]),
+    uplink = Uplink(spec["device"], outbox, _ingest_verifier(spec["ingest_key"]),
                     window=spec["window"], ack_timeout_s=spec["ack_timeout_s"],
                     on_command=forward if spec.get("commands") else None,
                     commands_worker=False)

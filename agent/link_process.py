@@ -76,7 +76,7 @@ class LinkProcess:
             "device": device, "outbox": str(outbox_path),
             "settings": {k: str(v) if k.endswith("_file") else v
                          for k, v in asdict(settings).items()},
-            "ingest_public_key_file": str(ingest_public_key_file), "window": window,
+            "ingest_key": _ingest_key(ingest_public_key_file), "window": window,
             "ack_timeout_s": ack_timeout_s, "commands": on_command is not None,
             "log_level": log_level or logging.getLevelName(logging.getLogger().level),
         }
@@ -213,6 +213,18 @@ class LinkProcess:
                 self.on_command(payload)
             except CocoonError as exc:
                 log.error("command handling failed: %s", exc)
+
+
+def _ingest_key(path) -> dict:
+    """The ingest's key as the link process gets it: read and checked here, so that a bad key
+    file is the agent's start-up error, and so that an Ed25519 key reaches the link raw (it
+    then verifies acks through libsodium without loading `cryptography`)."""
+    from .signing import ED25519, Verifier
+
+    verifier = Verifier.from_file(path)
+    if verifier.alg == ED25519:
+        return {"raw": verifier.raw.hex(), "kid": verifier.kid}
+    return {"file": str(path)}
 
 
 def _package_root() -> str:

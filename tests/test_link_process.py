@@ -19,6 +19,7 @@ from agent.config import load_config
 from agent.events import Draft
 from agent.link_process import LinkProcess, _package_root
 from agent.mqtt_link import LinkSettings
+from agent.signing import Ed25519Signer
 from agent.uplink import Uplink
 from tests.support.running import add_device
 from tests.support.waiting import wait_for
@@ -181,9 +182,11 @@ def test_link_mode_is_checked(tmp_path, site):
         load_config(config)
 
 
-def test_counters_carry_over_a_restarted_child():
+def test_counters_carry_over_a_restarted_child(tmp_path):
+    key = tmp_path / "ingest.pem"
+    key.write_bytes(Ed25519Signer.generate().public_key_pem())
     link = LinkProcess(LinkSettings("d", "127.0.0.1", 1, "ca", "c", "k"), device="d",
-                       outbox_path="o", ingest_public_key_file="i", window=4, ack_timeout_s=1)
+                       outbox_path="o", ingest_public_key_file=key, window=4, ack_timeout_s=1)
     base = {"connected": True, "auth_failed": False, "last_error": "", "connects": 1,
             "refused_publishes": 0, "acked_seq": 5, "rejected_acks": 0, "stale_acks": 0,
             "latency_sum_s": 0.5, "published_bytes": 100}
@@ -201,3 +204,30 @@ def test_counters_carry_over_a_restarted_child():
     assert link.loops == 13 and link.status.connects == 2
     assert link.meter.published_bytes == 130 and link.meter.latency_counts[0] == 5
     assert asdict(link.meter)["latency_sum_s"] == pytest.approx(0.6)
+
+
+def test_the_link_process_loads_neither_cryptography_nor_sqlite_utils():
+    """Memory on a Pi is short: the link's process verifies acks through libsodium with the
+    raw key and finds the outbox's schema up to date (about 20 MiB saved together)."""
+    probe = ("import sys, agent.link_child; "
+             "print(sorted({'cryptography', 'sqlite_utils', 'click'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": _package_root()}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_an_es256_ingest_key_reaches_the_link_process_as_its_file(tmp_path):
+    from agent.link_child import _ingest_verifier
+    from agent.link_process import _ingest_key
+    from agent.signing import ES256Signer
+
+    ed, es = tmp_path / "ed.pem", tmp_path / "es.pem"
+    ed_signer, es_signer = Ed25519Signer.generate(), ES256Signer.generate()
+    ed.write_bytes(ed_signer.public_key_pem())
+    es.write_bytes(es_signer.public_key_pem())
+    assert set(_ingest_key(ed)) == {"raw", "kid"}
+    assert _ingest_key(es) == {"file": str(es)}
+    for signer, path in ((ed_signer, ed), (es_signer, es)):
+        verifier = _ingest_verifier(json.loads(json.dumps(_ingest_key(path))))
+        verifier.verify(signer.alg, signer.kid, b"ack", signer.sign(b"ack"))
