@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 from . import logs
-from .link_meter import MeteredHandler, PublishMeter
 from .mqtt_link import LinkSettings, MqttLink
 from .outbox import Outbox
 from .signing import Verifier
@@ -54,11 +53,14 @@ class Reporter:
 
 
 class ReportingHandler:
-    """The uplink, metered, telling the agent about the link from the link's own thread."""
+    """The uplink, telling the agent how the link is doing."""
 
-    def __init__(self, uplink: Uplink, meter: PublishMeter, reporter: Reporter):
-        self.uplink, self.meter, self.reporter = uplink, meter, reporter
-        self.inner = MeteredHandler(uplink, meter)
+    def __init__(self, uplink: Uplink, reporter: Reporter):
+        self.uplink, self.reporter = uplink, reporter
+        self.inner = uplink
+        # The busy callbacks go straight to the uplink, without a call through this object.
+        self.on_message, self.on_puback, self.on_tick = (
+            uplink.on_message, uplink.on_puback, uplink.on_tick)
         self._last: tuple | None = None
         self._last_sent = 0.0
 
@@ -69,7 +71,7 @@ class ReportingHandler:
                 "refused_publishes": s.refused_publishes, "loops": link.loops,
                 "published": up.published, "pubacked": up.pubacked, "acked_seq": up.acked_seq,
                 "rejected_acks": up.rejected_acks, "stale_acks": up.stale_acks,
-                **self.meter.snapshot()}
+                **up.meter.snapshot()}
 
     def report(self, link: MqttLink, *, force: bool = False) -> None:
         status = self.status(link)
@@ -86,15 +88,6 @@ class ReportingHandler:
     def on_disconnected(self, link, reason: str) -> None:
         self.inner.on_disconnected(link, reason)
         self.report(link, force=True)
-
-    def on_message(self, link, topic: str, payload: bytes, retain: bool) -> None:
-        self.inner.on_message(link, topic, payload, retain)
-
-    def on_puback(self, link, mid: int, reason_code: int) -> None:
-        self.inner.on_puback(link, mid, reason_code)
-
-    def on_tick(self, link) -> None:
-        self.inner.on_tick(link)
 
     def report_until(self, link: MqttLink, stop: threading.Event) -> None:
         """Report from a thread of its own, so that the agent hears of failed connects and
@@ -151,8 +144,7 @@ def run(spec: dict) -> int:
                     window=spec["window"], ack_timeout_s=spec["ack_timeout_s"],
                     on_command=forward if spec.get("commands") else None,
                     commands_worker=False)
-    meter = PublishMeter()
-    handler = ReportingHandler(uplink, meter, reporter)
+    handler = ReportingHandler(uplink, reporter)
     link = MqttLink(settings, handler)
     stop = threading.Event()
     threading.Thread(target=_watch_stdin, args=(stop,), name="agent-pipe", daemon=True).start()

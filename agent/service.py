@@ -18,7 +18,6 @@ from .commands import BACKEND, BANK, Dispatcher
 from .config import AgentConfig
 from .events import Draft
 from .link_common import LinkSettings
-from .link_meter import MeteredHandler, PublishMeter
 from .link_process import LinkProcess
 from .outbox import Outbox
 from .remote_config import RESTART_EXIT_CODE, RemoteConfig, RestartRequested
@@ -77,8 +76,7 @@ def build_link(config: AgentConfig, outbox: Outbox, *, on_command=None):
     uplink = Uplink(config.device.id, outbox, Verifier.from_file(ingest_key),
                     window=config.mqtt.inflight, ack_timeout_s=config.mqtt.ack_timeout_s,
                     on_command=on_command)
-    meter = PublishMeter()
-    return MqttLink(settings, MeteredHandler(uplink, meter)), uplink, meter.snapshot
+    return MqttLink(settings, uplink), uplink, uplink.meter.snapshot
 
 
 @dataclass

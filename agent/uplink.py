@@ -6,7 +6,7 @@ up ("live") go first, but at least a quarter of every refill comes from the back
 backlog is never starved. A PUBACK only marks a row sent; the row is forgotten after a verified
 ack from the ingest. Rows sent but not acknowledged go out again after a reconnect or after
 `ack_timeout_s`. Commands are handed to a worker thread so that a slow handler never stalls the
-link.
+link. PUBACK latencies and bytes published are counted in `meter` (agent.link_meter).
 """
 
 from __future__ import annotations
@@ -20,23 +20,27 @@ from collections import deque
 from . import topics
 from .acks import parse_ack
 from .errors import CocoonError, StaleAck
+from .link_meter import PublishMeter
 from .signing import Verifier
 
 log = logging.getLogger(__name__)
 
 PREFETCH = 512  # rows read from the outbox at a time, per stream
+MARK_BATCH = 1024  # PUBACKs written as sent in one statement (or after half a second)
 
 
 class Uplink:
     def __init__(self, device: str, outbox, ingest_verifier: Verifier, *, window: int = 32,
-                 ack_timeout_s: float = 60.0, on_command=None, commands_worker: bool = True):
+                 ack_timeout_s: float = 60.0, on_command=None, commands_worker: bool = True,
+                 meter: PublishMeter | None = None):
         self.device = device
         self.outbox = outbox
         self.verifier = ingest_verifier
         self.window = window
         self.ack_timeout_s = ack_timeout_s
         self.on_command = on_command
-        self._inflight: dict[int, int] = {}  # mid -> seq
+        self.meter = meter or PublishMeter()
+        self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (seq, when published)
         self._acked_mids: list[int] = []
         self._live_mark = 0
         self._backlog_cursor = 0
@@ -93,9 +97,10 @@ class Uplink:
             log.warning("uplink: message on unexpected topic %s ignored", topic)
 
     def on_puback(self, link, mid: int, reason_code: int) -> None:
-        seq = self._inflight.pop(mid, None)
-        if seq is None:
+        sent = self._inflight.pop(mid, None)
+        if sent is None:
             return
+        seq, published_at = sent
         if reason_code >= 0x80:
             log.error("uplink: broker refused event seq %d (reason code %d%s); it stays queued",
                       seq, reason_code, ", not authorized: check the broker ACL" if
@@ -103,6 +108,7 @@ class Uplink:
             return
         self._acked_mids.append(seq)
         self.pubacked += 1
+        self.meter.acknowledged(time.monotonic() - published_at)
 
     def on_tick(self, link) -> None:
         self._flush_pubacks()
@@ -133,7 +139,7 @@ class Uplink:
         # PUBACKs are written in batches rather than one transaction per tick; once nothing is
         # in flight the link is idle, and the last marks go out without waiting half a second.
         waited = time.monotonic() - self._last_flush
-        due = force or len(self._acked_mids) >= 256 or waited >= 0.5 or (
+        due = force or len(self._acked_mids) >= MARK_BATCH or waited >= 0.5 or (
             not self._inflight and waited >= 0.05)
         if self._acked_mids and due:
             self._marks.put(self._acked_mids)
@@ -174,8 +180,10 @@ class Uplink:
         batch = [self._backlog_buf.popleft() for _ in range(from_backlog)]
         batch += [self._live_buf.popleft() for _ in range(from_live)]
         topic = topics.events(self.device)
+        now, meter = time.monotonic(), self.meter
         for stored in batch:
-            self._inflight[link.publish(topic, stored.payload, qos=1)] = stored.seq
+            self._inflight[link.publish(topic, stored.payload, qos=1)] = (stored.seq, now)
+            meter.published(len(stored.payload))
         self.published += len(batch)
 
     def _handle_ack(self, payload: bytes) -> None:
