@@ -121,6 +121,17 @@ def _ingest_verifier(key: dict) -> Verifier:
     return Verifier.from_file(key["file"])  # an ES256 key: that needs `cryptography`
 
 
+def _pss_kib() -> int:
+    """Proportional set size: pages shared with other processes (the agent's) count in part."""
+    try:
+        for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def _watch_stdin(stop: threading.Event) -> None:
     """`stop` asks for an orderly stop; end of file means the agent died: leave at once."""
     for line in sys.stdin:
@@ -158,7 +169,7 @@ def run(spec: dict) -> int:
         outbox.close()
         handler.report(link, force=True)
         reporter.send({"t": "bye", "write_bytes": _io_write_bytes(),
-                       "peak_rss_kib": _peak_rss_kib()})
+                       "peak_rss_kib": _peak_rss_kib(), "pss_kib": _pss_kib()})
     return 0
 
 

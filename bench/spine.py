@@ -68,6 +68,14 @@ def cpu_s() -> float:
     return total
 
 
+def pss_mib() -> float:
+    """This process's proportional set size now: shared pages count in part."""
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no Pss in /proc/self/smaps_rollup")
+
+
 def peak_rss_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -240,6 +248,7 @@ def agent_child(cfg, mode: str, count: int, producers: int) -> dict:
     if mode != "drain":
         producer.join()
     elapsed = marks["all_sent"] - start
+    pss = pss_mib()  # while the link process runs beside: shared pages are split between them
     stop.set()
     thread.join(30)
     if isinstance(uplink, Uplink):
@@ -249,6 +258,7 @@ def agent_child(cfg, mode: str, count: int, producers: int) -> dict:
     bye = getattr(link, "last_bye", None) or {}
     written = proc_io_write_bytes() - io0 + bye.get("write_bytes", 0)
     result["link_peak_rss_mib"] = bye.get("peak_rss_kib", 0) / 1024
+    result["pss_mib"] = pss + bye.get("pss_kib", 0) / 1024
     result.update(rate=count / elapsed, seconds=elapsed, cpu_us=cpu / count * 1e6,
                   to_last_puback_s=marks["last_puback"] - start,
                   bytes_per_event=written / count, peak_rss_mib=peak_rss_mib(),
@@ -300,12 +310,13 @@ def link_start_note(c: dict) -> str:
             "clock: after an outage it is running already.")
 
 
-def link_rss_note(link_rss: dict, together: float) -> str:
+def link_rss_note(link_rss: dict, together: float, pss: float) -> str:
     if not any(link_rss.values()):
-        return ""
+        return f"Proportional set size at the end of a run: at most {pss:.1f} MiB."
     return (f"VmHWM of its link process: {', '.join(f'{k} {v:.1f}' for k, v in link_rss.items())}"
-            f" MiB; both processes together at most {together:.1f} MiB (pages of the shared "
-            "libraries counted in each).")
+            f" MiB; both processes together at most {together:.1f} MiB of VmHWM (pages of the "
+            f"shared libraries counted in each), at most {pss:.1f} MiB of proportional set size "
+            "(shared pages split between them) at the end of a run.")
 
 
 def main() -> int:
@@ -376,6 +387,7 @@ def main() -> int:
     link_worst = max(link_rss, key=link_rss.get)
     together = max(r["peak_rss_mib"] + r.get("link_peak_rss_mib", 0)
                    for r in (*pipe, *drain, e, single))
+    pss_together = max(r["pss_mib"] for r in (*pipe, *drain, e, single))
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
@@ -424,7 +436,7 @@ synchronous=FULL, group commit.
 {c['seconds']:.2f} s; built beforehand at {build['rate']:,.0f} ev/s by another agent process. \
 {link_start_note(c)}
 (d) VmHWM of each agent process: {', '.join(f"{k} {v:.1f}" for k, v in rss.items())} MiB. \
-{link_rss_note(link_rss, together)}
+{link_rss_note(link_rss, together, pss_together)}
 (e) /proc/self/io write_bytes (less cancelled writes) of the agent process, until the outbox \
 is closed (so the WAL checkpoint counts). Money: {args.events:,} events through the whole \
 pipeline ({args.events / b['commits']:.1f} per commit); append only: the backlog build; single \
