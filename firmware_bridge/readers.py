@@ -34,17 +34,23 @@ def _mono_ms() -> int:
 
 
 class BridgeTagReader:
-    """The box's antennas as one TagReader named `name`."""
+    """The box's antennas as one TagReader named `name`. Every message from the box while it
+    is online (its heartbeat comes every second) adds one to `answers`: the box reports reads,
+    not empty inventory rounds, so a box that talks but reads nothing is taken to be watching
+    an empty field."""
 
     def __init__(self, bridge: Bridge, name: str | None = None):
         self.bridge = bridge
         self.name = name or f"field box {bridge.url}"
+        self.answers = 0
 
     def run(self, on_read: Callable[[TagRead], None],
             on_health: Callable[[ReaderHealth], None], stop: threading.Event) -> None:
         online: list[bool | None] = [None]
 
         def on_item(item) -> None:
+            if isinstance(item, m.Message) and online[0]:
+                self.answers += 1
             if isinstance(item, m.TagSeen):
                 if item.epc:
                     on_read(TagRead(item.epc.hex(), item.rssi, item.antenna, _mono_ms()))

@@ -74,6 +74,8 @@ def test_tags_through_the_tag_reader_interface(field_box):
         assert reads[0].epc == EPC and reads[0].rssi == -55 and reads[0].antenna == 2
         assert isinstance(reads[0], TagRead) and isinstance(health[-1], ReaderHealth)
         assert health[-1].reader == "box-antennas"
+        answers = reader.answers                  # heartbeats: the box answers, tags or not
+        wait_for(lambda: reader.answers >= answers + 2, 5, what="heartbeats counted")
     finally:
         stop.set()
         runner.join(5)

@@ -106,6 +106,15 @@ def test_silent_link_is_noticed_by_missing_keepalives():
         wait_for(lambda: w.online() is True, 10, what="back after reconnecting")
 
 
+def test_keepalives_of_a_reader_with_an_empty_field_count_as_answers():
+    with LLRPSimulator(TagField(4, seed=1)) as sim, \
+            Watch(LLRPReader(sim.url, silence_s=0.9, backoff_initial=0.05)) as w:
+        wait_for(lambda: w.online() is True, 10)
+        n = w.reader.answers
+        wait_for(lambda: w.reader.answers >= n + 3, 5, what="keepalives counted")
+        assert w.reads == [] and [h.online for h in w.health] == [True]
+
+
 def test_nobody_listening_is_reported_not_raised():
     sim = LLRPSimulator()
     url = sim.url

@@ -116,6 +116,23 @@ def test_silent_module_is_probed_then_offline_then_back(pty_pair):
     module.close()
 
 
+def test_an_empty_field_still_counts_answers(pty_pair):
+    """A module that answers "no tag" to every probe reads nothing and is not silent: each
+    valid frame counts as an answer (a rejected one does not)."""
+    module = Module(pty_pair.peer)
+    reader = BB7EReader(str(pty_pair.device), silence_s=0.6, backoff_initial=0.05)
+    with Running(reader) as run:
+        module.expect(MULTI_POLL)
+        module.send(b"\x00\x13" + NO_TAG)
+        wait_for(lambda: reader.answers == 1, 5, what="one answer")
+        for n in (2, 3):
+            module.expect(STOP + SINGLE + MULTI_POLL)   # probed after silence_s / 2
+            module.send(NO_TAG)
+            wait_for(lambda n=n: reader.answers == n, 5, what=f"answer {n}")
+        assert run.reads == [] and [h.online for h in run.health] == [True]
+    module.close()
+
+
 def test_unplugged_adapter_goes_offline_and_comes_back(pty_pair):
     module = Module(pty_pair.peer)
     reader = BB7EReader(str(pty_pair.device), silence_s=5, backoff_initial=0.05,

@@ -78,17 +78,47 @@ def test_reader_outage_makes_tags_unknown_with_one_change_and_no_departures():
     assert p.tick(5_600_000) == [Departed("0031", ("dock", 1), 5_600_000)]
 
 
-def test_a_silent_reader_is_down_before_its_tags_could_depart():
+def test_a_reader_that_stops_answering_is_down_before_its_tags_could_depart():
     p = Presence(PresenceSettings(departed_after_ms=600_000, reader_silent_ms=600_000))
     p.add_reader("dock", 0)
     p.read("dock", A, 1, -60, 0)
-    changes = p.tick(600_000)
+    p.answered("dock", 1_000)
+    assert p.tick(599_999) == []
+    changes = p.tick(601_000)        # neither a read nor an answer for 600 s
     assert kinds(changes) == ["ReaderDown"] and changes[0].reason == "silent"
     assert p.status(A) is TagStatus.UNKNOWN
-    assert p.tick(1_200_000) == []
-    assert p.health("dock", True, "", 1_300_000) == []  # online is not enough: it must read
+    assert p.tick(1_300_000) == []
+    assert p.health("dock", True, "", 1_300_000) == []  # online is not enough: it must answer
+    assert kinds(p.answered("dock", 1_310_000)) == ["ReaderUp"]
+    assert p.status(A) is TagStatus.UNKNOWN            # until read again, within a full T
+    p.answered("dock", 1_600_000)
+    assert p.tick(1_909_999) == []
+    assert p.tick(1_910_000) == [Departed(A, ("dock", 1), 1_910_000)]
+
+
+def test_a_silent_reader_comes_back_with_its_next_read():
+    p = Presence(PresenceSettings(departed_after_ms=600_000, reader_silent_ms=600_000))
+    p.add_reader("dock", 0)
+    p.read("dock", A, 1, -60, 0)
+    assert kinds(p.tick(600_000)) == ["ReaderDown"]
     assert kinds(p.read("dock", A, 1, -60, 1_300_000)) == ["ReaderUp"]
     assert p.status(A) is TagStatus.PRESENT
+
+
+def test_emptying_the_field_of_a_reader_that_keeps_answering_departs_every_tag():
+    """Every tag under the reader is taken; the module goes on answering "no tag". That is
+    goods leaving, not a reader outage, even when reader_silent equals departed_after."""
+    p = Presence(PresenceSettings(departed_after_ms=600_000, reader_silent_ms=600_000))
+    p.add_reader("dock", 0)
+    for epc in (A, B):
+        p.read("dock", epc, 1, -60, 0)
+    for t in range(30_000, 600_000, 30_000):
+        p.answered("dock", t)         # empty inventory rounds
+        assert p.tick(t) == []
+    changes = p.tick(600_000)
+    assert changes == [Departed(A, ("dock", 1), 600_000), Departed(B, ("dock", 1), 600_000)]
+    assert p.readers_down() == []
+    assert p.answered("dock", 600_000) == []        # answering while up changes nothing
 
 
 def test_tags_of_a_healthy_reader_depart_while_another_reader_is_down():

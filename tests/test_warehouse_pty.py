@@ -40,7 +40,7 @@ OTHER = [f"300833b2ddd9014000000{i:03x}" for i in range(2)]
 class PtyRig:
     """A simulated module on the pty's far end, the real reader on its near end, the service."""
 
-    def __init__(self, tmp_path, pty_pair, outbox, factory):
+    def __init__(self, tmp_path, pty_pair, outbox, factory, reader_silent_s=900):
         self.tmp_path, self.pty, self.outbox, self.factory = tmp_path, pty_pair, outbox, factory
         self.field = TagField(4, seed=11, miss_rate=0.2, rssi_noise_db=2, cross_read_rate=0.1)
         for epc in LOT:
@@ -53,7 +53,7 @@ class PtyRig:
                                  on_error=self.rejected.append)
         self.clock = Clock()
         self.bank = Ed25519Signer.generate()
-        config = warehouse_config(tmp_path, reader_silent_s=900)
+        config = warehouse_config(tmp_path, reader_silent_s=reader_silent_s)
         self.w = Warehouse(outbox, config, tmp_path, readers=[self.reader],
                            pin_factory=factory, mono_ms=self.clock.mono_ms,
                            utc_now=lambda: self.clock.utc, local_time=lambda: self.clock.local,
@@ -104,6 +104,15 @@ class PtyRig:
             self.clock.jump(seconds / 2)
             self.wait_read(read, self.clock.mono_ms() - 1)
         self.w.housekeeping()
+
+    def time_passes_empty(self, seconds: float) -> None:
+        """Warehouse time passes in two halves while the module answers with an empty field
+        (it must answer again after each half), then departures are checked."""
+        for _ in range(2):
+            self.clock.jump(seconds / 2)
+            answers = self.reader.answers
+            wait_for(lambda n=answers: self.reader.answers > n, 5, what="the module answering")
+            self.w.housekeeping()
 
     # -- the bank -------------------------------------------------------------------------
 
@@ -199,6 +208,30 @@ def test_a_lot_leaves_without_a_release_and_custody_is_breached(rig):
     assert short["body"]["in_stock_tags"] == 2
     assert rig.factory.pin(26).state is True              # the alert light
     assert rig.events("tag.departed") == []               # the others stayed
+
+
+def test_the_whole_field_emptied_under_an_answering_module_is_a_breach(
+        tmp_path, pty_pair, make_outbox):
+    """Every bale under the reader is carried out; the module goes on answering "no tag" to
+    the reader's probes. With the default reader_silent_s (as long as departed_after_s) the
+    pledged bales are breached and the pledge falls short; no reader outage is reported."""
+    factory = MockFactory()
+    rig = PtyRig(tmp_path, pty_pair, make_outbox(), factory, reader_silent_s=600)
+    try:
+        rig.start()
+        rig.receive_and_pledge()
+        for epc in LOT + OTHER:
+            rig.field.remove(epc)
+        rig.time_passes_empty(601)
+        breaches = wait_for(lambda: rig.events("custody.breach"), 2, what="custody.breach")
+        assert sorted(b["body"]["epc"] for b in breaches) == LOT
+        (short,) = rig.events("custody.shortfall")
+        assert short["body"]["in_stock_tags"] == 0
+        assert sorted(d["body"]["epc"] for d in rig.events("tag.departed")) == OTHER
+        assert rig.events("reader.offline") == []
+    finally:
+        rig.close()
+        factory.reset()
 
 
 def test_a_lot_leaves_under_a_release_and_nothing_is_breached(rig):

@@ -38,6 +38,7 @@ class ScriptedReader:
         self.online_at_start = online_at_start
         self.inbox: queue.Queue = queue.Queue()
         self.started = threading.Event()
+        self.answers = 0    # answers from the device, tags or not (an empty inventory round)
 
     def run(self, on_read, on_health, stop: threading.Event) -> None:
         on_health(ReaderHealth(self.name, self.online_at_start,
@@ -65,6 +66,10 @@ class ScriptedReader:
     def health(self, online: bool, detail: str = ""):
         self.inbox.put(ReaderHealth(self.name, online, detail))
         self.inbox.join()
+
+    def answer(self):
+        """An inventory round that found no tag: the device answers, reads nothing."""
+        self.answers += 1
 
 
 class Clock:
@@ -272,6 +277,58 @@ def test_a_silent_reader_is_one_alert_and_cleared_by_its_next_read(rig):
     rig.reader.reads(LOT + OTHER)
     assert len(rig.events("reader.online")) == 1
     assert WarehouseStore(rig.tmp_path / "warehouse.sqlite").open_alerts() == []
+
+
+def test_a_whole_pledged_lot_taken_from_a_reader_that_keeps_answering_is_breached(
+        tmp_path, make_outbox, factory):
+    """Every tag under the reader is carried out; the reader goes on answering with empty
+    rounds. With reader_silent_s as long as departed_after_s (the defaults), that must be a
+    breach of every pledged tag and a shortfall, not a reader outage that hides the theft."""
+    rig = Rig(tmp_path, make_outbox(), factory, reader_silent_s=600)
+    try:
+        rig.reader.reads(LOT)
+        rig.receive()
+        rig.pledge()
+        for _ in range(4):                 # 10 minutes of empty rounds
+            rig.clock.jump(151)
+            rig.reader.answer()
+            rig.w.housekeeping()
+        breaches = rig.events("custody.breach")
+        assert sorted(b["body"]["epc"] for b in breaches) == sorted(LOT)
+        (short,) = rig.events("custody.shortfall")
+        assert short["body"]["in_stock_tags"] == 0 and short["body"]["required_tags"] == 4
+        assert rig.events("reader.offline") == []
+        assert {kind for _, kind, _, _ in rig.w.store.open_alerts()} == {
+            "custody.breach", "custody.shortfall"}
+    finally:
+        rig.close()
+
+
+def test_a_reader_that_stops_answering_hides_nothing_but_breaches_nobody(
+        tmp_path, make_outbox, factory):
+    """The same theft under a reader that stops answering at the same moment: one outage
+    alert, the tags unknown; when it answers again its tags get a full T, then depart."""
+    rig = Rig(tmp_path, make_outbox(), factory, reader_silent_s=600)
+    try:
+        rig.reader.reads(LOT)
+        rig.receive()
+        rig.pledge()
+        rig.clock.jump(601)
+        rig.w.housekeeping()
+        (off,) = rig.events("reader.offline")
+        assert off["body"]["reason"] == "silent" and off["body"]["tags_unknown"] == 4
+        assert rig.events("custody.breach") == []
+        rig.reader.answer()
+        rig.w.housekeeping()
+        assert len(rig.events("reader.online")) == 1
+        for _ in range(4):
+            rig.clock.jump(151)
+            rig.reader.answer()
+            rig.w.housekeeping()
+        assert len(rig.events("custody.breach")) == 4
+        assert len(rig.events("custody.shortfall")) == 1
+    finally:
+        rig.close()
 
 
 def test_snapshot_is_signed_hourly_per_lot(rig):

@@ -6,10 +6,14 @@ milliseconds. It turns reads and reader health into changes:
 - a tag is *present* from its first read; *departed* after `departed_after_ms` unread while its
   reader is healthy; it *moved* when a new antenna's RSSI moving average beats the old one's
   after at least `moved_min_reads` recent reads there;
-- a reader that reports itself offline, or reads nothing for `reader_silent_ms`, is *down*: one
-  change for the outage, and its tags become *unknown* instead of departing, so an unplugged
-  cable never looks like the whole warehouse walking out. When it is back its tags get a full
-  `departed_after_ms` to be read again.
+- a reader that reports itself offline, or neither reads nor answers for `reader_silent_ms`, is
+  *down*: one change for the outage, and its tags become *unknown* instead of departing, so an
+  unplugged cable never looks like the whole warehouse walking out. When it is back its tags
+  get a full `departed_after_ms` to be read again.
+- a reader that keeps answering (`answered`: an inventory round, even an empty one, a "no tag"
+  reply, a keepalive) is not silent however long it reads nothing: its field may really be
+  empty, and then its tags depart like any others. Emptying a reader's whole field must look
+  like goods leaving, never like a reader outage.
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ class Forgotten:
 @dataclass(frozen=True)
 class ReaderDown:
     reader: str
-    reason: str     # "offline" (the driver says so) or "silent" (no reads)
+    reason: str     # "offline" (the driver says so) or "silent" (no read, no answer)
     detail: str
     tags_unknown: int
 
@@ -110,6 +114,7 @@ class Reader:
     detail: str = ""
     since_ms: int = 0           # when it came up or went down
     last_read_ms: int = 0
+    last_answer_ms: int = 0     # the driver's last sign of life, with or without tags
 
     @property
     def up(self) -> bool:
@@ -127,7 +132,7 @@ class Presence:
     def add_reader(self, name: str, now_ms: int, *, down_reason: str = "",
                    detail: str = "") -> None:
         """Watch a reader from `now_ms`; `down_reason` restores an outage already reported."""
-        self.readers[name] = Reader(name, down_reason, detail, now_ms, now_ms)
+        self.readers[name] = Reader(name, down_reason, detail, now_ms, now_ms, now_ms)
 
     def restore(self, rows: Iterable[tuple[str, str, str, int]], now_ms: int) -> None:
         """Tags as saved (epc, status, reader, antenna). Nobody watched while the agent was
@@ -175,21 +180,35 @@ class Presence:
             r.detail = detail or r.detail  # the same outage: no second change
             return []
         if not r.up and r.down_reason == "offline":
-            # Back online; a silent reader stays down until it reads something.
+            # Back online; a silent reader stays down until it reads or answers.
+            return [self._reader_up(r, now_ms)]
+        return []
+
+    def answered(self, reader: str, now_ms: int) -> list:
+        """The reader's driver heard from the device: an inventory round with or without tags,
+        a "no tag" reply, a keepalive. A reader that answers is not silent, so the tags it no
+        longer reads depart; one that was silent and answers again is back."""
+        r = self.readers.get(reader)
+        if r is None:
+            self.add_reader(reader, now_ms)
+            return []
+        r.last_answer_ms = max(r.last_answer_ms, now_ms)
+        if not r.up and r.down_reason == "silent":
             return [self._reader_up(r, now_ms)]
         return []
 
     def tick(self, now_ms: int) -> list:
-        """Readers gone silent, then tags unread for too long (in that order, so a silent
-        reader makes its tags unknown instead of departed)."""
+        """Readers gone silent (neither a read nor an answer for `reader_silent_ms`), then tags
+        unread for too long (in that order, so a reader that stopped answering makes its tags
+        unknown instead of departed)."""
         s = self.settings
         changes: list = []
         if s.reader_silent_ms:
             for r in self.readers.values():
-                if r.up and now_ms - max(r.last_read_ms, r.since_ms) >= s.reader_silent_ms:
-                    silent_s = (now_ms - max(r.last_read_ms, r.since_ms)) // 1000
+                quiet = now_ms - max(r.last_read_ms, r.last_answer_ms, r.since_ms)
+                if r.up and quiet >= s.reader_silent_ms:
                     changes.append(self._reader_down(
-                        r, "silent", f"no tag read for {silent_s} s", now_ms))
+                        r, "silent", f"no read and no answer for {quiet // 1000} s", now_ms))
         for tag in self.tags.values():
             if tag.status is TagStatus.DEPARTED:
                 continue

@@ -92,6 +92,8 @@ class Warehouse:
         self.guard = Guard([inp for inp, _ in self.pins.inputs], config.open_hours,
                            config.debounce_ms)
         self._next_check = now
+        # Each reader's count of answers (see drivers.tags.reads.TagReader) when last looked.
+        self._answers = {r.name: getattr(r, "answers", None) for r in self.readers}
         self.power_lost_seq: int | None = None
 
     # -- wiring ---------------------------------------------------------------------------
@@ -162,16 +164,30 @@ class Warehouse:
                 self._apply(changes)
 
     def housekeeping(self) -> None:
-        """Take in received lots; every check interval, departures and silent readers; a
-        snapshot when due; save changed tags."""
+        """Take in received lots; note which readers answered; every check interval,
+        departures and silent readers; a snapshot when due; save changed tags."""
         with self.lock:
             self.take_receipts()
             now = self.mono_ms()
+            self._take_answers(now)
             if now >= self._next_check:
                 self._next_check = now + int(self.config.check_interval_s * 1000)
                 self._apply(self.presence.tick(now))
             self._snapshot_if_due()
             self._flush_tags()
+
+    def _take_answers(self, now: int) -> None:
+        """A reader whose driver counted an answer since the last look is alive, even if it
+        read nothing: its empty field is empty, not unwatched."""
+        changes: list = []
+        for reader in self.readers:
+            count = getattr(reader, "answers", None)
+            if count is None or count == self._answers.get(reader.name):
+                continue
+            self._answers[reader.name] = count
+            changes += self.presence.answered(reader.name, now)
+        if changes:
+            self._apply(changes)
 
     def sample_pins(self) -> None:
         levels = self.pins.levels()

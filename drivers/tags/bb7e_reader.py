@@ -5,7 +5,8 @@ port: an unplugged USB adapter (SerialException/OSError on read) or a module tha
 nothing at all for `silence_s` is reported as `ReaderHealth(online=False)`, the port is closed
 and reopened with exponential backoff, and multi-poll is started again. `online=True` is
 reported when a valid frame arrives, not when the port opens: an open port says nothing about
-the module behind it.
+the module behind it. Every valid frame, the "no tag" answer included, adds one to `answers`:
+a module that answers but reads nothing is watching an empty field, not broken.
 
 A module in multi-poll stops by itself after its poll count, and an empty field may yield no
 frames at all; so after `silence_s / 2` without a frame the reader probes: stop, one single
@@ -63,6 +64,7 @@ class BB7EReader:
         self._online: bool | None = None
         self._on_health: Callable[[ReaderHealth], None] = lambda h: None
         self.reads = 0
+        self.answers = 0        # valid frames from the module, "no tag" included
         self.rejected = 0
         self._last_error_log = float("-inf")
         self._errors_since_log = 0
@@ -139,6 +141,7 @@ class BB7EReader:
         if isinstance(item, FrameError):
             self._reject(item)
             return False
+        self.answers += 1
         self._health(True, "answering")
         if isinstance(item, bb7e.TagNotice):
             read = TagRead(item.epc_hex, item.rssi, item.antenna or self.antenna, _mono_ms())

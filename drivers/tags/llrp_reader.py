@@ -9,7 +9,9 @@ an outage: sllurp waits on its socket without a timeout, so a link that swallows
 (a cut cable behind a switch) is only noticed this way. An outage or a closed connection is
 reported once as `ReaderHealth(online=False)`, and a new client connects with exponential
 backoff (sllurp's own reconnection waits 60 s between attempts and gives up; it is off).
-`online=True` is reported when inventory runs, not when TCP connects.
+`online=True` is reported when inventory runs, not when TCP connects. Once it runs, every
+message from the reader (a report, a keepalive) adds one to `answers`: a reader that keeps
+answering with no tag in its reports is watching an empty field, not broken.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class LLRPReader:
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
         self.on_error = on_error                          # LLRP has no frames to reject
         self.reads = 0
+        self.answers = 0        # messages from the reader while inventory runs
         self._online: bool | None = None
         self._on_health: Callable[[ReaderHealth], None] = lambda h: None
         sllurp_log = logging.getLogger("sllurp")
@@ -187,10 +190,13 @@ class _Session:
 
     def alive(self, _client, _msg) -> None:
         self.last = time.monotonic()
+        if self.started.is_set():
+            self.reader.answers += 1
 
     def inventorying(self, _client, _state) -> None:
         self.started.set()
         self.last = time.monotonic()
+        self.reader.answers += 1
         self.reader._health(True, "inventory running")
 
     def disconnected(self, *_args) -> None:

@@ -45,9 +45,16 @@ class ReaderHealth:
 class TagReader(Protocol):
     """A source of tag reads. `run` owns the connection (opening, reconnecting) until `stop` is
     set; it reports every read and every change of health, and never raises for a fault of the
-    reader or its link (that is a `ReaderHealth(online=False)`)."""
+    reader or its link (that is a `ReaderHealth(online=False)`).
+
+    `answers` counts every answer from the device, tags or not: an inventory round, a "no tag"
+    reply, a keepalive, a heartbeat. It tells a reader that reads nothing because its field is
+    empty (answers go on) from one that stopped answering; the warehouse counts the tags of the
+    first as gone and of the second as unknown. A reader without it is judged by its reads
+    alone."""
 
     name: str
+    answers: int
 
     def run(self, on_read: Callable[[TagRead], None],
             on_health: Callable[[ReaderHealth], None], stop: threading.Event) -> None: ...
