@@ -105,3 +105,15 @@ def test_a_failing_sensor_is_one_alert_until_it_answers():
     assert types(w.failure("no answer")) == ["climate.sensor_failed"]
     assert w.failure("no answer") == []
     assert types(w.reading(2000, 6500, 0)) == ["climate.sensor_restored"]
+
+
+def test_a_band_and_a_fault_open_before_a_restart_are_closed_by_the_next_reading():
+    w = ClimateWatch(SETTINGS)
+    w.restore("high", "no answer")
+    assert w.failure("no answer") == []                 # the same fault, not a new alert
+    (restored, back) = w.reading(2000, 6500, 0)
+    assert restored.type == "climate.sensor_restored" and restored.body == {"was": "no answer"}
+    assert back.type == "climate.in_range" and back.body["was"] == "high"
+    still = ClimateWatch(SETTINGS)
+    still.restore("low", "")
+    assert types(still.reading(2000, 5900, 0)) == []    # still too dry: nothing repeated

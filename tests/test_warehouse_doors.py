@@ -65,3 +65,24 @@ def test_an_alarm_present_at_start_is_reported():
     g = Guard([Input("main", Kind.DOOR, True)], Hours.parse("07:00-19:00"), 50)
     (d,) = g.start({"main": True}, 0, NIGHT)
     assert d.type == "door.opened" and d.priority == "alert"
+
+
+def test_alarms_open_before_a_restart_are_cleared_or_kept_not_repeated():
+    g = Guard([Input("main", Kind.DOOR, True), Input("tamper", Kind.TAMPER, True),
+               Input("power", Kind.POWER, False)], Hours.parse("07:00-19:00"), 50)
+    # power back and the door shut while the agent was down; the enclosure still open
+    drafts = g.start({"main": False, "tamper": True, "power": True}, 0, DAY,
+                     open_alarms={"main", "tamper", "power"})
+    assert [(d.type, d.priority) for d in drafts] == [("door.closed", "alert"),
+                                                      ("power.restored", "alert")]
+    assert drafts[0].body == {"door": "main", "opened_out_of_hours": True}
+    assert g.alarm == {"main": False, "tamper": True, "power": False}
+    g.sample("tamper", False, 100, DAY)
+    assert [d.type for d in g.sample("tamper", False, 200, DAY)] == ["tamper.cleared"]
+
+
+def test_power_still_lost_after_a_restart_is_not_reported_again():
+    g = Guard([Input("power", Kind.POWER, False)], Hours.parse("07:00-19:00"), 50)
+    assert g.start({"power": False}, 0, DAY, open_alarms={"power"}) == []
+    g.sample("power", True, 100, DAY)
+    assert [d.type for d in g.sample("power", True, 200, DAY)] == ["power.restored"]

@@ -404,6 +404,77 @@ def test_state_survives_a_restart(tmp_path, make_outbox, factory):
         again.close()
 
 
+def _open_alert_keys(rig):
+    return {key for key, *_ in rig.w.store.open_alerts()}
+
+
+def test_power_lost_then_back_after_the_restart_is_restored_and_closed(
+        tmp_path, make_outbox, factory):
+    """Power fails, the agent shuts the device down; it boots again on mains power. The
+    open power alert must be closed by a signed power.restored, not stay open for ever."""
+    outbox = make_outbox()
+    first = Rig(tmp_path, outbox, factory)
+    factory.pin(13).drive_low()
+    wait_for(lambda: first.events("power.lost"), 2, what="power.lost")
+    wait_for(lambda: first.shutdowns, 5, what="the shutdown")
+    assert "power" in _open_alert_keys(first)
+    first.close()
+    factory.reset()                                  # back up, with mains power
+    again = Rig(tmp_path, outbox, factory, clock=first.clock)
+    try:
+        (restored,) = again.events("power.restored")
+        assert restored["priority"] == "alert" and restored["body"] == {"input": "power"}
+        assert len(again.events("power.lost")) == 1
+        assert _open_alert_keys(again) == set()
+        assert factory.pin(26).state is False        # the alert light is off
+        time.sleep(0.1)
+        assert again.shutdowns == []
+    finally:
+        again.close()
+
+
+def test_power_still_lost_after_the_restart_is_not_repeated_and_shuts_down_again(
+        tmp_path, make_outbox, factory):
+    outbox = make_outbox()
+    first = Rig(tmp_path, outbox, factory)
+    factory.pin(13).drive_low()
+    wait_for(lambda: first.shutdowns, 5, what="the shutdown")
+    first.close()
+    factory.reset()
+    again = Rig(tmp_path, outbox, factory, clock=first.clock, start=False)
+    try:
+        factory.pin(13).drive_low()                  # still on the UPS
+        again.start()
+        wait_for(lambda: again.shutdowns, 5, what="the shutdown after the restart")
+        assert len(again.events("power.lost")) == 1 and again.events("power.restored") == []
+        assert _open_alert_keys(again) == {"power"}
+    finally:
+        again.close()
+
+
+def test_a_climate_alert_open_across_a_restart_is_closed_by_the_first_reading_in_range(
+        tmp_path, make_outbox, factory):
+    outbox = make_outbox()
+    first = Rig(tmp_path, outbox, factory)
+    first.chip.rh_pct = type(first.chip.rh_pct)("71.20")
+    first.w.poll_climate()
+    assert "climate" in _open_alert_keys(first)
+    first.close()
+    factory.reset()
+    again = Rig(tmp_path, outbox, factory, clock=first.clock)
+    try:
+        again.chip.rh_pct = type(again.chip.rh_pct)("71.50")
+        again.w.poll_climate()                       # still too humid: nothing repeated
+        assert len(again.events("climate.out_of_range")) == 1
+        again.chip.rh_pct = type(again.chip.rh_pct)("66.00")
+        again.w.poll_climate()
+        (back,) = again.events("climate.in_range")
+        assert back["body"]["was"] == "high" and back["body"]["rh_pct"] == "66.00"
+        assert _open_alert_keys(again) == set()
+    finally:
+        again.close()
+
+
 def test_a_healthy_reader_is_listed_for_the_monitor_from_the_start(rig):
     assert ("dock", "", "") in rig.w.store.load_readers()
 

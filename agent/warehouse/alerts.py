@@ -55,3 +55,15 @@ def alert_change(draft: Draft) -> AlertChange | None:
         return AlertChange("climate-sensor", t == "climate.sensor_failed",
                            f"climate sensor: {b.get('detail', '')}")
     return None
+
+
+def guard_inputs(keys) -> set[str]:
+    """The door, tamper and power inputs whose alert is open, from the stored alerts' keys
+    (see `alert_change`), so the guard starts where it was before a restart."""
+    names = set()
+    for key in keys:
+        if key == "power":
+            names.add("power")
+        elif key.startswith(("door:", "tamper:")):
+            names.add(key.split(":", 1)[1])
+    return names

@@ -70,6 +70,14 @@ class ClimateWatch:
             drafts.append(self._summary(now_ms))
         return drafts
 
+    def restore(self, band: str, failed: str) -> None:
+        """Start where the watch was before a restart: out of the band (`high`/`low`) while
+        its alert is open, the sensor failed while that alert is open. The next reading in
+        range (or the next good one) then closes the alert instead of leaving it open."""
+        if band in ("high", "low"):
+            self.band = band
+        self.failed = failed
+
     def failure(self, detail: str) -> list[Draft]:
         if self.failed:
             return []

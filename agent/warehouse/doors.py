@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import time as dtime
 
@@ -93,15 +94,21 @@ class Guard:
         self.alarm: dict[str, bool] = {}
         self._out_of_hours: dict[str, bool] = {}
 
-    def start(self, levels: dict[str, bool], now_ms: int, local: dtime) -> list[Draft]:
-        """Take the levels at start-up as they are; a door already open out of hours, an open
-        enclosure or a lost power supply are reported at once."""
+    def start(self, levels: dict[str, bool], now_ms: int, local: dtime,
+              open_alarms: Iterable[str] = ()) -> list[Draft]:
+        """Take the levels at start-up as they are. `open_alarms` names the inputs whose alert
+        is still open from before the restart (a door opened out of hours, an open enclosure,
+        a lost power supply): one still in alarm is not reported again, one found normal is
+        cleared at once (`door.closed`, `tamper.cleared`, `power.restored`), so no alert stays
+        open because the agent was down when it ended. Any other input in alarm is reported."""
         drafts = []
+        still_open = set(open_alarms)
         for name, inp in self.inputs.items():
             self._deb[name] = Debouncer(self.debounce_ms, levels[name], now_ms)
-            self.alarm[name] = False
-            if levels[name] == inp.alarm_high:
-                drafts += self._change(inp, True, local)
+            self.alarm[name] = name in still_open
+            if self.alarm[name] and inp.kind is Kind.DOOR:
+                self._out_of_hours[name] = True    # only those are alerts
+            drafts += self._change(inp, levels[name] == inp.alarm_high, local)
         return drafts
 
     def sample(self, name: str, level: bool, now_ms: int, local: dtime) -> list[Draft]:

@@ -22,7 +22,7 @@ from agent.clock import parse_utc_timestamp, utc_timestamp
 from agent.errors import CocoonError
 from agent.events import Draft
 
-from .alerts import alert_change
+from .alerts import alert_change, guard_inputs
 from .climate import ClimateWatch
 from .config import ReaderSpec, WarehouseConfig
 from .custody import CustodyError
@@ -83,6 +83,7 @@ class Warehouse:
         self.presence.restore(self.store.load_tags(), now)
         self.custody = self.store.load_custody()
         self.climate = ClimateWatch(config.climate)
+        self._restore_climate()
         self.sensor = climate_sensor
         if self.sensor is None and config.climate_bus:
             from drivers.climate import SHT3x, open_bus
@@ -104,7 +105,16 @@ class Warehouse:
 
     def start(self, stop: threading.Event) -> None:
         with self.lock:
-            self._emit(self.guard.start(self.pins.levels(), self.mono_ms(), self.local_time()))
+            still_open = guard_inputs(key for key, *_ in self.store.open_alerts())
+            drafts = self.guard.start(self.pins.levels(), self.mono_ms(), self.local_time(),
+                                      still_open)
+            self._emit(drafts)
+            if self.guard.alarm.get("power") and "power" in still_open:
+                # Still on the UPS after a restart: the alert went out before; shut down again
+                # once it is acknowledged (or after the grace time).
+                seq = int(self.store.meta("power_lost_seq") or 0)
+                self.power_lost_seq = seq
+                self._spawn("warehouse-power", self._power_lost, seq)
             self.pins.show_alerts(bool(self.store.open_alerts()))
         for reader in self.readers:
             self._spawn(f"tags-{reader.name}", self._run_reader, reader, stop)
@@ -195,6 +205,21 @@ class Warehouse:
             now, local = self.mono_ms(), self.local_time()
             for name, level in levels.items():
                 self._emit(self.guard.sample(name, level, now, local))
+
+    def _restore_climate(self) -> None:
+        """The band and the sensor fault whose alerts are still open from before a restart,
+        so the first reading in range closes them (and one still out of range repeats
+        nothing)."""
+        alerts = {key: detail for key, _, detail, _ in self.store.open_alerts()}
+        band = ""
+        if "climate" in alerts:
+            saved = self.store.load_climate()
+            band = saved[2] if saved and saved[2] in ("high", "low") else \
+                alerts["climate"].rsplit(" ", 1)[-1]
+            band = band if band in ("high", "low") else "high"
+        failed = alerts.get("climate-sensor", "")
+        failed = failed.removeprefix("climate sensor: ") or ("no answer" if failed else "")
+        self.climate.restore(band, failed)
 
     def poll_climate(self) -> None:
         from drivers.climate import ClimateError
@@ -331,6 +356,7 @@ class Warehouse:
                     self.store.close_alert(change.key)
             if draft.type == "power.lost":
                 self.power_lost_seq = seq
+                self.store.set_meta("power_lost_seq", str(seq))
                 self._spawn("warehouse-power", self._power_lost, seq)
         if siren:
             self.pins.sound_siren()
