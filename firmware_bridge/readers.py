@@ -169,14 +169,22 @@ class BridgeClimate:
     def __init__(self, bridge: Bridge, sensor: int = 0, max_age_s: float = 5.0):
         self.bridge, self.sensor, self.max_age_s = bridge, sensor, max_age_s
         self._latest: tuple[float, m.ClimateSample] | None = None
+        self._first = threading.Event()
+        self._since = time.monotonic()
         bridge.acquire()
         self._unsubscribe = bridge.subscribe(self._on_item)
 
     def _on_item(self, item) -> None:
         if isinstance(item, m.ClimateSample) and item.sensor == self.sensor:
             self._latest = (time.monotonic(), item)
+            self._first.set()
 
     def read(self) -> ClimateReading:
+        """The latest sample. The first call waits up to `max_age_s` from when this adapter
+        was made for the box to come up and send one: a box still connecting is not a
+        failed sensor."""
+        if not self._first.is_set():
+            self._first.wait(max(0.0, self._since + self.max_age_s - time.monotonic()))
         latest = self._latest
         if latest is None or time.monotonic() - latest[0] > self.max_age_s:
             raise ClimateError(f"no climate sample from the field box on {self.bridge.url} "

@@ -13,7 +13,8 @@
     power_pin = 13                # undervoltage / UPS signal
     siren_pin = 19
     light_pin = 26
-    climate_bus = "1"             # I2C bus of the SHT3x (or "sim"); absent: no climate
+    climate_bus = "1"             # I2C bus of the SHT3x, "sim", or "coproc:<port URL>" (the
+                                  # field box's sensor); absent: no climate
     rh_low = "60"                 # relative humidity band, percent
     rh_high = "70"
 
@@ -100,6 +101,22 @@ def _pct(sec: Section, key: str, default: str) -> int:
     return int(hundredths)
 
 
+CLIMATE_BUS_HELP = ('an I2C bus number ("1"), "/dev/i2c-1", "sim" (a simulated SHT3x), or '
+                    '"coproc:" and the field box\'s port URL ("coproc:/dev/ttyAMA0") for its '
+                    'climate sensor')
+
+
+def _climate_bus(path: Path, sec: Section) -> str | None:
+    bus = sec.str("climate_bus", None)
+    if bus is None:
+        return None
+    port = bus.removeprefix("coproc:")
+    if (not bus.startswith("coproc:") and bus != "sim"
+            and not bus.removeprefix("/dev/i2c-").isdigit()) or not port.strip():
+        raise sec._fail("climate_bus", CLIMATE_BUS_HELP, bus)
+    return bus
+
+
 def parse_warehouse(path: Path, table: Any) -> WarehouseConfig:
     w = Section(path, "warehouse", table)
     known = {"departed_after_s", "moved_min_reads", "moved_window_s", "moved_margin_db",
@@ -180,7 +197,7 @@ def parse_warehouse(path: Path, table: Any) -> WarehouseConfig:
         siren_s=w.seconds("siren_s", 60, lo=0.01, hi=3600),
         power_grace_s=w.seconds("power_grace_s", 20, lo=0, hi=600),
         shutdown_command=tuple(shlex.split(shutdown)) if shutdown else (),
-        climate_bus=w.str("climate_bus", None),
+        climate_bus=_climate_bus(path, w),
         climate_address=w.int("climate_address", 0x44, lo=0x44, hi=0x45),
         climate_poll_s=w.seconds("climate_poll_s", 10, lo=0.05, hi=3600),
         climate=ClimateSettings(

@@ -86,9 +86,7 @@ class Warehouse:
         self._restore_climate()
         self.sensor = climate_sensor
         if self.sensor is None and config.climate_bus:
-            from drivers.climate import SHT3x, open_bus
-
-            self.sensor = SHT3x(open_bus(config.climate_bus), config.climate_address)
+            self.sensor = open_climate(config.climate_bus, config.climate_address)
         self.pins = Pins(config, pin_factory=pin_factory)
         self.guard = Guard([inp for inp, _ in self.pins.inputs], config.open_hours,
                            config.debounce_ms)
@@ -131,6 +129,9 @@ class Warehouse:
             thread.join(5)
         with self.lock:
             self._flush_tags()
+        close_sensor = getattr(self.sensor, "close", None)
+        if close_sensor is not None:
+            close_sensor()
         self.pins.close()
         self.store.close()
 
@@ -418,6 +419,20 @@ def open_reader(spec: ReaderSpec):
                           f"for protocol {spec.protocol!r}") from None
     return factory(spec.port, spec.protocol, name=spec.name, antennas=spec.antennas,
                    silence_s=spec.silence_s)
+
+
+def open_climate(bus: str, address: int):
+    """The climate sensor `climate_bus` names: an SHT3x on an I2C bus (or `sim`), or with
+    `coproc:<port URL>` the field box's sensor through the bridge its port shares with the
+    box's other adapters (the `coproc` tag reader on the same port included)."""
+    if bus.startswith("coproc:"):
+        from firmware_bridge.readers import BridgeClimate
+        from firmware_bridge.shared import shared_bridge
+
+        return BridgeClimate(shared_bridge(bus.removeprefix("coproc:")))
+    from drivers.climate import SHT3x, open_bus
+
+    return SHT3x(open_bus(bus), address)
 
 
 def part(agent) -> Warehouse:
