@@ -36,6 +36,9 @@ from .link_meter import LATENCY_BUCKETS_S
 log = logging.getLogger(__name__)
 
 STOP_WAIT_S = 10.0      # an orderly stop writes the last marks; then the child is killed
+STUCK_AFTER_S = 40.0    # a child whose loop has not turned for this long is killed and restarted
+# (a connect that times out holds the loop up to twice [mqtt] connack_timeout_s; systemd's
+# watchdog, at 60 s, would otherwise restart the whole agent for a fault of the link alone)
 RESTART_MIN_S = 1.0     # a child that died is started again after a growing pause
 RESTART_MAX_S = 30.0
 
@@ -83,6 +86,8 @@ class LinkProcess:
         self._commands: queue.Queue = queue.Queue()
         self._restart = Backoff(RESTART_MIN_S, RESTART_MAX_S)
         self._last: dict = {}  # the current child's last status
+        self._moved_at = time.monotonic()  # when the current child's loop last turned
+        self.stuck_after_s = STUCK_AFTER_S
 
     # -- the owning loop ----------------------------------------------------------------
 
@@ -111,13 +116,16 @@ class LinkProcess:
                 worker.join(timeout=STOP_WAIT_S)
 
     def _run_child(self, stop: threading.Event) -> int:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (_package_root(), os.environ.get("PYTHONPATH")) if p)}
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}  # ours alone
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_package_root(), os.environ.get("PYTHONPATH")) if p)
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent.link_child"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, env=env, close_fds=True)
         self.pid = proc.pid
         self._last = {}
+        self._moved_at = time.monotonic()
         self.child_started_at = None
         proc.stdin.write((json.dumps(self._spec) + "\n").encode())
         proc.stdin.flush()
@@ -132,6 +140,12 @@ class LinkProcess:
                 if stopping_since is not None and time.monotonic() - stopping_since > STOP_WAIT_S:
                     log.warning("mqtt link process did not stop within %.0f s; killing it",
                                 STOP_WAIT_S)
+                    proc.kill()
+                    break
+                if stopping_since is None and \
+                        time.monotonic() - self._moved_at > self.stuck_after_s:
+                    log.error("mqtt link process %s: its loop has not turned for %.0f s; "
+                              "killing it", proc.pid, self.stuck_after_s)
                     proc.kill()
                     break
                 if not sel.select(timeout=0.1):
@@ -199,7 +213,10 @@ class LinkProcess:
                                      zip(self.meter.latency_counts, m["latency_counts"], before,
                                          strict=True)]
         self.meter.latency_sum_s += m["latency_sum_s"] - last.get("latency_sum_s", 0.0)
-        self.loops += max(0, m["loops"] - last.get("loops", 0))
+        moved = m["loops"] - last.get("loops", 0)
+        if moved > 0:
+            self.loops += moved
+            self._moved_at = time.monotonic()
         self._last = m
 
     # -- commands -------------------------------------------------------------------------

@@ -231,3 +231,19 @@ def test_an_es256_ingest_key_reaches_the_link_process_as_its_file(tmp_path):
     for signer, path in ((ed_signer, ed), (es_signer, es)):
         verifier = _ingest_verifier(json.loads(json.dumps(_ingest_key(path))))
         verifier.verify(signer.alg, signer.kid, b"ack", signer.sign(b"ack"))
+
+
+def test_a_link_process_stuck_too_long_is_replaced(site, services):
+    config = add_device(site, DEV)
+    services.ingest(site.ingest_config).wait_connected()
+    agent = services.agent(config, start=False)
+    agent.link.stuck_after_s = 2.0
+    agent.start()
+    agent.wait_connected()
+    stuck = agent.link.pid
+    os.kill(stuck, signal.SIGSTOP)  # its loop stops; the agent kills it (SIGKILL works on it)
+    wait_for(lambda: agent.link.pid not in (None, stuck) and agent.link.status.connected, 20,
+             what="the stuck link process replaced")
+    assert not os.path.exists(f"/proc/{stuck}") or \
+        open(f"/proc/{stuck}/stat").read().split()[2] == "Z"
+    deliver(agent, 3, "replaced")
