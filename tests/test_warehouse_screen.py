@@ -8,7 +8,7 @@ import pytest
 from agent.config import parse_config
 from agent.errors import ConfigError
 from agent.warehouse.custody import Custody
-from agent.warehouse.screen import LotLine, View, load_view, render
+from agent.warehouse.screen import LotLine, PledgeLine, View, load_view, render
 from agent.warehouse.store import WarehouseStore
 
 NOW = datetime(2026, 6, 1, 8, 0, 0, tzinfo=timezone.utc)
@@ -44,11 +44,12 @@ def test_config_defaults_and_errors():
         parse({"open_hours": "morning"})
 
 
-def test_render_shows_lots_alerts_climate_and_readers():
+def test_render_shows_lots_pledges_alerts_climate_and_readers():
     view = View("wh-01",
-                (LotLine("LOT-1", "P-9", 40, 42, 37, 0, 5),
-                 LotLine("LOT-2", None, None, 3, 3, 0, 0),
-                 LotLine("LOT-3", "P-9", 10, 10, 4, 6, 0)),
+                (LotLine("LOT-1", "P-9", 42, 37, 0, 5),
+                 LotLine("LOT-2", None, 3, 3, 0, 0),
+                 LotLine("LOT-3", "P-9", 10, 4, 6, 0)),
+                (PledgeLine("P-9", ("LOT-1", "LOT-3"), 50, 0, 41, 6),),
                 (("custody.breach", "lot LOT-1: tag aa left without a release",
                   NOW.timestamp() - 300),),
                 ("19.50", "71.20", "high", None, NOW.timestamp() - 5),
@@ -56,25 +57,58 @@ def test_render_shows_lots_alerts_climate_and_readers():
     text = render(view, NOW)
     lines = text.splitlines()
     lot1 = next(line for line in lines if line.strip().startswith("LOT-1"))
-    assert lot1.split()[:6] == ["LOT-1", "P-9", "40", "37", "0", "5"] and "SHORT" in lot1
-    assert "not pledged" in next(line for line in lines if "LOT-2" in line)
-    assert "ok (some unknown)" in next(line for line in lines if "LOT-3" in line)
+    assert lot1.split() == ["LOT-1", "P-9", "42", "37", "0", "5"]
+    assert next(line for line in lines if "LOT-2" in line).split()[1] == "-"
+    p9 = next(line for line in lines if line.strip().startswith("P-9"))
+    assert p9.split() == ["P-9", "2", "50", "0", "41", "6", "SHORT", "by", "3"]
     assert "OPEN ALERTS (1)" in text and "5 min" in text
     assert "71.20 % RH   TOO HUMID" in text
     assert "gate                 DOWN (offline) port vanished" in text
     assert "1 receipt(s) waiting" in text
 
 
-def test_view_is_loaded_from_the_store(tmp_path):
+def _store_with(tmp_path, pledges, tags):
     store = WarehouseStore(tmp_path / "w.sqlite")
     c = Custody()
     c.receive("LOT-1", ["s/1"], ["aa", "bb", "cc"])
-    c.pledge("P-1", {"lots": ["LOT-1"], "tags": 3, "kg": "10"})
+    c.receive("LOT-2", ["s/2"], ["dd", "ee"])
+    c.receive("LOT-3", ["s/3"], ["ff"])
+    for pid, body in pledges:
+        c.pledge(pid, body)
     store.save_custody(c)
-    store.save_tags([("aa", "present", "dock", 1), ("bb", "departed", "dock", 1)])
-    store.open_alert("shortfall:P-1", "custody.shortfall", "pledge P-1: 1 of 3 tags in stock")
+    store.save_tags(tags)
     store.save_reader("dock", "", "")
     store.close()
-    view = load_view(tmp_path / "w.sqlite", "wh-01")
-    assert view.lots == (LotLine("LOT-1", "P-1", 3, 3, 1, 0, 1),)
-    assert "SHORT" in render(view, NOW) and "no reading yet" in render(view, NOW)
+    return load_view(tmp_path / "w.sqlite", "wh-01")
+
+
+def test_view_is_loaded_from_the_store(tmp_path):
+    view = _store_with(tmp_path, [("P-1", {"lots": ["LOT-1"], "tags": 3, "kg": "10"})],
+                       [("aa", "present", "dock", 1), ("bb", "departed", "dock", 1)])
+    assert view.lots[0] == LotLine("LOT-1", "P-1", 3, 1, 0, 1)
+    assert view.pledges == (PledgeLine("P-1", ("LOT-1",), 3, 0, 1, 0),)
+    assert view.pledges[0].state == "SHORT by 2"
+    assert "SHORT by 2" in render(view, NOW) and "no reading yet" in render(view, NOW)
+
+
+def test_a_multi_lot_pledge_is_judged_over_all_its_lots(tmp_path):
+    """P-1 pledges 4 of the 5 tags of LOT-1 and LOT-2: with LOT-1's three and one of LOT-2's
+    in stock it is whole, though LOT-2 alone holds fewer than 4. P-2 (LOT-3) is short."""
+    view = _store_with(
+        tmp_path,
+        [("P-1", {"lots": ["LOT-1", "LOT-2"], "tags": 4, "kg": "20"}),
+         ("P-2", {"lots": ["LOT-3"], "tags": 1, "kg": "5"})],
+        [("aa", "present", "dock", 1), ("bb", "present", "dock", 1),
+         ("cc", "unknown", "dock", 1), ("dd", "present", "dock", 2),
+         ("ee", "departed", "dock", 2), ("ff", "departed", "dock", 3)])
+    assert view.lots == (LotLine("LOT-1", "P-1", 3, 2, 1, 0),
+                         LotLine("LOT-2", "P-1", 2, 1, 0, 1),
+                         LotLine("LOT-3", "P-2", 1, 0, 0, 1))
+    p1, p2 = view.pledges
+    assert (p1.lots, p1.pledged, p1.present, p1.unknown) == (("LOT-1", "LOT-2"), 4, 3, 1)
+    assert p1.state == "ok (some unknown)" and p2.state == "SHORT by 1"
+    text = render(view, NOW)
+    assert "SHORT" not in next(line for line in text.splitlines()
+                               if line.strip().startswith("LOT-2"))
+    assert [line.split()[-1] for line in text.splitlines()
+            if line.strip().startswith(("P-1", "P-2"))] == ["unknown)", "1"]

@@ -1,4 +1,5 @@
-"""The monitor's view: lots, pledged against present counts, open alerts, climate, readers.
+"""The monitor's view: lots (each its own tags), pledges (pledged against present counts over
+all their lots), open alerts, climate, readers.
 
 `load_view` reads the state the running service keeps in warehouse.sqlite (read-only, so the
 view can run beside the agent); `render` is a pure function of that view, tested directly.
@@ -16,9 +17,10 @@ from .store import WarehouseStore
 
 @dataclass(frozen=True)
 class LotLine:
+    """One lot's own tags, by state."""
+
     lot: str
     pledge: str | None
-    required: int | None     # pledged tags not yet released
     bound: int
     present: int
     unknown: int
@@ -26,9 +28,33 @@ class LotLine:
 
 
 @dataclass(frozen=True)
+class PledgeLine:
+    """One pledge over all its lots: the bank's pledged count against what is in stock."""
+
+    pledge: str
+    lots: tuple[str, ...]
+    pledged: int             # tags pledged
+    released: int            # tags released since
+    present: int             # over all its lots
+    unknown: int             # in stock while their reader is down
+
+    @property
+    def required(self) -> int:
+        return max(0, self.pledged - self.released)
+
+    @property
+    def state(self) -> str:
+        missing = self.required - self.present - self.unknown
+        if missing > 0:
+            return f"SHORT by {missing}"
+        return "ok (some unknown)" if self.unknown else "ok"
+
+
+@dataclass(frozen=True)
 class View:
     device: str
     lots: tuple[LotLine, ...]
+    pledges: tuple[PledgeLine, ...]
     alerts: tuple[tuple[str, str, float], ...]        # (kind, detail, opened unix time)
     climate: tuple | None                              # (temp_c, rh_pct, band, error, updated)
     readers: tuple[tuple[str, str, str], ...]          # (name, down_reason, detail)
@@ -39,20 +65,22 @@ def load_view(path: Path, device: str) -> View:
     store = WarehouseStore(path, readonly=True)
     try:
         status = dict(store.rows("SELECT epc, status FROM tags"))
-        pledges = {}
-        for pid, lots, tags, released in store.rows(
-                "SELECT id, lots, tags, released_tags FROM pledges"):
-            for lot in json.loads(lots):
-                pledges[lot] = (pid, tags - released)
-        lines = []
-        for lot, epcs in store.rows("SELECT lot, epcs FROM lots ORDER BY lot"):
-            states = [status.get(e, "") for e in json.loads(epcs)]
-            pid, required = pledges.get(lot, (None, None))
-            lines.append(LotLine(lot, pid, required, len(states), states.count("present"),
-                                 states.count("unknown"), states.count("departed")))
+        lots = {lot: [status.get(e, "") for e in json.loads(epcs)]
+                for lot, epcs in store.rows("SELECT lot, epcs FROM lots ORDER BY lot")}
+        pledge_of, pledges = {}, []
+        for pid, pledged_lots, tags, released in store.rows(
+                "SELECT id, lots, tags, released_tags FROM pledges ORDER BY id"):
+            names = tuple(json.loads(pledged_lots))
+            states = [st for lot in names for st in lots.get(lot, [])]
+            pledges.append(PledgeLine(pid, names, tags, released, states.count("present"),
+                                      states.count("unknown")))
+            pledge_of.update(dict.fromkeys(names, pid))
+        lines = tuple(LotLine(lot, pledge_of.get(lot), len(states), states.count("present"),
+                              states.count("unknown"), states.count("departed"))
+                      for lot, states in lots.items())
         alerts = tuple((kind, detail, opened) for _, kind, detail, opened in store.open_alerts())
         pending = store.rows("SELECT COUNT(*) FROM receipts WHERE done = 0")[0][0]
-        return View(device, tuple(lines), alerts, store.load_climate(),
+        return View(device, lines, tuple(pledges), alerts, store.load_climate(),
                     tuple(store.load_readers()), pending)
     finally:
         store.close()
@@ -65,21 +93,22 @@ def render(view: View, now: datetime, width: int = 100) -> str:
     if not view.lots:
         out.append("  (no lot received yet)")
     else:
-        out.append(f"  {'lot':20} {'pledge':14} {'pledged':>7} {'present':>7} {'unknown':>7} "
-                   f"{'gone':>5} {'tags':>5}  state")
+        out.append(f"  {'lot':20} {'pledge':14} {'tags':>5} {'present':>7} {'unknown':>7} "
+                   f"{'gone':>5}")
         for line in view.lots:
-            pledged = "-" if line.required is None else str(line.required)
-            if line.required is None:
-                state = "not pledged"
-            elif line.present + line.unknown < line.required:
-                state = "SHORT"
-            elif line.unknown:
-                state = "ok (some unknown)"
-            else:
-                state = "ok"
-            out.append(f"  {line.lot[:20]:20} {(line.pledge or '-')[:14]:14} {pledged:>7} "
-                       f"{line.present:>7} {line.unknown:>7} {line.departed:>5} "
-                       f"{line.bound:>5}  {state}")
+            out.append(f"  {line.lot[:20]:20} {(line.pledge or '-')[:14]:14} {line.bound:>5} "
+                       f"{line.present:>7} {line.unknown:>7} {line.departed:>5}")
+    if view.pending_receipts:
+        out.append(f"  {view.pending_receipts} receipt(s) waiting for the agent")
+    out += ["", "PLEDGES"]
+    if not view.pledges:
+        out.append("  none")
+    else:
+        out.append(f"  {'pledge':14} {'lots':>4} {'pledged':>7} {'released':>8} "
+                   f"{'present':>7} {'unknown':>7}  state")
+        for p in view.pledges:
+            out.append(f"  {p.pledge[:14]:14} {len(p.lots):>4} {p.pledged:>7} {p.released:>8} "
+                       f"{p.present:>7} {p.unknown:>7}  {p.state}")
     if view.pending_receipts:
         out.append(f"  {view.pending_receipts} receipt(s) waiting for the agent")
     out += ["", f"OPEN ALERTS ({len(view.alerts)})"]
