@@ -108,14 +108,15 @@ class Rig:
         self.clock = clock or Clock()
         self.reader = ScriptedReader("dock", online_at_start)
         self.chip = SimulatedSht3x(rh_pct="65.00")
-        self.shutdowns = []
+        self.shutdowns = []          # the ingest's ack watermark when each shutdown ran
+        self.shutdown_at = []        # and when (time.monotonic())
         self.bank = Ed25519Signer.generate()
         self.config = warehouse_config(tmp_path, **extra)
         self.w = Warehouse(outbox, self.config, tmp_path, readers=[self.reader],
                            pin_factory=factory, climate_sensor=SHT3x(self.chip),
                            mono_ms=self.clock.mono_ms, utc_now=lambda: self.clock.utc,
                            local_time=lambda: self.clock.local,
-                           shutdown=lambda: self.shutdowns.append(outbox.acked_seq()))
+                           shutdown=self._shutdown)
         self.dispatcher = Dispatcher(DEV, outbox, {BANK: Verifier.from_pem(
             self.bank.public_key_pem())}, now=lambda: self.clock.utc)
         self.w.register(self.dispatcher)
@@ -124,6 +125,10 @@ class Rig:
             factory.pin(pin).drive_low()
         if start:
             self.start()
+
+    def _shutdown(self):
+        self.shutdown_at.append(time.monotonic())
+        self.shutdowns.append(self.outbox.acked_seq())
 
     def start(self):
         self.w.start(self.stop)
@@ -355,11 +360,34 @@ def test_door_out_of_hours_tamper_and_power_loss(rig, factory):
     tamper.drive_low()
     tamper.drive_high()
     wait_for(lambda: rig.events("tamper.detected"), 2, what="tamper.detected")
+    cut = time.monotonic()
     power.drive_low()
     (lost,) = wait_for(lambda: rig.events("power.lost"), 2, what="power.lost")
     # no ingest acknowledges here: the shutdown waits for the grace time, then goes ahead
     wait_for(lambda: rig.shutdowns, 5, what="the shutdown")
-    assert lost["seq"] > 0
+    assert lost["seq"] > 0 and lost["priority"] == "alert"
+    assert rig.shutdowns == [rig.outbox.acked_seq()] and rig.shutdowns[0] < lost["seq"]
+    assert rig.shutdown_at[0] - cut >= rig.config.power_grace_s   # the whole grace time
+
+
+def test_the_shutdown_waits_for_the_ingests_ack_of_the_power_alert(
+        tmp_path, make_outbox, factory):
+    """With an ingest answering, the device goes dark as soon as the bank has the alert:
+    not before the ack, and not a whole grace time later."""
+    rig = Rig(tmp_path, make_outbox(), factory, power_grace_s=30)
+    try:
+        factory.pin(13).drive_low()
+        (lost,) = wait_for(lambda: rig.events("power.lost"), 2, what="power.lost")
+        time.sleep(0.5)
+        assert rig.shutdowns == []                       # waiting for the bank to have it
+        seq = lost["seq"]
+        acked = time.monotonic()
+        rig.outbox.acknowledge(seq, rig.outbox.event_hash(seq))   # the ingest's ack
+        wait_for(lambda: rig.shutdowns, 5, what="the shutdown after the ack")
+        assert rig.shutdowns == [seq]                    # the alert was acknowledged first
+        assert rig.shutdown_at[0] - acked < 5            # not the 30 s grace time
+    finally:
+        rig.close()
 
 
 def test_climate_crossings_and_sensor_faults(rig):
