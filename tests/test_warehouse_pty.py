@@ -238,7 +238,8 @@ def test_a_lot_leaves_under_a_release_and_nothing_is_breached(rig):
     rig.start()
     rig.receive_and_pledge()
     cmd = make_command(DEV, "release.authorize", {
-        "lot": "LOT-1", "tags": 2, "not_before": utc_timestamp(rig.clock.utc),
+        "lot": "LOT-1", "tags": 2,
+        "not_before": utc_timestamp(rig.clock.utc - timedelta(minutes=1)),
         "not_after": utc_timestamp(rig.clock.utc + timedelta(hours=2))}, rig.bank,
         now=rig.clock.utc)
     rig.dispatcher.handle(json.dumps(cmd).encode())

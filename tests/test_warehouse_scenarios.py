@@ -74,19 +74,24 @@ class ScriptedReader:
 
 class Clock:
     """Real monotonic time plus a jump the test controls, so debouncing runs in real time
-    while ten minutes of silence take no time at all."""
+    while ten minutes of silence take no time at all. The wall clock moves with it (from
+    2026-06-01 08:00 UTC), so a read's wall time follows from its monotonic time."""
 
     def __init__(self):
         self.offset_ms = 0
-        self.utc = datetime(2026, 6, 1, 8, tzinfo=timezone.utc)
+        self._start_ms = self.mono_ms()
+        self._start_utc = datetime(2026, 6, 1, 8, tzinfo=timezone.utc)
         self.local = dtime(10, 0)
 
     def mono_ms(self) -> int:
         return time.monotonic_ns() // 10**6 + self.offset_ms
 
+    @property
+    def utc(self) -> datetime:
+        return self._start_utc + timedelta(milliseconds=self.mono_ms() - self._start_ms)
+
     def jump(self, seconds: float) -> None:
         self.offset_ms += int(seconds * 1000)
-        self.utc += timedelta(seconds=seconds)
 
 
 def warehouse_config(tmp_path: Path, **extra) -> object:
@@ -214,6 +219,24 @@ def test_a_lot_leaves_with_a_release(rig, factory):
     # the release is used up: the next one to leave is a breach
     rig.leave_with(LOT[3:] + OTHER)
     assert [b["body"]["epc"] for b in rig.events("custody.breach")] == [LOT[2]]
+
+
+def test_a_release_whose_window_ends_after_the_last_read_covers_the_departure(rig):
+    """The bales were last read at 08:00, inside a window that ends at 08:05; the departure
+    is noticed at 08:10. They left under the release: no breach."""
+    rig.release(2, start_h=-1, end_h=5 / 60)
+    rig.leave_with(LOT[2:] + OTHER)
+    assert sorted(d["body"]["epc"] for d in rig.events("tag.departed")) == LOT[:2]
+    assert rig.events("custody.breach") == []
+
+
+def test_a_release_whose_window_opens_after_the_last_read_does_not_cover_it(rig):
+    """The bales were last read at 08:00 and left before a window that opens at 08:05; the
+    departure is noticed at 08:10, inside the window. They left without a release."""
+    rig.release(2, start_h=5 / 60, end_h=2)
+    rig.leave_with(LOT[2:] + OTHER)
+    assert sorted(b["body"]["epc"] for b in rig.events("custody.breach")) == LOT[:2]
+    assert rig.w.custody.releases and all(r.used == 0 for r in rig.w.custody.releases.values())
 
 
 def test_expired_forged_and_unknown_releases_are_refused(rig):

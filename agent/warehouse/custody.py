@@ -5,8 +5,9 @@ bank's release authorisations. It is told about departures and arrivals by the s
 gets them from presence) and answers with event drafts; wall-clock time is passed in, since a
 release's validity window is in the bank's time.
 
-- A pledged tag that departs under a valid release (its lot, within its window, quantity left)
-  uses up one tag of it; without one it is a `custody.breach`.
+- A pledged tag that departs under a valid release (its lot, quantity left, and its window
+  open when the tag was last read) uses up one tag of it; without one it is a
+  `custody.breach`.
 - A pledge whose lots hold fewer tags (present or unknown) than pledged and not yet released
   raises `custody.shortfall` once, and `custody.restored` when the stock is back.
 """
@@ -163,7 +164,9 @@ class Custody:
         return {"release": command_id, "lot": lot, "tags": tags, "pledge": pledge.id,
                 "not_before": utc_timestamp(not_before), "not_after": utc_timestamp(not_after)}
 
-    def departed(self, epc: str, location: str, unread_s: int, now: datetime) -> Draft:
+    def departed(self, epc: str, location: str, unread_s: int, last_seen: datetime) -> Draft:
+        """A tag that has departed; `last_seen` is the wall-clock time it was last read, at
+        which a release must have been valid (its window open, tags left) to cover it."""
         lot_id = self._lot_of.get(epc)
         body = {"epc": epc, "location": location, "unread_s": unread_s}
         if lot_id is None:
@@ -174,7 +177,7 @@ class Custody:
             return Draft("tag.departed", "alert", body)
         body["pledge"] = pledge.id
         release = next((r for r in self.releases.values()
-                        if r.lot == lot_id and r.valid_at(now)), None)
+                        if r.lot == lot_id and r.valid_at(last_seen)), None)
         if release is None:
             return Draft("custody.breach", "alert", {
                 **body, "reason": "a pledged tag left without a valid release"})

@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -301,8 +301,11 @@ class Warehouse:
                 drafts.append(Draft("tag.moved", "telemetry", body))
                 self._dirty.add(c.epc)
             elif isinstance(c, Departed):
+                # A release covers a tag that left inside its window: the tag was last read
+                # then, not when the departure was noticed up to a check interval later.
+                last_seen = self.utc_now() - timedelta(milliseconds=c.unread_ms)
                 drafts.append(self.custody.departed(c.epc, location_name(c.location),
-                                                    c.unread_ms // 1000, self.utc_now()))
+                                                    c.unread_ms // 1000, last_seen))
                 self._dirty.add(c.epc)
                 custody_changed = True
             elif isinstance(c, Forgotten):
