@@ -65,7 +65,7 @@ def test_a_pledged_tag_leaving_without_release_is_a_breach(custody):
 def test_a_release_lets_its_quantity_leave_within_its_window(custody):
     result = custody.authorize_release("cmd-r", {"lot": "LOT-7", "tags": 2, **window(-1, 2)},
                                        NOW)
-    assert result["pledge"] == "cmd-p"
+    assert result["pledge"] == "cmd-p" and "kg" not in result
     first = custody.departed(LOW[0], "dock#1", 600, NOW)
     second = custody.departed(LOW[1], "dock#1", 600, NOW)
     assert [first.type, second.type] == ["tag.departed"] * 2
@@ -139,3 +139,15 @@ def test_custody_and_tags_survive_a_restart(custody, tmp_path):
     assert c2.departed(LOW[1], "d", 1, NOW).type == "tag.departed"
     assert c2.departed(LOW[2], "d", 1, NOW).type == "custody.breach"
     again.close()
+
+
+def test_kg_is_recorded_and_reported_but_tags_are_what_is_counted(custody):
+    """A release's kg is echoed in its result (command.done) and kept; the stock check counts
+    tags only, so a pledge whose tags are all in stock is whole whatever its kg says."""
+    result = custody.authorize_release("cmd-r", {"lot": "LOT-7", "tags": 1, "kg": "100.5",
+                                                 **window(-1, 2)}, NOW)
+    assert result["kg"] == "100.5" and custody.releases["cmd-r"].kg == "100.5"
+    assert custody.departed(LOW[0], "d", 1, NOW).type == "tag.departed"
+    assert custody.check_stock(set(LOW[1:]).__contains__) == []
+    custody.pledges["cmd-p"].kg = "99999"
+    assert custody.check_stock(set(LOW[1:]).__contains__) == []

@@ -10,6 +10,13 @@ release's validity window is in the bank's time.
   `custody.breach`.
 - A pledge whose lots hold fewer tags (present or unknown) than pledged and not yet released
   raises `custody.shortfall` once, and `custody.restored` when the stock is back.
+
+Tags stand in for weight. A reader tells whether a bale's tag is in the store, never what the
+bale weighs, and a lot's `kg` is one figure for the whole lot (optional at receipt), not a
+weight per tag. So the quantity watched is the pledge's `tags`; its `kg` and a release's `kg`
+are recorded and reported for the bank's books (docs/warehouse.md), never compared with stock:
+a kilogram check here could only be the tag count times an average bale weight, wrong
+whenever bales differ, raising or hiding alerts on an estimate.
 """
 
 from __future__ import annotations
@@ -161,8 +168,11 @@ class Custody:
             raise CustodyError(f"release.authorize: the window ended at {body['not_after']}")
         kg = _kg(body["kg"], "release.authorize: `kg`") if "kg" in body else None
         self.releases[command_id] = Release(command_id, lot, tags, not_before, not_after, kg)
-        return {"release": command_id, "lot": lot, "tags": tags, "pledge": pledge.id,
-                "not_before": utc_timestamp(not_before), "not_after": utc_timestamp(not_after)}
+        result = {"release": command_id, "lot": lot, "tags": tags, "pledge": pledge.id,
+                  "not_before": utc_timestamp(not_before), "not_after": utc_timestamp(not_after)}
+        if kg is not None:
+            result["kg"] = kg       # recorded for the bank's books; tags are what is watched
+        return result
 
     def departed(self, epc: str, location: str, unread_s: int, last_seen: datetime) -> Draft:
         """A tag that has departed; `last_seen` is the wall-clock time it was last read, at
