@@ -11,6 +11,7 @@ Every acceptance and every refusal is a signed event.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import time
 import uuid
@@ -21,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from .clock import parse_utc_timestamp, utc_timestamp
 from .envelope import parse_json_object, sign_object, verify_object
 from .errors import CocoonError, CommandRejected, EventFormatError, SignatureError
-from .events import TYPE_RE, Draft
+from .events import Draft
 from .signing import Signer, Verifier
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,16 @@ BACKEND = "backend"
 # Which key must sign which command type (docs/events.md, "Commands").
 SIGNER_OF = {
     "payment.confirmed": BANK,
-    "pledge.create": BANK,
+    "pledge": BANK,
+    "pledge.create": BANK,      # the same command by its earlier name, still accepted
     "release.authorize": BANK,
     "price_table.set": BACKEND,
     "blacklist.set": BACKEND,
     "config.set": BACKEND,
     "time.hint": BACKEND,
 }
+# Event types are dotted; a command type may be one word (the bank's `pledge`).
+COMMAND_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 COMMAND_FIELDS = {"v", "id", "device", "type", "issued", "expires", "body", "kid", "sig"}
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_ID_LEN = 128
@@ -81,8 +85,8 @@ def parse_command(payload: bytes) -> dict:
         raise EventFormatError("command v must be 1")
     if not isinstance(msg["id"], str) or not 0 < len(msg["id"]) <= MAX_ID_LEN:
         raise EventFormatError("command id must be a string of 1-128 characters")
-    if not isinstance(msg["type"], str) or not TYPE_RE.match(msg["type"]):
-        raise EventFormatError("command type must be a dotted lowercase name")
+    if not isinstance(msg["type"], str) or not COMMAND_TYPE_RE.match(msg["type"]):
+        raise EventFormatError("command type must be a lowercase name, dotted or not")
     if not isinstance(msg["body"], dict):
         raise EventFormatError("command body must be an object")
     return msg

@@ -10,7 +10,7 @@ a gate antenna read through the firmware bridge; GPIO pins are gpiozero's mock p
 is the simulated chip (`climate_bus = "sim"`).
 
 The script then plays the people around the warehouse: a lot of bales arrives and is received
-(`cocoon-agent warehouse receive`), the bank pledges it (a signed `pledge.create` through
+(`cocoon-agent warehouse receive`), the bank pledges it (a signed `pledge` through
 `cocoon-ingest send-command`), and one pledged bale is carried out without a release; the
 `custody.breach` alert is shown as the ingest verifies and acknowledges it. The bales are kept
 in a file in the work folder, so a second run finds the first run's bales still there (and the
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         sent = run_cli("bank ", [
             str(bindir / "cocoon-ingest"), "--config", str(site.operator_config),
             "--log-level", "warning", "send-command", "--key", str(site.bank_key),
-            "--device", DEVICE, "--type", "pledge.create", "--body", json.dumps(pledge)])
+            "--device", DEVICE, "--type", "pledge", "--body", json.dumps(pledge)])
         if sent.returncode != 0 or not ledger.wait(
                 lambda: ledger.seqs("command.done", mark), 30, stop):
             say("bank  :  the pledge was not confirmed; see the logs")

@@ -160,8 +160,8 @@ class Rig:
         assert store.receipt(rid) == (1, None)
         store.close()
 
-    def pledge(self, lot="LOT-1", tags=4):
-        self.command("pledge.create", {"lots": [lot], "tags": tags, "kg": "200.5"})
+    def pledge(self, lot="LOT-1", tags=4, type_="pledge", **kw):
+        return self.command(type_, {"lots": [lot], "tags": tags, "kg": "200.5"}, **kw)
 
     def release(self, tags, start_h=-1.0, end_h=2.0, **kw):
         return self.command("release.authorize", {
@@ -237,6 +237,29 @@ def test_a_release_whose_window_opens_after_the_last_read_does_not_cover_it(rig)
     rig.leave_with(LOT[2:] + OTHER)
     assert sorted(b["body"]["epc"] for b in rig.events("custody.breach")) == LOT[:2]
     assert rig.w.custody.releases and all(r.used == 0 for r in rig.w.custody.releases.values())
+
+
+@pytest.mark.parametrize("type_", ["pledge", "pledge.create"])
+def test_the_banks_pledge_by_its_name_or_its_alias(tmp_path, make_outbox, factory, type_):
+    """`pledge` is the bank's command; `pledge.create` is the same command by its earlier
+    name. Both need the bank's key: signed by anyone else, neither pledges anything."""
+    rig = Rig(tmp_path, make_outbox(), factory)
+    try:
+        rig.reader.reads(LOT)
+        rig.receive()
+        rig.pledge(type_=type_, signer=Ed25519Signer.generate())       # not the bank
+        (refused,) = rig.events("command.refused")
+        assert refused["body"]["type"] == type_
+        assert "signature not from the bank key" in refused["body"]["reason"]
+        assert rig.w.custody.pledges == {}
+        cmd_id = rig.pledge(type_=type_)
+        (done,) = rig.events("command.done")
+        assert done["body"]["type"] == type_ and done["body"]["result"]["pledge"] == cmd_id
+        assert rig.w.custody.pledges[cmd_id].lots == ("LOT-1",)
+        rig.leave_with(LOT[1:])
+        assert [b["body"]["pledge"] for b in rig.events("custody.breach")] == [cmd_id]
+    finally:
+        rig.close()
 
 
 def test_expired_forged_and_unknown_releases_are_refused(rig):

@@ -115,19 +115,20 @@ class Custody:
         return Draft("lot.received", "alert", body)
 
     def pledge(self, command_id: str, body: dict) -> dict:
-        """The bank's `pledge.create`: body `lots` (ids), `tags` (int), `kg` (decimal string),
-        optionally `pledge` (the bank's id; default the command's id)."""
+        """The bank's `pledge` (also accepted as `pledge.create`): body `lots` (ids), `tags`
+        (int), `kg` (decimal string), optionally `pledge` (the bank's id; default the
+        command's id)."""
         pledge_id = body.get("pledge", command_id)
         if not isinstance(pledge_id, str) or not pledge_id:
-            raise CustodyError("pledge.create: `pledge` must be a non-empty string")
+            raise CustodyError("pledge: `pledge` must be a non-empty string")
         if pledge_id in self.pledges:
             raise CustodyError(f"pledge {pledge_id} already exists")
         lots = body.get("lots")
         if not isinstance(lots, list) or not lots or not all(isinstance(x, str) for x in lots):
-            raise CustodyError("pledge.create: `lots` must be a non-empty list of lot ids")
+            raise CustodyError("pledge: `lots` must be a non-empty list of lot ids")
         unknown = [x for x in lots if x not in self.lots]
         if unknown:
-            raise CustodyError(f"pledge.create: lot {unknown[0]} was never received here")
+            raise CustodyError(f"pledge: lot {unknown[0]} was never received here")
         for other in self.pledges.values():
             shared = set(other.lots) & set(lots)
             if shared:
@@ -136,9 +137,9 @@ class Custody:
         tags = body.get("tags")
         total = sum(len(self.lots[x].epcs) for x in lots)
         if isinstance(tags, bool) or not isinstance(tags, int) or not 0 < tags <= total:
-            raise CustodyError(f"pledge.create: `tags` must be an integer from 1 to {total} "
+            raise CustodyError(f"pledge: `tags` must be an integer from 1 to {total} "
                                "(the tags of the lots named)")
-        kg = _kg(body.get("kg"), "pledge.create: `kg`")
+        kg = _kg(body.get("kg"), "pledge: `kg`")
         self.pledges[pledge_id] = Pledge(pledge_id, tuple(lots), tags, kg)
         return {"pledge": pledge_id, "lots": list(lots), "tags": tags, "kg": kg}
 

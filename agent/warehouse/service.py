@@ -98,7 +98,8 @@ class Warehouse:
     # -- wiring ---------------------------------------------------------------------------
 
     def register(self, dispatcher) -> None:
-        dispatcher.register("pledge.create", self.handle_pledge)
+        dispatcher.register("pledge", self.handle_pledge)
+        dispatcher.register("pledge.create", self.handle_pledge)    # its earlier name
         dispatcher.register("release.authorize", self.handle_release)
 
     def start(self, stop: threading.Event) -> None:
