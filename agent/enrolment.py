@@ -87,6 +87,44 @@ def make_csr(device: str, key: ec.EllipticCurvePrivateKey) -> bytes:
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
+def csr_matches(pem: bytes, key: ec.EllipticCurvePrivateKey, device: str) -> bool:
+    """True when `pem` is a validly self-signed CSR with CN = `device` over this key."""
+    try:
+        csr = x509.load_pem_x509_csr(pem)
+    except ValueError:
+        return False
+    cn = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return bool(cn) and cn[0].value == device and csr.is_signature_valid and \
+        _spki(csr.public_key()) == _spki(key.public_key())
+
+
+def stored_csr(path: Path, key: ec.EllipticCurvePrivateKey, device: str) -> bytes:
+    """The device's CSR from `path` (as provisioning wrote it), or a new one written there
+    when it is missing or not for this key and device id. ECDSA signatures are randomised,
+    so every new CSR differs byte for byte: keeping one lets a retried enrolment send the
+    very request the service may already have granted."""
+    path = Path(path)
+    try:
+        pem = path.read_bytes()
+    except FileNotFoundError:
+        pem = None
+    if pem is not None and csr_matches(pem, key, device):
+        return pem
+    pem = make_csr(device, key)
+    write_atomic(path, pem)
+    return pem
+
+
+def csr_file_for(tls_key_file: Path) -> Path:
+    """Where the CSR of a TLS key lives: beside it (`tls/device.key` -> `tls/device.csr`)."""
+    return Path(tls_key_file).with_suffix(".csr")
+
+
+def _spki(public_key) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Write a secret atomically with mode 0600 (never readable by others, not even briefly)."""
     write_atomic(path, data, mode=0o600)
@@ -233,9 +271,11 @@ def exchange(settings: ClaimSettings, client_id: str, request: dict, request_top
 
 def enrol(device: str, signer, *, token: str, claim: ClaimSettings, tls_key_file: Path,
           cert_out: Path, ca_out: Path | None = None, force: bool = False,
-          timeout_s: float = 30.0) -> dict:
-    """Get this device's certificate with a one-time token. Resumable: the TLS key is kept
-    between attempts, and a repeated request is answered with the same certificate."""
+          timeout_s: float = 30.0, csr_file: Path | None = None) -> dict:
+    """Get this device's certificate with a one-time token. Resumable: the TLS key and its
+    CSR (`csr_file`, by default beside the key, where provisioning writes it) are kept
+    between attempts, so a request repeated after a lost answer is the same request, and
+    the service answers it with the certificate it already issued."""
     if device in RESERVED_IDS:
         raise EnrolmentError(f"{device!r} is a reserved name, not a device id")
     key = ensure_tls_key(tls_key_file)
@@ -244,7 +284,8 @@ def enrol(device: str, signer, *, token: str, claim: ClaimSettings, tls_key_file
             return {"status": "already enrolled", "certificate": str(cert_out)}
         raise EnrolmentError(f"{cert_out} already holds another identity; enrol with --force "
                              "to replace it")
-    request = build_request(device, make_csr(device, key), signer, token=token)
+    csr = stored_csr(csr_file or csr_file_for(tls_key_file), key, device)
+    request = build_request(device, csr, signer, token=token)
     answer = exchange(claim, f"claim-{request['nonce'][:12]}", request, REQUEST_TOPIC,
                       reply_topic(request["nonce"]), timeout_s)
     reply = parse_reply(answer, device, request["nonce"])

@@ -34,11 +34,9 @@ from pathlib import Path
 
 import tomlkit
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 
 from .config import DEVICE_ID_RE, SIGNING_ALGS, parse_config
-from .enrolment import RESERVED_IDS, ensure_tls_key, make_csr, write_atomic
+from .enrolment import RESERVED_IDS, csr_matches, ensure_tls_key, make_csr, write_atomic
 from .errors import CocoonError, ConfigError, KeyFileError
 from .signing import Verifier, generate_key_file, load_signer
 
@@ -307,7 +305,7 @@ class Provisioner:
     def csr(self) -> StepResult:
         p = self.plan
         key = ensure_tls_key(p.tls_key)
-        if p.csr_file.exists() and _csr_matches(p.csr_file.read_bytes(), key, p.device_id):
+        if p.csr_file.exists() and csr_matches(p.csr_file.read_bytes(), key, p.device_id):
             return StepResult("csr", "kept", f"{p.csr_file} (CN={p.device_id})")
         existed = p.csr_file.exists()
         write_atomic(p.csr_file, make_csr(p.device_id, key))
@@ -367,17 +365,6 @@ class Provisioner:
             return StepResult("config", "kept", str(p.config_file))
         write_atomic(p.config_file, text.encode("utf-8"), mode=0o644)
         return StepResult("config", "updated" if existed else "created", str(p.config_file))
-
-
-def _csr_matches(pem: bytes, key, device: str) -> bool:
-    try:
-        csr = x509.load_pem_x509_csr(pem)
-    except ValueError:
-        return False
-    cn = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    return bool(cn) and cn[0].value == device and csr.is_signature_valid and \
-        csr.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
 
 
 def render_config(plan: Plan, existing: str | None) -> str:

@@ -12,8 +12,10 @@ CA's key, and answers the requests described in agent/enrolment.py:
   with `--replace` (a device re-provisioned on purpose);
 - a renewal request (over the device's own certificate) needs no token but must be signed by
   the device's registered signing key;
-- asked again with the same token, CSR and key, the service answers with the certificate it
-  already issued: a device whose answer was lost can simply retry.
+- asked again with the same token for the same TLS key (the CSR's public key and common name)
+  and the same signing key, the service answers with the certificate it already issued: a
+  device whose answer was lost can simply retry (a CSR made again over the same key differs
+  byte for byte, since ECDSA signatures are randomised, so keys are compared, not PEM).
 """
 
 from __future__ import annotations
@@ -150,8 +152,7 @@ class EnrolmentService:
         if record is None or record["device"] != device:
             raise Refused("unknown token, or a token issued for another device")
         if record["used_at"] is not None:
-            if record["csr"] == request.get("csr") and \
-                    record["signing_key"] == request.get("signing_key"):
+            if self._repeats(record, request):
                 return record["certificate"]       # the same request again: same answer
             raise Refused("this token was already used; ask for a new one")
         if record["expires"] < time.time():
@@ -165,6 +166,21 @@ class EnrolmentService:
         self._register(device, request["signing_key"])
         self.tokens.spend(token, request["csr"], request["signing_key"], certificate)
         return certificate
+
+    def _repeats(self, record: dict, request: dict) -> bool:
+        """Whether `request` asks again for what the spent token `record` was granted: a
+        valid request for the same TLS public key and common name, signed by the same
+        signing key. Compared as keys, not as PEM bytes: an ECDSA signature is randomised,
+        so a CSR made again over the same key differs byte for byte."""
+        try:
+            verifier = self._check(request)
+        except Refused:
+            return False
+        granted_csr = x509.load_pem_x509_csr(record["csr"].encode())
+        asked_csr = x509.load_pem_x509_csr(request["csr"].encode())
+        granted_key = Verifier.from_pem(record["signing_key"].encode())
+        return _spki(asked_csr.public_key()) == _spki(granted_csr.public_key()) and \
+            asked_csr.subject == granted_csr.subject and granted_key.kid == verifier.kid
 
     def renew(self, request: dict) -> str:
         device = request.get("device")
@@ -232,3 +248,8 @@ class EnrolmentService:
 
     def _ca_pem(self) -> str:
         return self.ca_cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _spki(public_key) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)

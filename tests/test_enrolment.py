@@ -93,10 +93,16 @@ def test_a_device_enrols_and_its_events_are_acknowledged(site, services, enrolme
     assert cert.subject.rfc4514_string() == f"CN={DEV}"
     assert ((root / "tls" / "device.key").stat().st_mode & 0o777) == 0o600
     assert (site.ingest_config.parent / "devices" / f"{DEV}.pem").exists()
-    # running it again changes nothing; forcing it with the spent token is refused
+    # running it again changes nothing; forcing it with the spent token only fetches the
+    # same certificate again (same key, same CSR), and a new TLS key gets nothing from it
     assert "already enrolled" in enrol(config, claim, tok).stdout
+    issued = (root / "tls" / "device.pem").read_bytes()
+    assert "enrolled:" in enrol(config, claim, tok, "--force").stdout
+    assert (root / "tls" / "device.pem").read_bytes() == issued
+    (root / "tls" / "device.key").rename(root / "tls" / "device.key.kept")
     again = enrol(config, claim, tok, "--force", check=False)
     assert again.returncode == 2 and "already used" in again.stderr
+    (root / "tls" / "device.key.kept").replace(root / "tls" / "device.key")
 
     services.ingest(site.ingest_config)
     agent = services.agent(config)
@@ -110,6 +116,42 @@ def test_a_device_enrols_and_its_events_are_acknowledged(site, services, enrolme
     assert new_cert.serial_number != cert.serial_number
     assert "not due" in cocoon("cocoon-agent", "--config", config, "renew",
                                "--if-within-days", 5).stdout
+
+
+def test_a_retry_after_a_lost_reply_gets_the_certificate_already_issued(site, enrolment,
+                                                                        device):
+    """The service grants the request, but its reply never reaches the device (a dropped
+    connection, a power cut): the token is spent. Running enrol again sends the same CSR,
+    which provisioning's CSR file keeps, and gets the certificate already issued."""
+    enrol_config, service = enrolment
+    config, claim, root = device
+    answer = service.on_message
+    replies = []
+
+    def drop_first_reply(link, topic, payload, retain):
+        class Lossy:
+            def publish(self, topic, payload, qos=0):
+                replies.append(payload)
+                if len(replies) > 1:
+                    link.publish(topic, payload, qos=qos)
+
+            def __getattr__(self, name):
+                return getattr(link, name)
+        answer(Lossy(), topic, payload, retain)
+
+    service.on_message = drop_first_reply
+    tok = token(enrol_config)
+    lost = cocoon("cocoon-agent", "--config", config, "enrol", "--token", tok, "--claim-cert",
+                  claim.cert_file, "--claim-key", claim.key_file, "--timeout", 3, check=False)
+    assert lost.returncode == 2 and "safe to run it again" in lost.stderr, lost.stderr
+    assert service.granted == 1 and not (root / "tls" / "device.pem").exists()
+    issued = service.tokens.get(tok)["certificate"]
+
+    assert "enrolled:" in enrol(config, claim, tok).stdout
+    assert (root / "tls" / "device.pem").read_text() == issued
+    assert (root / "tls" / "device.csr").read_text() == service.tokens.get(tok)["csr"]
+    assert service.granted == 2 and service.refused == 0
+    assert "already enrolled" in enrol(config, claim, tok).stdout
 
 
 def test_tokens_are_one_time_and_bound_to_their_device(site, enrolment, device):
@@ -135,6 +177,20 @@ def test_decisions_of_the_service(enrolment, tmp_path):
         service.enrol(tampered)
     first = service.enrol(good)
     assert service.enrol(good) == first                  # the same request: the same answer
+    # a CSR made again over the same key differs byte for byte (ECDSA is randomised) but
+    # asks for the same certificate
+    again = build_request(DEV, make_csr(DEV, key), signer, token=tok)
+    assert again["csr"] != good["csr"]
+    assert service.enrol(again) == first
+    # the spent token gives nothing for another TLS key or another signing key
+    with pytest.raises(Refused, match="already used"):
+        service.enrol(build_request(DEV, make_csr(DEV, ensure_tls_key(tmp_path / "other.key")),
+                                    signer, token=tok))
+    with pytest.raises(Refused, match="already used"):
+        service.enrol(build_request(DEV, make_csr(DEV, key), Ed25519Signer.generate(),
+                                    token=tok))
+    with pytest.raises(Refused, match="already used"):
+        service.enrol(dict(again, sig=good["sig"]))     # not signed as it says
     # another key for a registered device needs a --replace token
     thief = Ed25519Signer.generate()
     with pytest.raises(Refused, match="already registered with another signing key"):
