@@ -9,6 +9,7 @@ the data and configuration, and purge deletes them.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -120,8 +121,7 @@ def test_install_run_remove_purge(deb, wheelhouse, clean_system, tmp_path):
                 "import agent, smartcard, paho; print(agent.__file__)", env=env,
                 cwd="/").stdout
     assert where.startswith(str(release / ".venv"))
-    if " doctor " in helped.stdout:
-        check_doctor(env)
+    check_doctor(env)
     check_self_update(env, tmp_path, user, wheelhouse)
 
     # Remove: program gone, data and configuration kept.
@@ -162,9 +162,15 @@ def check_doctor(env: dict) -> None:
     })
     done = run("/usr/bin/cocoon-agent", "doctor", check=False, env=env, timeout=120, cwd="/")
     text = done.stdout + done.stderr
-    assert done.returncode != 0, text
+    assert done.returncode == 1, text
     assert "Traceback" not in text, text
-    assert "ttyUSB7" in text or "scale" in text.lower(), text
+    (scale,) = [line for line in done.stdout.splitlines() if line.startswith("scale ")]
+    assert scale.split()[1] == "FAIL", scale
+    assert "/dev/ttyUSB7" in scale and "No such file or directory" in scale, scale
+    report = json.loads(run("/usr/bin/cocoon-agent", "doctor", "--json", "--skip", "broker",
+                            check=False, env=env, timeout=120, cwd="/").stdout)
+    (row,) = [c for c in report["checks"] if c["check"] == "scale"]
+    assert row["status"] == "fail" and "/dev/ttyUSB7" in row["detail"], row
 
 
 def check_self_update(env: dict, tmp_path: Path, user, wheels: Path) -> None:
