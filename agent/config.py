@@ -107,7 +107,6 @@ PLUGGED_SECTIONS: dict[str, str] = {
     "printer": "agent.station_config:parse_printer",
     "signals": "agent.station_config:parse_signals",
     "update": "agent.release:parse_update",
-    "tags": "drivers.tags.config:parse_tags",
     "firmware": "firmware_bridge.config:parse_firmware",
     "metrics": "agent.metrics:parse_metrics",
 }
@@ -244,6 +243,10 @@ def load_config(path: str | Path) -> AgentConfig:
 
 
 def parse_config(raw: dict, path: Path) -> AgentConfig:
+    if "tags" in raw:
+        raise ConfigError(f"{path}: [tags] is not read by the agent: the warehouse's tag "
+                          "readers are [[warehouse.readers]] tables (name, port, protocol, "
+                          "antennas, silence_s; docs/warehouse.md)")
     known = {"device", "mqtt", "keys", "outbox", "simulate", *PLUGGED_SECTIONS}
     unknown = sorted(set(raw) - known)
     if unknown:

@@ -1,4 +1,6 @@
-"""The [tags] section: readers parsed once, every error names file, reader and key."""
+"""Tag readers in the configuration: [[warehouse.readers]] entries are checked when the file is
+parsed (protocol, port form, keys), every error naming the file, the entry and the key; a
+leftover [tags] section is refused with where the readers go instead."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import pytest
 
 from agent.config import load_config
 from agent.errors import ConfigError
+from agent.warehouse.service import open_reader
 from drivers.tags.bb7e_reader import BB7EReader
 from drivers.tags.llrp_reader import LLRPReader
 
@@ -23,53 +26,52 @@ ingest_public_key_file = "keys/ingest.pem"
 """
 
 
-def load(tmp_path, tags: str):
+def load(tmp_path, text: str):
     path = tmp_path / "agent.toml"
-    path.write_text(BASE + tags)
+    path.write_text(BASE + text)
     return load_config(path)
 
 
 def test_readers_parsed_and_opened(tmp_path):
     cfg = load(tmp_path, """
-[tags]
-[[tags.readers]]
+[warehouse]
+[[warehouse.readers]]
 name = "dock"
 port = "/dev/ttyUSB0"
 antennas = [3]
 silence_s = 5
-[[tags.readers]]
+[[warehouse.readers]]
 name = "hall"
 port = "llrp://192.168.1.50:5084"
 protocol = "llrp"
 antennas = [1, 2]
 """)
-    tags = cfg.section("tags")
-    dock, hall = tags.readers
+    dock, hall = cfg.section("warehouse").readers
     assert (dock.protocol, dock.antennas, dock.silence_s) == ("bb7e", (3,), 5.0)
-    assert (hall.protocol, hall.antennas, hall.silence_s) == ("llrp", (1, 2), 10.0)
-    reader = dock.open()
+    assert (hall.protocol, hall.antennas, hall.silence_s) == ("llrp", (1, 2), None)
+    reader = open_reader(dock)
     assert isinstance(reader, BB7EReader) and reader.antenna == 3 and reader.name == "dock"
-    llrp = tags.reader("hall").open()
+    llrp = open_reader(hall)
     assert isinstance(llrp, LLRPReader) and (llrp.host, llrp.port) == ("192.168.1.50", 5084)
     assert llrp.antennas == [1, 2]
 
 
-def test_no_section_means_none(tmp_path):
-    assert load(tmp_path, "").section("tags") is None
-
-
 @pytest.mark.parametrize("body, words", [
-    ('[[tags.readers]]\nname = "a"\n', "port is missing"),
-    ('[[tags.readers]]\nport = "/dev/x"\nprotocol = "rs485"\n', "one of bb7e, llrp"),
-    ('[[tags.readers]]\nport = "/dev/x"\nantennas = [0]\n', "antennas must be a list"),
-    ('[[tags.readers]]\nport = "/dev/x"\nantennas = []\n', "needs at least one antenna"),
-    ('[[tags.readers]]\nport = "10.0.0.5"\nprotocol = "llrp"\n', "not an LLRP address"),
-    ('[[tags.readers]]\nport = "/dev/x"\nsilence = 3\n', "unknown key(s) silence"),
-    ('[[tags.readers]]\nname = "a"\nport = "/dev/x"\n[[tags.readers]]\nname = "a"\n'
-     'port = "/dev/y"\n', "names must be unique"),
-    ('readers = "dock"\n', "use [[tags.readers]]"),
+    ('name = "a"\n', "port is missing"),
+    ('port = "/dev/x"\nprotocol = "rs485"\n',
+     "[warehouse.readers[0]] protocol: expected one of bb7e, llrp, coproc, got 'rs485'"),
+    ('port = "/dev/x"\nprotocol = "LLRP"\n', "protocol: expected one of bb7e, llrp, coproc"),
+    ('port = "10.0.0.5"\nprotocol = "llrp"\n',
+     "port: expected llrp://HOST[:5084] for an llrp reader, got '10.0.0.5'"),
+    ('port = "/dev/x"\nantennas = [0]\n', "antennas: expected a list"),
+    ('port = "/dev/x"\nsilence = 3\n', "unknown key(s) silence"),
 ])
-def test_errors(tmp_path, body, words):
+def test_reader_errors_name_the_file_the_entry_and_the_key(tmp_path, body, words):
     with pytest.raises(ConfigError) as err:
-        load(tmp_path, "[tags]\n" + body)
+        load(tmp_path, "[warehouse]\n[[warehouse.readers]]\n" + body)
     assert words in str(err.value) and "agent.toml" in str(err.value)
+
+
+def test_a_leftover_tags_section_says_where_readers_go(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[tags\] is not read .*\[\[warehouse.readers\]\]"):
+        load(tmp_path, '[tags]\n[[tags.readers]]\nname = "dock"\nport = "/dev/ttyUSB0"\n')

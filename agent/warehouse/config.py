@@ -43,6 +43,7 @@ from .doors import Hours
 from .presence import PresenceSettings
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+READER_KEYS = {"name", "port", "protocol", "antennas", "silence_s"}
 LEVELS = ("high", "low")
 
 
@@ -143,8 +144,15 @@ def parse_warehouse(path: Path, table: Any) -> WarehouseConfig:
     raw_readers = w.table.get("readers", [])
     if not isinstance(raw_readers, list):
         raise ConfigError(f"{path}: [warehouse] readers: use [[warehouse.readers]] tables")
+    from drivers.tags.factory import PROTOCOLS
+    from drivers.tags.llrp_reader import parse_url
+
     for i, raw in enumerate(raw_readers):
         r = Section(path, f"warehouse.readers[{i}]", raw)
+        unknown = sorted(set(r.table) - READER_KEYS)
+        if unknown:
+            raise ConfigError(f"{path}: [warehouse.readers[{i}]] unknown key(s) "
+                              f"{', '.join(unknown)}; expected {', '.join(sorted(READER_KEYS))}")
         antennas = r.table.get("antennas", [])
         if not isinstance(antennas, list) or not all(
                 isinstance(a, int) and not isinstance(a, bool) and 1 <= a <= 64
@@ -152,12 +160,19 @@ def parse_warehouse(path: Path, table: Any) -> WarehouseConfig:
             raise ConfigError(f"{path}: [warehouse.readers] antennas: expected a list of "
                               "antenna numbers from 1 to 64, e.g. [1, 2]")
         spec = ReaderSpec(r.str("name", f"reader-{i + 1}", pattern=NAME_RE),
-                          r.str("port", None) or "", r.str("protocol", "bb7e"),
+                          r.str("port", None) or "", r.choice("protocol", tuple(PROTOCOLS),
+                                                              "bb7e"),
                           tuple(antennas),
                           r.seconds("silence_s", None, lo=0.1, hi=3600)
                           if "silence_s" in r.table else None)
         if not spec.port:
             raise ConfigError(f"{path}: [warehouse.readers] {spec.name}: port is missing")
+        if spec.protocol == "llrp":
+            try:
+                parse_url(spec.port)
+            except ValueError:
+                raise r._fail("port", "llrp://HOST[:5084] for an llrp reader",
+                              spec.port) from None
         readers.append(spec)
     if len({r.name for r in readers}) != len(readers):
         raise ConfigError(f"{path}: [warehouse.readers] names must be unique")
