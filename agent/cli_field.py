@@ -38,7 +38,8 @@ def _ask(value, label: str, interactive: bool, flag: str, **prompt):
 @click.option("--signing-alg", type=click.Choice(["Ed25519", "ES256"]), default=None,
               help="Signing key algorithm (default Ed25519; ES256 for secure elements).")
 @click.option("--user", default=None,
-              help="Service user that must own the keys and the state directory (cocoon).")
+              help="Service user that must own the keys and the state directory (default: "
+                   "cocoon, when that user exists).")
 @click.option("--force", is_flag=True,
               help="Replace an existing identity (never one whose events are not wiped).")
 @click.option("--interactive/--no-interactive", default=None,
@@ -56,7 +57,7 @@ def provision(obj: ConfigContext, device_id, broker_host, broker_port, data_dir,
     --device-id station-07 --broker-host broker.bank.example --bundle /media/usb/bundle
     --user cocoon
     """
-    from .provision import Plan, existing_settings
+    from .provision import Plan, default_service_user, existing_settings
     from .provision import provision as run_provision
 
     config_file = Path(obj.path or DEFAULT_CONFIG).absolute()
@@ -85,7 +86,7 @@ def provision(obj: ConfigContext, device_id, broker_host, broker_port, data_dir,
                 data_dir=(config_file.parent / data).resolve(), broker_host=broker_host,
                 broker_port=int(port), bundle=Path(bundle).resolve() if bundle else None,
                 signing_alg=signing_alg or earlier.get("signing_alg") or "Ed25519",
-                user=user, force=force)
+                user=user if user is not None else default_service_user(), force=force)
     for result in run_provision(plan):
         click.echo(f"{result.step:12} {result.outcome:9} {result.detail}")
     click.echo(f"\nprovisioned {plan.device_id}. Next: cocoon-agent --config {config_file} "

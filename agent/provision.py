@@ -42,6 +42,9 @@ from .signing import Verifier, generate_key_file, load_signer
 
 STATE_FILE = "provision.json"
 
+#: The user the package creates and the unit runs as; it must be able to read the keys.
+SERVICE_USER = "cocoon"
+
 #: Files a technician's bundle may hold: name -> (what it is, required, [keys] entry or None).
 BUNDLE: dict[str, tuple[str, bool, str | None]] = {
     "ca.pem": ("CA certificate the broker's certificate chains to", True, None),
@@ -158,6 +161,20 @@ def check_anchor(name: str, data: bytes) -> str:
     except KeyFileError as exc:
         raise ProvisionError(f"{name}: expected the {what} as a PEM Ed25519 or ECDSA P-256 "
                              f"public key: {exc}") from None
+
+
+def default_service_user(lookup: Callable[[str], pwd.struct_passwd] | None = None,
+                         euid: int | None = None) -> str | None:
+    """The user to own the keys and the state directory when none is named: the service user
+    (`cocoon`) when it exists and this process can give files to it (root, or that user),
+    else None (files stay with the current user). Left root-owned with mode 0600, the keys
+    could not be read by the service."""
+    try:
+        entry = (lookup or pwd.getpwnam)(SERVICE_USER)
+    except KeyError:
+        return None
+    euid = os.geteuid() if euid is None else euid
+    return SERVICE_USER if euid in (0, entry.pw_uid) else None
 
 
 # -- the steps ---------------------------------------------------------------------------------

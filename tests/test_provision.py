@@ -201,6 +201,62 @@ def test_the_command_line_with_flags_then_resuming_without_them(tmp_path, ca):
     assert "kept" in result.output and "created" not in result.output
 
 
+def _fake_users(monkeypatch, users: dict):
+    """pwd.getpwnam answering for `users` (name -> a real entry to stand in for it) only."""
+    def getpwnam(name):
+        if name not in users:
+            raise KeyError(name)
+        return users[name]
+    monkeypatch.setattr(pwd, "getpwnam", getpwnam)
+
+
+def test_the_keys_go_to_the_service_user_by_default(tmp_path, ca, monkeypatch):
+    """Without --user, a machine with the `cocoon` user (the package creates it) gets keys the
+    service can read; --user still overrides it."""
+    import os
+
+    # As root, `cocoon` stands for nobody, so the owner visibly changes; otherwise for this
+    # user (a process can give files only to itself).
+    stand_in = pwd.getpwnam("nobody") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
+    _fake_users(monkeypatch, {"cocoon": stand_in})
+    config = tmp_path / "etc" / "agent.toml"
+    args = ["--config", str(config), "provision", "--no-interactive", "--device-id", "wh-3",
+            "--broker-host", "127.0.0.1", "--data-dir", str(tmp_path / "var"),
+            "--bundle", str(make_bundle(tmp_path / "usb", ca))]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "owner cocoon" in result.output
+    for path in (tmp_path / "var", tmp_path / "var" / "device-signing.key",
+                 tmp_path / "var" / "tls" / "device.key"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (stand_in.pw_uid, stand_in.pw_gid)
+
+    me = pwd.getpwuid(os.geteuid())
+    _fake_users(monkeypatch, {"cocoon": stand_in, "tech": me})
+    result = CliRunner().invoke(cli, [*args, "--user", "tech"])
+    assert result.exit_code == 0, result.output
+    assert "owner tech" in result.output
+    assert (tmp_path / "var" / "device-signing.key").stat().st_uid == me.pw_uid
+
+
+def test_without_a_service_user_the_files_stay_with_the_current_user(tmp_path, ca,
+                                                                    monkeypatch):
+    from agent.provision import default_service_user
+
+    nobody = pwd.getpwnam("nobody")
+    _fake_users(monkeypatch, {})
+    assert default_service_user() is None
+    result = CliRunner().invoke(cli, [
+        "--config", str(tmp_path / "agent.toml"), "provision", "--no-interactive",
+        "--device-id", "wh-3", "--broker-host", "127.0.0.1", "--data-dir",
+        str(tmp_path / "var"), "--bundle", str(make_bundle(tmp_path / "usb", ca))])
+    assert result.exit_code == 0, result.output
+    assert "owner" not in result.output and "does not exist" not in result.output
+    # a process that is neither root nor the service user cannot give files to it
+    assert default_service_user(lambda name: nobody, euid=nobody.pw_uid + 1) is None
+    assert default_service_user(lambda name: nobody, euid=0) == "cocoon"
+    assert default_service_user(lambda name: nobody, euid=nobody.pw_uid) == "cocoon"
+
+
 def test_the_command_line_asks_when_interactive(tmp_path, ca):
     bundle = make_bundle(tmp_path / "usb", ca)
     config = tmp_path / "etc" / "agent.toml"
