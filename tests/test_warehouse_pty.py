@@ -252,6 +252,33 @@ def test_a_lot_leaves_under_a_release_and_nothing_is_breached(rig):
     assert rig.events("custody.breach") == [] and rig.events("custody.shortfall") == []
 
 
+def test_expired_and_forged_releases_are_refused_and_the_bale_is_breached(rig):
+    rig.start()
+    rig.receive_and_pledge()
+    now = rig.clock.utc
+
+    def send(signer, issued, start, end):
+        cmd = make_command(DEV, "release.authorize", {
+            "lot": "LOT-1", "tags": 4, "not_before": utc_timestamp(start),
+            "not_after": utc_timestamp(end)}, signer, expires_in_s=60, now=issued)
+        rig.dispatcher.handle(json.dumps(cmd).encode())
+
+    window = (now - timedelta(hours=1), now + timedelta(hours=2))
+    send(Ed25519Signer.generate(), now, *window)                  # forged: not the bank's key
+    send(rig.bank, now - timedelta(hours=2), *window)              # the command expired
+    send(rig.bank, now, now - timedelta(hours=3), now - timedelta(hours=1))   # window over
+    refused = [e["body"]["reason"] for e in rig.events("command.refused")]
+    assert any("signature not from the bank key" in r for r in refused)
+    assert any("expired" in r for r in refused)
+    assert any("window ended" in e["body"]["reason"] for e in rig.events("command.failed"))
+    assert rig.w.custody.releases == {}
+    rig.field.remove(LOT[0])
+    rig.time_passes(601, LOT[1:] + OTHER)
+    breaches = wait_for(lambda: rig.events("custody.breach"), 2, what="custody.breach")
+    assert [b["body"]["epc"] for b in breaches] == [LOT[0]]
+    assert rig.events("tag.departed") == []
+
+
 def test_a_module_that_stops_answering_is_one_alert_and_no_departures(rig):
     rig.start()
     rig.receive_and_pledge()
