@@ -139,12 +139,24 @@ def check_broker(config, timeout_s: float = 10.0) -> CheckResult:
         return _fail(name, f"{where}: the broker's certificate does not verify: {error}",
                      "[mqtt] ca_file must be the CA of the bundle; check host name and clock")
     if status.auth_failed:
-        return _fail(name, f"{where}: the broker refused this device's certificate "
-                     "(revoked, expired, or not issued by its CA)",
-                     "if the device was revoked it must be provisioned and enrolled again; "
-                     "otherwise renew: cocoon-agent renew")
+        return _refused(name, where, check_certificate(config))
     return _fail(name, f"{where} unreachable: {error}",
                  "check the network (ping, DNS), [mqtt] host and port, and the firewall")
+
+
+def _refused(name: str, where: str, local: CheckResult) -> CheckResult:
+    """The broker refused the device's certificate: why, as far as this machine can tell. A
+    revocation cannot be seen here (the CRL is the broker's), so only a certificate that
+    checks out locally (this device's name, over its key, issued by [mqtt] ca_file, within
+    its dates) is called probably revoked; otherwise the local reason is the answer."""
+    if local.status in (Status.OK, Status.WARN):
+        return _fail(name, f"{where}: the broker refused this device's certificate, which "
+                     "checks out here (this device's name and key, issued by [mqtt] ca_file, "
+                     "within its dates): it is probably revoked",
+                     "a revoked device must be provisioned and enrolled again (new token); "
+                     "ask the bank whether it revoked this device")
+    return _fail(name, f"{where}: the broker refused this device's certificate: "
+                 f"{local.detail}", local.hint)
 
 
 def check_certificate(config, warn_days: float = 30) -> CheckResult:

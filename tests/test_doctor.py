@@ -66,7 +66,26 @@ def test_a_revoked_certificate_is_reported_as_refused(site, device):
     site.broker.start()                         # Mosquitto reads the CRL when it starts
     result = checks.check_broker(device[1], timeout_s=10)
     assert result.status is Status.FAIL and "refused this device's certificate" in result.detail
-    assert "revoked" in result.detail
+    assert "checks out here" in result.detail and "probably revoked" in result.detail
+
+
+def test_a_refusal_for_a_local_reason_names_it_not_revocation(tmp_path, site, device):
+    """Refused certificates that are not revoked: the doctor gives the reason it can see."""
+    from agent.devpki import LocalCA
+
+    config = device[1]
+    other = LocalCA.create(tmp_path / "other").issue("station-21")
+    shutil.copy(other.cert_file, config.mqtt.cert_file)
+    shutil.copy(other.key_file, config.mqtt.key_file)
+    result = checks.check_broker(config, timeout_s=10)
+    assert result.status is Status.FAIL and "refused this device's certificate" in result.detail
+    assert "not issued by the CA" in result.detail and "revoked" not in result.detail
+    assert "bundle" in result.hint
+
+    _issue(site, config, -3)                    # from the right CA, over its key, but expired
+    result = checks.check_broker(config, timeout_s=10)
+    assert result.status is Status.FAIL and "refused this device's certificate" in result.detail
+    assert "expired on" in result.detail and "revoked" not in result.detail
 
 
 def _issue(site, config, days: float, cn: str = "station-21") -> None:
