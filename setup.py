@@ -44,7 +44,10 @@ setup(
         " or platform_machine == 'armv6l'",
     ],
     extras_require={
+        # Event signing with a key on a PKCS#11 token (secure element, TPM): agent/signing_pkcs11.py
+        "pkcs11": ["python-pkcs11>=0.10"],
         "test": [
+            "python-pkcs11>=0.10",  # the token signer's tests, against SoftHSM2
             "pytest>=8",
             "pytest-timeout>=2.2",
             "apsw>=3.45",

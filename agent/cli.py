@@ -24,7 +24,7 @@ from .cli_tags import tags
 from .cli_warehouse import warehouse
 from .events import Draft
 from .remote_config import load_effective_config
-from .signing import Verifier, generate_key_file, load_signer
+from .signing import Verifier, generate_key_file, load_device_signer
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,15 +103,35 @@ def station(obj: ConfigContext) -> None:
 @cli.command()
 @click.option("--alg", type=click.Choice(["Ed25519", "ES256"]), default=None,
               help="Key algorithm (default: [device] signing_alg).")
+@click.option("--on-token", is_flag=True,
+              help="Create an ECDSA P-256 key on the PKCS#11 token named by [device] "
+                   "signing_key (required when the key is on a token).")
 @click.pass_obj
-def keygen(obj: ConfigContext, alg: str | None) -> None:
+def keygen(obj: ConfigContext, alg: str | None, on_token: bool) -> None:
     """Create the device's signing key if it does not exist; never overwrite one.
 
+    The key is a file ([device] signing_key_file) or, with --on-token, a key pair generated
+    on the PKCS#11 token that [device] signing_key names, its private key unextractable.
     Prints the public key as PEM, for registration with the bank's ingest.
     """
-    cfg = obj.config
-    signer = generate_key_file(cfg.device.signing_key_file, alg or cfg.device.signing_alg)
-    click.echo(f"created {cfg.device.signing_key_file} (kid {signer.kid})", err=True)
+    dev = obj.config.device
+    if dev.signing_key and not on_token:
+        raise click.UsageError(
+            f"the signing key is on a PKCS#11 token ({dev.signing_key}): create it there "
+            "with 'cocoon-agent keygen --on-token', or with the token's own tools")
+    if on_token:
+        if not dev.signing_key:
+            raise click.UsageError("--on-token needs [device] signing_key, the PKCS#11 URI of "
+                                   "the key, with pkcs11_module (docs/enrolment.md)")
+        if alg not in (None, "ES256"):
+            raise click.UsageError("a key on a token is ES256 (ECDSA P-256)")
+        from .signing_pkcs11 import create_token_key
+
+        signer = create_token_key(dev.signing_key, dev.pkcs11_module, dev.pkcs11_pin_file)
+        click.echo(f"created {dev.signing_key} on the token (kid {signer.kid})", err=True)
+    else:
+        signer = generate_key_file(dev.signing_key_file, alg or dev.signing_alg)
+        click.echo(f"created {dev.signing_key_file} (kid {signer.kid})", err=True)
     click.echo(signer.public_key_pem().decode(), nl=False)
 
 
@@ -120,8 +140,9 @@ def keygen(obj: ConfigContext, alg: str | None) -> None:
               help="Print the device's public signing key as PEM.")
 @click.pass_obj
 def identity(obj: ConfigContext, public_key: bool) -> None:
-    """Show the device's identity: its public signing key as PEM."""
-    signer = load_signer(obj.config.device.signing_key_file)
+    """Show the device's identity: its public signing key as PEM (from the key file, or from
+    the PKCS#11 token that [device] signing_key names)."""
+    signer = load_device_signer(obj.config.device)
     click.echo(signer.public_key_pem().decode(), nl=False)
 
 
@@ -156,7 +177,7 @@ def queue(obj: ConfigContext, as_json: bool) -> None:
 
     cfg = obj.config
     with Outbox(cfg.outbox_path, device=cfg.device.id,
-                signer=load_signer(cfg.device.signing_key_file),
+                signer=load_device_signer(cfg.device),
                 capacity_bytes=cfg.outbox.capacity_bytes) as outbox:
         stats = outbox.stats()
     data = {

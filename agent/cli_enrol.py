@@ -39,10 +39,10 @@ def enrol(obj: ConfigContext, token: str, claim_cert: str, claim_key: str, force
     --force is given.
     """
     from .enrolment import enrol as do_enrol
-    from .signing import load_signer
+    from .signing import load_device_signer
 
     config = obj.config
-    result = do_enrol(config.device.id, load_signer(config.device.signing_key_file),
+    result = do_enrol(config.device.id, load_device_signer(config.device),
                       token=token, claim=_claim(config, claim_cert, claim_key),
                       tls_key_file=config.mqtt.key_file, cert_out=config.mqtt.cert_file,
                       force=force, timeout_s=timeout)
@@ -58,14 +58,14 @@ def renew(obj: ConfigContext, if_within_days: float | None, timeout: float) -> N
     """Renew this device's TLS certificate (a new key) over its current certificate."""
     from .enrolment import days_left
     from .enrolment import renew as do_renew
-    from .signing import load_signer
+    from .signing import load_device_signer
 
     config = obj.config
     left = days_left(config.mqtt.cert_file)
     if if_within_days is not None and left > if_within_days:
         click.echo(f"not due: the certificate is valid for {left:.1f} more days")
         return
-    result = do_renew(config.device.id, load_signer(config.device.signing_key_file),
+    result = do_renew(config.device.id, load_device_signer(config.device),
                       current=_claim(config, config.mqtt.cert_file, config.mqtt.key_file),
                       new_key_file=config.mqtt.key_file, cert_out=config.mqtt.cert_file,
                       timeout_s=timeout)

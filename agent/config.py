@@ -31,6 +31,11 @@ class DeviceConfig:
     signing_alg: str
     heartbeat_interval_s: float
     config_trial_s: float = 120.0   # a remote configuration must come up healthy within this
+    #: An RFC 7512 URI naming the signing key on a PKCS#11 token, in place of the key file;
+    #: with its module (.so) and the file holding the token's user PIN (agent/signing_pkcs11.py)
+    signing_key: str | None = None
+    pkcs11_module: Path | None = None
+    pkcs11_pin_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -255,13 +260,15 @@ def parse_config(raw: dict, path: Path) -> AgentConfig:
 
     dev = Section(path, "device", raw.get("device"))
     data_dir = dev.path("data_dir", REQUIRED)
+    token = _token_key(dev)
     device = DeviceConfig(
         id=dev.str("id", REQUIRED, pattern=DEVICE_ID_RE),
         data_dir=data_dir,
         signing_key_file=dev.path("signing_key_file", None) or data_dir / "device-signing.key",
-        signing_alg=dev.choice("signing_alg", SIGNING_ALGS, "Ed25519"),
+        signing_alg=dev.choice("signing_alg", SIGNING_ALGS, "ES256" if token else "Ed25519"),
         heartbeat_interval_s=dev.seconds("heartbeat_interval_s", 60, lo=0.05, hi=86400),
         config_trial_s=dev.seconds("config_trial_s", 120, lo=0.5, hi=86400),
+        **token,
     )
 
     mqtt = parse_mqtt(path, raw.get("mqtt"))
@@ -288,6 +295,33 @@ def parse_config(raw: dict, path: Path) -> AgentConfig:
     plugged = {name: _plugged_parser(name)(path, raw[name])
                for name in PLUGGED_SECTIONS if name in raw}
     return AgentConfig(path, device, mqtt, keys, outbox, simulate, MappingProxyType(plugged))
+
+
+def _token_key(dev: Section) -> dict:
+    """[device] signing_key, pkcs11_module and pkcs11_pin_file: the signing key on a PKCS#11
+    token (ES256 only), or {} for the key file."""
+    uri = dev.str("signing_key", None)
+    if uri is None:
+        for key in ("pkcs11_module", "pkcs11_pin_file"):
+            if key in dev.table:
+                raise ConfigError(f"{dev.file}: [device] {key}: only with signing_key, the "
+                                  "PKCS#11 URI of a key on a token")
+        return {}
+    from .signing_pkcs11 import parse_pkcs11_uri
+
+    try:
+        parse_pkcs11_uri(uri)
+    except ValueError as exc:
+        raise dev._fail("signing_key", "a PKCS#11 URI such as "
+                        f"\"pkcs11:token=cocoon;object=device-signing\" ({exc})", uri) from None
+    if "signing_key_file" in dev.table:
+        raise ConfigError(f"{dev.file}: [device] signing_key_file: not with signing_key; the "
+                          "key is either on a PKCS#11 token or in a file")
+    if dev.table.get("signing_alg", "ES256") != "ES256":
+        raise dev._fail("signing_alg", "ES256 with a key on a PKCS#11 token (tokens sign "
+                        "ECDSA P-256, not Ed25519)", dev.table["signing_alg"])
+    return {"signing_key": uri, "pkcs11_module": dev.path("pkcs11_module", REQUIRED),
+            "pkcs11_pin_file": dev.path("pkcs11_pin_file", None)}
 
 
 def _plugged_parser(name: str) -> Callable[[Path, Any], Any]:

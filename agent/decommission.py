@@ -102,14 +102,14 @@ def decommission(config, *, discard: bool = False, summary_dir: Path = Path(".")
     """Wipe keys and data (see the module docstring). Raises DecommissionRefused, with
     nothing wiped, while events are unacknowledged and `discard` is not set."""
     from .outbox import Outbox
-    from .signing import load_signer
+    from .signing import load_device_signer
 
     summary_dir = _check_summary_dir(config, summary_dir)
     report = Report(config.device.id, acked_seq=0)
     signer = None
     summary: dict = {"device": config.device.id, "decommissioned_at": utc_timestamp()}
     if config.outbox_path.exists():
-        signer = load_signer(config.device.signing_key_file)
+        signer = load_device_signer(config.device)
         with Outbox(config.outbox_path, device=config.device.id, signer=signer,
                     capacity_bytes=config.outbox.capacity_bytes) as outbox:
             report.acked_seq = outbox.acked_seq()

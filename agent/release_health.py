@@ -111,12 +111,12 @@ class ReleaseEvents:
         if self.config is None:
             return
         from .outbox import Outbox
-        from .signing import load_signer
+        from .signing import load_device_signer
 
         cfg = self.config
         cfg.device.data_dir.mkdir(parents=True, exist_ok=True)
         with as_owner_of(cfg.device.data_dir), Outbox(cfg.outbox_path, device=cfg.device.id,
-                    signer=load_signer(cfg.device.signing_key_file),
+                    signer=load_device_signer(cfg.device),
                     capacity_bytes=cfg.outbox.capacity_bytes,
                     alert_reserve_bytes=cfg.outbox.alert_reserve_bytes) as outbox:
             outbox.append(Draft(type_, "alert", body))

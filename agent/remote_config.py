@@ -45,7 +45,8 @@ RESTART_EXIT_CODE = 75   # EX_TEMPFAIL: systemd's Restart=on-failure starts the 
 #: (section, key) pairs that a remote change may never touch; key "*" protects a section.
 PROTECTED = frozenset({
     ("device", "id"), ("device", "data_dir"), ("device", "signing_key_file"),
-    ("device", "signing_alg"), ("keys", "*"), ("mqtt", "host"), ("mqtt", "ca_file"),
+    ("device", "signing_alg"), ("device", "signing_key"), ("device", "pkcs11_module"),
+    ("device", "pkcs11_pin_file"), ("keys", "*"), ("mqtt", "host"), ("mqtt", "ca_file"),
     ("mqtt", "cert_file"), ("mqtt", "key_file"), ("card", "issuer_public_key_file"),
     ("card", "m1_master_key_file"), ("update", "*"), ("firmware", "vendor_public_key_file"),
 })

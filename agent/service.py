@@ -22,7 +22,7 @@ from .link_process import LinkProcess
 from .outbox import Outbox
 from .remote_config import RESTART_EXIT_CODE, RemoteConfig, RestartRequested
 from .sdnotify import Notifier, Watchdog, watchdog_interval_s
-from .signing import Verifier, load_signer
+from .signing import Verifier, load_device_signer
 from .time_hint import time_hint_handler
 from .uplink import Uplink
 
@@ -34,7 +34,7 @@ RENEWAL_CHECK_S = 6 * 3600
 
 def open_outbox(config: AgentConfig, signer=None) -> tuple[Outbox, recovery.Salvage | None]:
     """Open the device's outbox, quarantining it first if it fails its integrity check."""
-    signer = signer or load_signer(config.device.signing_key_file)
+    signer = signer or load_device_signer(config.device)
     path = config.outbox_path
     problem = recovery.check(path)
     salvage = recovery.quarantine(path) if problem else None
@@ -106,7 +106,7 @@ class Periodic:
 class Agent:
     def __init__(self, config: AgentConfig):
         self.config = config
-        self.signer = load_signer(config.device.signing_key_file)
+        self.signer = load_device_signer(config.device)
         self.outbox, _ = open_outbox(config, self.signer)
         keys = config.keys
         verifiers = {

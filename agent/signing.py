@@ -266,3 +266,13 @@ def load_signer(path: str | Path) -> _SoftwareSigner:
     if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
         return ES256Signer(key)
     raise KeyFileError(f"{path}: unsupported key type; expected Ed25519 or ECDSA P-256")
+
+
+def load_device_signer(device) -> Signer:
+    """The device's event signer from its `[device]` configuration: the key on a PKCS#11
+    token when `signing_key` names one (agent/signing_pkcs11.py), else the key file."""
+    if getattr(device, "signing_key", None):
+        from .signing_pkcs11 import Pkcs11Signer
+
+        return Pkcs11Signer(device.signing_key, device.pkcs11_module, device.pkcs11_pin_file)
+    return load_signer(device.signing_key_file)
