@@ -63,22 +63,27 @@ def test_notifier_sends_ready_status_and_stopping(notify_socket):
 def test_watchdog_pings_only_while_the_loop_moves(notify_socket):
     counter = {"n": 0}
     stop = threading.Event()
-    dog = Watchdog(Notifier(notify_socket.path), 0.05, lambda: counter["n"])
+    interval = 0.05
+    dog = Watchdog(Notifier(notify_socket.path), interval, lambda: counter["n"])
+
     def move():  # a main loop that works for a while, then gets stuck
         for _ in range(30):
             counter["n"] += 1
             stop.wait(0.01)
 
+    def pings() -> int:  # what systemd would have received
+        return notify_socket.lines().count("WATCHDOG=1")
+
     mover = threading.Thread(target=move)
     mover.start()
     dog.start(stop)
-    wait_for(lambda: dog.pings >= 3, 3, what="pings while moving")
+    wait_for(lambda: pings() >= 3, 3, what="WATCHDOG=1 datagrams while the loop moves")
     mover.join()
-    pings = dog.pings
-    wait_for(lambda: dog.missed >= 3, 3, what="missed pings while stuck")
-    assert dog.pings <= pings + 1  # at most the one in flight when the loop stopped
+    stop.wait(3 * interval)        # the tick after the last move may still ping, and arrive
+    stuck = pings()
+    stop.wait(10 * interval)       # ten intervals with the loop stuck
+    assert pings() == stuck, "a WATCHDOG=1 datagram was sent while the loop was stuck"
     stop.set()
-    assert "WATCHDOG=1" in notify_socket.lines()
 
 
 def test_watchdog_interval_is_half_of_watchdog_usec(monkeypatch):
@@ -139,3 +144,57 @@ def test_the_agent_says_ready_and_pings_while_running(tmp_path, notify_socket, m
         thread.join(10)
         site.broker.stop()
     wait_for(lambda: "STOPPING=1" in notify_socket.lines(), 2)
+
+
+def test_an_agent_whose_link_stops_turning_gets_no_watchdog_pings(tmp_path, notify_socket,
+                                                                  monkeypatch):
+    """The agent's progress is its link's loop and its outbox: with the link process frozen
+    (SIGSTOP: a hung child) and nothing appended, systemd hears no WATCHDOG=1, and the pings
+    come back once the link turns again."""
+    import os
+    import signal
+
+    from agent.config import load_config
+    from agent.link_process import LinkProcess
+    from agent.sandbox import Site
+    from agent.service import Agent
+
+    site = Site.create(tmp_path / "site")
+    config = site.add_device("dev-b", device={"heartbeat_interval_s": 3600},
+                             mqtt={"reconnect_min_s": 0.05, "reconnect_max_s": 0.2})
+    site.start_broker()
+    # an interval above the link process's status period (0.5 s), so a healthy link moves
+    # between any two ticks
+    monkeypatch.setenv("WATCHDOG_USEC", "1200000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    agent = Agent(load_config(config))
+    assert isinstance(agent.link, LinkProcess)
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop, Notifier(notify_socket.path)))
+    thread.start()
+
+    def pings() -> int:
+        return notify_socket.lines().count("WATCHDOG=1")
+
+    child = None
+    try:
+        wait_for(lambda: agent.link.status.connected, 10, what="the link connected")
+        wait_for(lambda: pings() >= 2, 10, what="pings while the link turns")
+        child = agent.link.pid
+        os.kill(child, signal.SIGSTOP)
+        stop.wait(2.5)             # reports already in the pipe, and the tick after them
+        loops, head = agent.progress()
+        stuck = pings()
+        stop.wait(4.0)             # more than three watchdog intervals
+        assert agent.progress() == (loops, head)
+        assert pings() == stuck, "WATCHDOG=1 sent while the agent's link was stuck"
+        os.kill(child, signal.SIGCONT)
+        child = None
+        wait_for(lambda: pings() > stuck, 10, what="pings once the link turns again")
+    finally:
+        if child is not None:
+            os.kill(child, signal.SIGCONT)
+        stop.set()
+        thread.join(30)
+        site.broker.stop()
+    assert not thread.is_alive()
