@@ -187,6 +187,12 @@ class Outbox:
         req.wait()
         if req.error is not None:
             raise req.error
+        # One journal line per recorded event, once durable: money and alerts at INFO,
+        # telemetry at DEBUG. With that level off this costs one (cached) level check.
+        level = logging.DEBUG if draft.priority == "telemetry" else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "event recorded", extra={"fields": {
+                "seq": req.seq, "type": draft.type, "priority": draft.priority}})
         return req.seq
 
     def submit(self, draft: Draft) -> threading.Event:
