@@ -146,3 +146,89 @@ def test_overlays_build_on_the_confirmed_one(remote):
     assert merge({"a": {"x": 1, "y": 2}}, {"a": {"y": 3}, "b": {"z": 4}}) == {
         "a": {"x": 1, "y": 3}, "b": {"z": 4}}
     assert check_overlay({"scale": {"tare_g": 450}}) == {"scale": {"tare_g": 450}}
+
+
+# -- through the dispatcher, as commands arrive from the broker ------------------------------
+
+@pytest.fixture
+def dispatched(site, remote):
+    """The dispatcher as the agent wires it: config.set checked against the backend's key."""
+    from agent.commands import BACKEND, Dispatcher
+    from agent.signing import Verifier
+
+    rc, config = remote
+    backend = load_signer(site.backend_key)
+    dispatcher = Dispatcher(DEV, rc.outbox, {BACKEND: Verifier.from_pem(
+        backend.public_key_pem())})
+    dispatcher.register("config.set", rc.handle)
+    return dispatcher, rc, backend
+
+
+def _signed(backend, version: int, overlay: dict, **kw) -> bytes:
+    from agent.commands import make_command
+    from agent.envelope import canonical
+
+    return canonical(make_command(DEV, "config.set", {"version": version, "overlay": overlay},
+                                  backend, **kw))
+
+
+def _recorded(outbox) -> list[tuple[str, dict]]:
+    events = [parse_json_object(s.payload) for s in outbox.pending(1000)]
+    return [(e["type"], e["body"]) for e in events]
+
+
+def _refusal(outbox) -> str:
+    ((kind, body),) = [r for r in _recorded(outbox) if r[0] == "command.refused"]
+    assert not [r for r in _recorded(outbox) if r[0].startswith("config.")]
+    return body["reason"]
+
+
+def test_an_expired_config_set_is_refused_by_the_dispatcher(dispatched):
+    from datetime import datetime, timedelta, timezone
+
+    dispatcher, rc, backend = dispatched
+    an_hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    stale = _signed(backend, 1, {"device": {"heartbeat_interval_s": 9}}, now=an_hour_ago,
+                    expires_in_s=600)
+    assert dispatcher.handle(stale) is None
+    assert "expired" in _refusal(rc.outbox)
+    assert rc.store.load()["pending"] is None and not rc.restart_requested.is_set()
+
+
+@pytest.mark.parametrize("how, reason", [
+    ("empty signature", "signature not from the backend key"),
+    ("no signature", "command fields"),
+    ("signed by another key", "signature not from the backend key"),
+])
+def test_an_unsigned_config_set_is_refused_by_the_dispatcher(dispatched, how, reason):
+    from agent.envelope import canonical
+    from agent.signing import Ed25519Signer
+
+    dispatcher, rc, backend = dispatched
+    if how == "signed by another key":
+        payload = _signed(Ed25519Signer.generate(), 1, {"device": {"heartbeat_interval_s": 9}})
+    else:
+        cmd = parse_json_object(_signed(backend, 1, {"device": {"heartbeat_interval_s": 9}}))
+        if how == "empty signature":
+            cmd["sig"] = ""
+        else:
+            del cmd["sig"]
+        payload = canonical(cmd)
+    assert dispatcher.handle(payload) is None
+    assert reason in _refusal(rc.outbox)
+    assert rc.store.load()["pending"] is None and not rc.restart_requested.is_set()
+
+
+def test_a_replayed_config_set_is_refused_by_the_dispatcher(dispatched):
+    dispatcher, rc, backend = dispatched
+    payload = _signed(backend, 1, {"device": {"heartbeat_interval_s": 9}})
+    assert dispatcher.handle(payload) is not None
+    assert rc.store.load()["pending"]["version"] == 1
+    rc.confirm()                                # applied, so the replay is not merely "pending"
+    assert dispatcher.handle(payload) is None
+    kinds = [kind for kind, _ in _recorded(rc.outbox)]
+    assert kinds == ["command.accepted", "config.changed", "command.done", "config.applied",
+                     "command.refused"]
+    assert "replay" in _recorded(rc.outbox)[-1][1]["reason"]
+    assert rc.store.load()["pending"] is None
+
