@@ -10,6 +10,7 @@ with it (connected to the broker within `[device] config_trial_s`, default 120 s
 *confirmed* (`config.applied`).
 If it does not (the link never comes up, or the agent fails to start `MAX_ATTEMPTS` times), it
 is rolled back to the previous overlay (`config.rolled_back`) and the agent restarts with that.
+A `config.set` arriving while another is pending replaces it, recorded as `config.superseded`.
 
 Trust anchors are not remotely configurable: the device's identity, its data directory and
 every key or certificate file stay as the technician set them, so a compromised backend cannot
@@ -189,11 +190,24 @@ class RemoteConfig:
             raise ConfigRefused(f"the new configuration is not valid: {exc}") from None
         old_hash = config_hash(self._raw_of(doc))
         new_hash = config_hash(new_raw)
+        superseded = doc.get("pending")
+        if superseded:
+            # Still on trial: this one replaces it (built on the confirmed overlay, not on
+            # it), and its version stays spent.
+            doc.setdefault("history", []).append({k: superseded[k] for k in (
+                "version", "command_id", "new_hash")} | {"outcome": "superseded"})
         doc["pending"] = {"version": version, "overlay": combined, "command_id": cmd.id,
                           "kid": cmd.kid, "reason": str(body.get("reason", ""))[:200],
                           "old_hash": old_hash, "new_hash": new_hash, "attempts": 0,
                           "received": time.time()}
         self.store.save(doc)
+        if superseded:
+            self.outbox.append(Draft("config.superseded", "alert", {
+                "version": superseded["version"], "command_id": superseded["command_id"],
+                "superseded_hash": superseded["new_hash"], "by_version": version,
+                "by_command_id": cmd.id, "new_hash": new_hash}))
+            log.warning("configuration v%d, still on trial, is superseded by v%d",
+                        superseded["version"], version)
         self.outbox.append(Draft("config.changed", "alert", {
             "version": version, "command_id": cmd.id, "signed_by": cmd.kid,
             "old_hash": old_hash, "new_hash": new_hash,
@@ -266,6 +280,8 @@ class RemoteConfig:
         self.outbox.append(Draft("config.rolled_back", "alert", {
             "version": pending["version"], "command_id": pending["command_id"],
             "reason": reason, "failed_hash": pending["new_hash"],
-            "restored_hash": pending["old_hash"],
+            # what the agent now runs with: the confirmed overlay (the pending one's
+            # old_hash names a superseded overlay when there was one)
+            "restored_hash": config_hash(self._raw_of(doc)),
             "restored_version": restored["version"] if restored else 0}))
         log.error("configuration v%d rolled back: %s", pending["version"], reason)

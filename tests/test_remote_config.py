@@ -232,3 +232,32 @@ def test_a_replayed_config_set_is_refused_by_the_dispatcher(dispatched):
     assert "replay" in _recorded(rc.outbox)[-1][1]["reason"]
     assert rc.store.load()["pending"] is None
 
+
+def test_a_config_set_arriving_while_one_is_pending_supersedes_it_on_record(dispatched):
+    dispatcher, rc, backend = dispatched
+    first = dispatcher.handle(_signed(backend, 1, {"device": {"heartbeat_interval_s": 9}}))
+    second = dispatcher.handle(_signed(backend, 2, {"outbox": {"telemetry_batch_ms": 50}}))
+    assert first is not None and second is not None
+    recorded = _recorded(rc.outbox)
+    changed = [body for kind, body in recorded if kind == "config.changed"]
+    (superseded,) = [body for kind, body in recorded if kind == "config.superseded"]
+    assert superseded == {"version": 1, "command_id": first.id,
+                          "superseded_hash": changed[0]["new_hash"], "by_version": 2,
+                          "by_command_id": second.id, "new_hash": changed[1]["new_hash"]}
+    assert [kind for kind, _ in recorded].index("config.superseded") < \
+        [i for i, (kind, _) in enumerate(recorded) if kind == "config.changed"][1]
+    doc = rc.store.load()
+    assert doc["pending"]["version"] == 2
+    assert {"version": 1, "command_id": first.id, "new_hash": changed[0]["new_hash"],
+            "outcome": "superseded"} in doc["history"]
+    # the superseded overlay is not part of the new one, and its version stays spent
+    effective = load_effective_config(rc.config.path)
+    assert effective.device.heartbeat_interval_s == 1.0
+    assert effective.outbox.telemetry_batch_ms == 50
+    assert dispatcher.handle(_signed(backend, 1, {"device": {"heartbeat_interval_s": 8}})) \
+        is not None                              # admitted, then refused by the handler
+    assert "not newer" in _recorded(rc.outbox)[-1][1]["reason"]
+    # a rollback restores the confirmed configuration (none), not the superseded one
+    rc.roll_back("test")
+    (rolled,) = [body for kind, body in _recorded(rc.outbox) if kind == "config.rolled_back"]
+    assert rolled["restored_hash"] == changed[0]["old_hash"] != superseded["superseded_hash"]
