@@ -59,41 +59,50 @@ class Updater:
         self.answer_timeout_s, self.boot_timeout_s = answer_timeout_s, boot_timeout_s
         self.max_interruptions = max_interruptions
         self._restarted = threading.Event()
+        self._offset = 0          # how far the box has the image (firmware.update_failed)
         self.progress: Callable[[int, int], None] = lambda done, total: None
 
     # -- the whole update ------------------------------------------------------------------
 
     def run(self, image: Image, file: str = "") -> UpdateResult:
-        """Install `image`. Raises ImageError (refused, nothing sent) or UpdateError."""
+        """Install `image`. Raises ImageError (refused, nothing sent), UpdateError, or what
+        stopped it otherwise (the box offline: LinkTimeout); every exit but a success or a
+        refusal is recorded as `firmware.update_failed` first."""
         sha = image.sha256.hex()
         try:
             verify_signature(image, self.vendor)
         except ImageError as exc:
             self._refused(exc, image, file)
             raise
-        hello = self.bridge.wait_online(self.boot_timeout_s)
-        running = Version(*hello.version)
+        self._offset = 0
+        refused = False
         try:
-            check_installable(image, self.vendor, running, self.hardware or hello.hardware)
-        except ImageError as exc:
-            self._refused(exc, image, file)
+            hello = self.bridge.wait_online(self.boot_timeout_s)
+            running = Version(*hello.version)
+            try:
+                check_installable(image, self.vendor, running, self.hardware or hello.hardware)
+            except ImageError as exc:
+                refused = True
+                self._refused(exc, image, file)
+                raise
+            self.record(Draft("firmware.update_started", "alert", {
+                "image_version": str(image.version), "running_version": str(running),
+                "sha256": sha, "length": image.length}))
+            started = time.monotonic()
+            unsubscribe = self.bridge.subscribe(self._on_item)
+            try:
+                _, resumes = self._transfer(image)
+                result = self._commit(image, running, resumes, started)
+            finally:
+                unsubscribe()
+        except BaseException as exc:   # an interrupted run too: it is resumed by the next one
+            if not refused:
+                reason = str(exc) if isinstance(exc, UpdateError) else \
+                    f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                self.record(Draft("firmware.update_failed", "alert", {
+                    "reason": reason, "image_version": str(image.version), "sha256": sha,
+                    "offset": self._offset}))
             raise
-        self.record(Draft("firmware.update_started", "alert", {
-            "image_version": str(image.version), "running_version": str(running),
-            "sha256": sha, "length": image.length}))
-        started = time.monotonic()
-        unsubscribe = self.bridge.subscribe(self._on_item)
-        offset = 0
-        try:
-            offset, resumes = self._transfer(image)
-            result = self._commit(image, running, resumes, started)
-        except UpdateError as exc:
-            self.record(Draft("firmware.update_failed", "alert", {
-                "reason": str(exc), "image_version": str(image.version), "sha256": sha,
-                "offset": offset}))
-            raise
-        finally:
-            unsubscribe()
         self.record(Draft("firmware.updated", "alert", {
             "image_version": str(image.version), "previous_version": str(running),
             "slot": "AB"[result.slot & 1], "sha256": sha, "resumes": result.resumes,
@@ -128,6 +137,7 @@ class Updater:
                 if status.next_offset:
                     log.info("resuming the transfer at byte %d of %d", status.next_offset,
                              image.length)
+                self._offset = status.next_offset
                 offset = self._send_chunks(image, status.next_offset)
                 final = self._ask(m.UpdateQuery(), lambda x: isinstance(x, m.UpdateStatus))
                 if final.state == m.UpdateState.COMPLETE and final.sha256 == image.sha256:
@@ -153,6 +163,7 @@ class Updater:
                             lambda x: isinstance(x, m.UpdateChunkAck))
             if ack.status == m.ChunkStatus.OK:
                 offset, bad_crc = ack.next_offset, 0
+                self._offset = offset
                 self.progress(offset, image.length)
             elif ack.status == m.ChunkStatus.BAD_CRC:
                 bad_crc += 1

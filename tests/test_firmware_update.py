@@ -86,6 +86,9 @@ def test_agent_interrupted_mid_update_resumes_on_the_next_run(field_box, vendor_
     with pytest.raises(KeyboardInterrupt):
         first.run(image(vendor_key))
     written = box.chunks_written
+    assert [t for t, _ in events] == ["firmware.update_started", "firmware.update_failed"]
+    assert events[1][1]["reason"] == "KeyboardInterrupt"
+    assert events[1][1]["offset"] == written * 192
     assert 10 <= written < CHUNKS
     result = updater(bridge, vendor, events).run(image(vendor_key))
     assert str(result.running) == "1.1.0"
@@ -163,6 +166,57 @@ def test_unconfirmed_trial_image_falls_back_at_the_next_reset(field_box, vendor_
     assert box.wait_booted(5) and box.boots > boots
     assert box.running_version == (1, 0, 0)
     assert box.flash.boot_status == m.BootStatus.ROLLED_BACK
+
+
+def test_an_offline_box_is_recorded_as_a_failed_update(field_box, vendor_key, vendor):
+    """No box answers on the UART (unpowered, unplugged): the image checks out, then the
+    wait for the box times out; the attempt is on record, and nothing was sent."""
+    from firmware_bridge.errors import LinkTimeout
+
+    bridge = field_box.bridge()
+    bridge.start()
+    events = []
+    with pytest.raises(LinkTimeout, match="not online"):
+        updater(bridge, vendor, events, boot_timeout_s=0.5).run(image(vendor_key))
+    assert [t for t, _ in events] == ["firmware.update_failed"]
+    failed = events[0][1]
+    assert failed["reason"].startswith("LinkTimeout: field box on ") and \
+        "not online after 0.5 s" in failed["reason"]
+    assert failed["image_version"] == "1.1.0" and failed["offset"] == 0
+    assert failed["sha256"] == image(vendor_key).sha256.hex()
+
+
+def test_any_other_stop_during_the_transfer_is_recorded(field_box, vendor_key, vendor):
+    box, bridge = field_box(firmware="1.0.0", vendor=vendor)
+    events = []
+    broken = updater(bridge, vendor, events)
+
+    def fault(done, total):
+        if done > 1000:
+            raise OSError(5, "Input/output error")     # e.g. the USB serial adapter vanished
+    broken.progress = fault
+    with pytest.raises(OSError):
+        broken.run(image(vendor_key))
+    assert [t for t, _ in events] == ["firmware.update_started", "firmware.update_failed"]
+    assert events[1][1]["reason"] == "OSError: [Errno 5] Input/output error"
+    assert events[1][1]["offset"] == 1152                # six chunks of 192 bytes were written
+    assert box.chunks_written == 6
+
+
+def test_update_from_a_slow_box(field_box, vendor_key, vendor):
+    """A box whose every frame (ACKs, answers, heartbeats) goes out 30 ms late: the update
+    takes longer, but completes with every chunk written once and nothing resumed."""
+    box, bridge = field_box(firmware="1.0.0", vendor=vendor, faults=Faults(delay_s=0.03))
+    payload = PAYLOAD[:1000]                           # 6 chunks
+    events = []
+    result = updater(bridge, vendor, events).run(image(vendor_key, payload=payload))
+    assert str(result.running) == "1.1.0" and result.resumes == 0
+    assert bytes(box.flash.slots[1].data) == payload
+    assert box.chunks_written == 6
+    chunks = [x for x in box.received if isinstance(x, m.UpdateChunk)]
+    assert [c.offset for c in chunks] == [i * 192 for i in range(6)]   # each delivered once
+    assert result.seconds > 6 * 2 * 0.03     # per chunk, its ACK and its answer came late
+    assert [t for t, _ in events] == ["firmware.update_started", "firmware.updated"]
 
 
 def test_update_over_a_lossy_line(field_box, vendor_key, vendor):
