@@ -163,9 +163,12 @@ def plan(config, options: DoctorOptions) -> list[tuple[str, Callable[[], CheckRe
         ("disk", lambda: checks.check_disk(config)),
         ("outbox", lambda: checks.check_outbox(config)),
         ("key files", lambda: checks.check_key_files(
-            [config.device.signing_key_file, config.mqtt.key_file], user)),
+            [config.device.pkcs11_pin_file if config.device.signing_key
+             else config.device.signing_key_file, config.mqtt.key_file], user)),
         ("systemd unit", lambda: checks.check_unit(options.unit_dirs)),
     ]
+    if config.device.signing_key:
+        todo.append(("signing key", lambda: checks.check_token_signer(config.device)))
     card = configured(config, "card")
     if card is not None:
         todo.append(("card reader", lambda: checks.check_card_reader(card)))

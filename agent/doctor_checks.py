@@ -266,6 +266,22 @@ def check_outbox(config, warn_age_s: float = 3600, fail_age_s: float = 86400) ->
     return _ok("outbox", detail)
 
 
+def check_token_signer(device) -> CheckResult:
+    """The signing key on a PKCS#11 token: the module loads, the PIN opens the token, and the
+    key signs (the signer checks one signature against the token's public key)."""
+    from .errors import CocoonError
+    from .signing import load_device_signer
+
+    name = "signing key"
+    try:
+        signer = load_device_signer(device)
+    except (CocoonError, OSError) as exc:
+        return _fail(name, f"{device.signing_key}: {exc}",
+                     "check the token is plugged in, [device] pkcs11_module and the PIN in "
+                     "[device] pkcs11_pin_file")
+    return _ok(name, f"{signer.alg} key on the token, key id {signer.kid[:16]}...")
+
+
 def check_key_files(paths: Iterable[Path], user: str | None = None) -> CheckResult:
     """Private keys: present, readable by their owner only, owned by the service user."""
     name = "key files"

@@ -244,6 +244,5 @@ def test_a_link_process_stuck_too_long_is_replaced(site, services):
     os.kill(stuck, signal.SIGSTOP)  # its loop stops; the agent kills it (SIGKILL works on it)
     wait_for(lambda: agent.link.pid not in (None, stuck) and agent.link.status.connected, 20,
              what="the stuck link process replaced")
-    assert not os.path.exists(f"/proc/{stuck}") or \
-        open(f"/proc/{stuck}/stat").read().split()[2] == "Z"
+    assert not os.path.exists(f"/proc/{stuck}"), "the stuck process was not reaped"
     deliver(agent, 3, "replaced")

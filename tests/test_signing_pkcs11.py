@@ -299,3 +299,15 @@ def test_an_agent_with_a_token_key_delivers_verified_events(softhsm, site, servi
     wait_for(lambda: agent.outbox.acked_seq() >= last, 20, what="events acknowledged")
     rows = [r for r in ingest_store_rows(site, device) if r["type"] == "test.token"]
     assert len(rows) == 2 and not ingest_rejections(site, device)
+
+
+def test_doctor_checks_the_token_key_and_its_pin_file(softhsm, tmp_path):
+    from agent.doctor_checks import Status, check_token_signer
+
+    softhsm.pin_file.rename(tmp_path / "token.pin")
+    cfg = load_config(token_config(tmp_path, softhsm))
+    good = check_token_signer(cfg.device)
+    assert good.status is Status.OK and "ES256" in good.detail
+    (tmp_path / "token.pin").unlink()
+    bad = check_token_signer(cfg.device)
+    assert bad.status is Status.FAIL and "PIN" in bad.detail and "pkcs11_pin_file" in bad.hint
