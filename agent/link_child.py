@@ -105,10 +105,11 @@ def _io_write_bytes() -> int:
         return 0
 
 
-def _peak_rss_kib() -> int:
+def _proc_kib(path: str, key: str) -> int:
+    """A `Key:  N kB` figure of this process from /proc (0 where the kernel has none)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
                 return int(line.split()[1])
     except (OSError, ValueError):
         pass
@@ -119,17 +120,6 @@ def _ingest_verifier(key: dict) -> Verifier:
     if "raw" in key:
         return Verifier.from_raw_ed25519(bytes.fromhex(key["raw"]), key["kid"])
     return Verifier.from_file(key["file"])  # an ES256 key: that needs `cryptography`
-
-
-def _pss_kib() -> int:
-    """Proportional set size: pages shared with other processes (the agent's) count in part."""
-    try:
-        for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def _watch_stdin(stop: threading.Event) -> None:
@@ -169,7 +159,9 @@ def run(spec: dict) -> int:
         outbox.close()
         handler.report(link, force=True)
         reporter.send({"t": "bye", "write_bytes": _io_write_bytes(),
-                       "peak_rss_kib": _peak_rss_kib(), "pss_kib": _pss_kib()})
+                       "peak_rss_kib": _proc_kib("/proc/self/status", "VmHWM:"),
+                       # proportional set size: pages shared with the agent count in part
+                       "pss_kib": _proc_kib("/proc/self/smaps_rollup", "Pss:")})
     return 0
 
 

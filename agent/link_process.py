@@ -29,9 +29,9 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from .errors import CocoonError
 from .link_common import Backoff, LinkSettings, LinkStatus
 from .link_meter import LATENCY_BUCKETS_S
+from .uplink import serve_commands
 
 log = logging.getLogger(__name__)
 
@@ -222,14 +222,7 @@ class LinkProcess:
     # -- commands -------------------------------------------------------------------------
 
     def _command_worker(self) -> None:
-        while True:
-            payload = self._commands.get()
-            if payload is None:
-                return
-            try:
-                self.on_command(payload)
-            except CocoonError as exc:
-                log.error("command handling failed: %s", exc)
+        serve_commands(self._commands, self.on_command)
 
 
 def _ingest_key(path) -> dict:

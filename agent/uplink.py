@@ -214,11 +214,17 @@ class Uplink:
             self._worker.join(timeout=10)
 
     def _command_worker(self) -> None:
-        while True:
-            payload = self._commands.get()
-            if payload is None:
-                return
-            try:
-                self.on_command(payload)
-            except CocoonError as exc:
-                log.error("command handling failed: %s", exc)
+        serve_commands(self._commands, self.on_command)
+
+
+def serve_commands(commands: queue.Queue, handle) -> None:
+    """Hand each queued command payload to `handle` until None comes; a handler's refusal is
+    logged (the dispatcher has recorded it as an event) and the next command is served."""
+    while True:
+        payload = commands.get()
+        if payload is None:
+            return
+        try:
+            handle(payload)
+        except CocoonError as exc:
+            log.error("command handling failed: %s", exc)
