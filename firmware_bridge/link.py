@@ -211,7 +211,9 @@ class Link:
             try:
                 self.port.write(data)
                 self.port.flush()
-            except (serial.SerialException, OSError) as exc:
+            except (serial.SerialException, OSError, TypeError) as exc:
+                # TypeError: pyserial's port was closed by another thread mid-write (its fd is
+                # None by then); that is a closed link, not a crash of the bridge's thread.
                 error = LinkError(f"{self.name}: writing to the port failed: {exc}")
                 self._fail(error)
                 raise error from None
