@@ -25,7 +25,7 @@ import serial
 
 from . import bb7e
 from .errors import FrameError
-from .reads import ReaderHealth, TagRead
+from .reads import HealthReporting, ReaderHealth, TagRead, mono_ms
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,7 @@ log = logging.getLogger(__name__)
 Rejected = FrameError | bb7e.ErrorFrame
 
 
-def _mono_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
-
-
-class BB7EReader:
+class BB7EReader(HealthReporting):
     """One module on `url` (anything `serial.serial_for_url` accepts; 115200 8N1 by default).
 
     `antenna` is reported for notices that do not carry an antenna byte (single-port modules).
@@ -61,8 +57,6 @@ class BB7EReader:
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
         self.on_error = on_error
         self._open_port = open_port
-        self._online: bool | None = None
-        self._on_health: Callable[[ReaderHealth], None] = lambda h: None
         self.reads = 0
         self.answers = 0        # valid frames from the module, "no tag" included
         self.rejected = 0
@@ -144,7 +138,7 @@ class BB7EReader:
         self.answers += 1
         self._health(True, "answering")
         if isinstance(item, bb7e.TagNotice):
-            read = TagRead(item.epc_hex, item.rssi, item.antenna or self.antenna, _mono_ms())
+            read = TagRead(item.epc_hex, item.rssi, item.antenna or self.antenna, mono_ms())
             self.reads += 1
             try:
                 on_read(read)
@@ -160,18 +154,6 @@ class BB7EReader:
         port.flush()
 
     # -- reporting ------------------------------------------------------------------------------
-
-    def _health(self, online: bool, detail: str) -> None:
-        """Report a change once: one offline per outage, not one per failed reopen."""
-        if online is self._online:
-            return
-        self._online = online
-        log.log(logging.INFO if online else logging.WARNING, "tag reader %s %s: %s",
-                self.name, "online" if online else "offline", detail)
-        try:
-            self._on_health(ReaderHealth(self.name, online, detail, _mono_ms()))
-        except Exception:
-            log.exception("tag reader %s: health callback failed", self.name)
 
     def _reject(self, item: Rejected) -> None:
         """Count, hand to on_error, and log at most one line a minute (noise can be a flood)."""

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
-from .reads import ReaderHealth, TagRead
+from .reads import HealthReporting, ReaderHealth, TagRead, mono_ms
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 5084
@@ -48,11 +48,7 @@ def parse_url(url: str) -> tuple[str, int]:
     return parts.hostname, port
 
 
-def _mono_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
-
-
-class LLRPReader:
+class LLRPReader(HealthReporting):
     """One LLRP reader. `antennas`: the antenna ids to inventory (empty: all)."""
 
     def __init__(self, url: str, *, name: str | None = None, antennas: Sequence[int] = (),
@@ -73,8 +69,6 @@ class LLRPReader:
         self.on_error = on_error                          # LLRP has no frames to reject
         self.reads = 0
         self.answers = 0        # messages from the reader while inventory runs
-        self._online: bool | None = None
-        self._on_health: Callable[[ReaderHealth], None] = lambda h: None
         sllurp_log = logging.getLogger("sllurp")
         if sllurp_log.level == logging.NOTSET:
             # sllurp logs every lost connection with a traceback; this reader reports
@@ -165,19 +159,6 @@ class LLRPReader:
         client.hard_disconnect()
         client.join(2.0)
 
-    # -- reporting ------------------------------------------------------------------------------
-
-    def _health(self, online: bool, detail: str) -> None:
-        if online is self._online:
-            return
-        self._online = online
-        log.log(logging.INFO if online else logging.WARNING, "tag reader %s %s: %s",
-                self.name, "online" if online else "offline", detail)
-        try:
-            self._on_health(ReaderHealth(self.name, online, detail, _mono_ms()))
-        except Exception:
-            log.exception("tag reader %s: health callback failed", self.name)
-
 
 class _Session:
     """Callbacks for one sllurp client (they run on sllurp's socket thread)."""
@@ -208,7 +189,7 @@ class _Session:
             try:
                 epc = tag["EPC"]
                 read = TagRead((epc.decode() if isinstance(epc, bytes) else str(epc)).lower(),
-                               int(tag["PeakRSSI"]), int(tag["AntennaID"]), _mono_ms())
+                               int(tag["PeakRSSI"]), int(tag["AntennaID"]), mono_ms())
             except (KeyError, ValueError, TypeError) as exc:
                 log.warning("tag reader %s: report without a usable EPC, antenna or RSSI "
                             "(%s): %r", r.name, exc, tag)

@@ -8,13 +8,22 @@ co-processor all end here, so presence and custody never know which kind of read
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 _EPC = re.compile(r"^(?:[0-9a-f]{2})+$")
+
+log = logging.getLogger(__name__)
+
+
+def mono_ms() -> int:
+    """Monotonic milliseconds, the clock every read and health report carries."""
+    return time.monotonic_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -58,3 +67,23 @@ class TagReader(Protocol):
 
     def run(self, on_read: Callable[[TagRead], None],
             on_health: Callable[[ReaderHealth], None], stop: threading.Event) -> None: ...
+
+
+class HealthReporting:
+    """A reader's side of `on_health`: each change reported once (one offline per outage, not
+    one per failed reopen), logged, and a failing callback never stops the reader."""
+
+    name: str
+    _online: bool | None = None
+    _on_health: Callable[[ReaderHealth], None] = staticmethod(lambda health: None)
+
+    def _health(self, online: bool, detail: str) -> None:
+        if online is self._online:
+            return
+        self._online = online
+        log.log(logging.INFO if online else logging.WARNING, "tag reader %s %s: %s",
+                self.name, "online" if online else "offline", detail)
+        try:
+            self._on_health(ReaderHealth(self.name, online, detail, mono_ms()))
+        except Exception:
+            log.exception("tag reader %s: health callback failed", self.name)
