@@ -35,6 +35,26 @@ def _spawn(args: list[str], **kw) -> subprocess.Popen:
     return subprocess.Popen(args, stderr=subprocess.STDOUT, text=True, bufsize=1, **kw)
 
 
+def terminate(procs: list[subprocess.Popen], timeout_s: float = 15) -> None:
+    """Ask our service processes to stop (SIGTERM, as systemd would); kill the ones that hang."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def print_ingest_status(bindir: Path, site: Site) -> None:
+    """What the bank's side holds at the end: `cocoon-ingest status`."""
+    status = subprocess.run([str(bindir / "cocoon-ingest"), "--config", str(site.ingest_config),
+                             "--log-level", "warning", "status"], capture_output=True, text=True)
+    print("\n" + status.stdout, end="")
+
+
 def install_price_table(data_dir: Path, now: datetime) -> None:
     """Give the station a table in force now (the backend's job in the field)."""
     store = PriceTableStore(data_dir)
@@ -165,21 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         stop.wait(0.2)
     stop.set()
     worker.join(timeout=20)
-    if agent.poll() is None:
-        agent.send_signal(signal.SIGTERM)
-    if ingest.poll() is None:
-        ingest.send_signal(signal.SIGTERM)
-    for proc in (agent, ingest):
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    terminate([agent, ingest])
     bench.stop()
     broker.stop()
-    status = subprocess.run([str(bindir / "cocoon-ingest"), "--config", str(site.ingest_config),
-                             "--log-level", "warning", "status"], capture_output=True, text=True)
-    print("\n" + status.stdout, end="")
+    print_ingest_status(bindir, site)
     print(f"purchases recorded this run: {len(clerk.vouchers)} "
           f"({', '.join(clerk.vouchers) or 'none'}); vouchers printed to "
           f"{root / 'vouchers.escpos'}")

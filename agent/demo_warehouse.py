@@ -39,6 +39,7 @@ from drivers.tags.sim_field import TagField
 from drivers.tags.simulator import BB7ESimulator
 from ingest.config import load_ingest_config
 
+from .demo import print_ingest_status, terminate
 from .sandbox import Site
 
 DEVICE = "warehouse-01"
@@ -364,21 +365,11 @@ def main(argv: list[str] | None = None) -> int:
         stop.wait(0.2)
     stop.set()
     worker.join(timeout=20)
-    for proc in (agent, ingest):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in (agent, ingest):
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    terminate([agent, ingest])
     module.stop()
     box.stop()
     broker.stop()
-    status = subprocess.run([str(bindir / "cocoon-ingest"), "--config", str(site.ingest_config),
-                             "--log-level", "warning", "status"], capture_output=True, text=True)
-    print("\n" + status.stdout, end="")
+    print_ingest_status(bindir, site)
     if result["breach"] is None:
         print("no custody.breach was acknowledged this run")
         code = code or 1
