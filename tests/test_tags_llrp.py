@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from drivers.tags import open_reader
 from drivers.tags.llrp_reader import LLRPReader, parse_url
 from drivers.tags.sim_field import TagField
 from tests.support.llrp_sim import MSG, LLRPSimulator
+from tests.support.tag_reading import RunningReader as Watch
 from tests.support.waiting import wait_for
-
-
-class Watch:
-    def __init__(self, reader):
-        self.reader, self.reads, self.health = reader, [], []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=reader.run, daemon=True, args=(
-            self.reads.append, self.health.append, self.stop))
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(5)
-        assert not self.thread.is_alive(), "run() did not return after stop"
-
-    def online(self):
-        return self.health[-1].online if self.health else None
 
 
 def field(**kw) -> TagField:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-
 import serial
 
 from drivers.tags import bb7e
 from drivers.tags.bb7e_reader import BB7EReader
 from drivers.tags.errors import ChecksumError, GarbageError
+from tests.support.tag_reading import RunningReader as Running
 from tests.support.tag_sim_frames import NO_TAG, NOTICE, NOTICE_ANT3
 from tests.support.waiting import wait_for
 
@@ -18,30 +17,6 @@ MULTI_POLL = bytes([0xBB, 0x00, 0x27, 0x00, 0x03, 0x22, 0xFF, 0xFF, 0x4A, 0x7E])
 STOP = bytes([0xBB, 0x00, 0x28, 0x00, 0x00, 0x28, 0x7E])
 SINGLE = bytes([0xBB, 0x00, 0x22, 0x00, 0x00, 0x22, 0x7E])
 
-
-class Running:
-    """A reader's run() in a thread, with what it reported."""
-
-    def __init__(self, reader):
-        self.reader, self.reads, self.health, self.errors = reader, [], [], []
-        reader.on_error = self.errors.append
-        self.stop = threading.Event()
-        self.thread = threading.Thread(
-            target=reader.run, args=(self.reads.append, self.health.append, self.stop),
-            daemon=True)
-        self.raised: BaseException | None = None
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(5)
-        assert not self.thread.is_alive(), "run() did not return after stop"
-
-    def online(self) -> bool | None:
-        return self.health[-1].online if self.health else None
 
 
 class Module:

@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 from drivers.tags.bb7e_reader import BB7EReader
 from drivers.tags.errors import FrameError
 from drivers.tags.sim_field import TagField
 from drivers.tags.simulator import BB7ESimulator
+from tests.support.tag_reading import RunningReader as Watch
 from tests.support.waiting import wait_for
 
 pytest_plugins = ("tests.support.pty",)
 
-
-class Watch:
-    def __init__(self, reader: BB7EReader):
-        self.reads, self.health, self.errors = [], [], []
-        reader.on_error = self.errors.append
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=reader.run, daemon=True, args=(
-            self.reads.append, self.health.append, self.stop))
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(5)
-        assert not self.thread.is_alive()
-
-    def online(self):
-        return self.health[-1].online if self.health else None
 
 
 def test_field_misses_noise_and_cross_reads():
