@@ -5,6 +5,7 @@ in-thread link ([mqtt] link = "thread") still does the same job."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -100,8 +101,10 @@ def test_a_stuck_link_process_stops_the_sign_of_progress(site, services):
     deliver(agent, 3, "resumed")
 
 
+@contextlib.contextmanager
 def spawn_child(site, config_path):
-    """A link process started by hand, as LinkProcess starts it."""
+    """A link process started by hand, as LinkProcess starts it, connected; killed at the end
+    if it is still running."""
     cfg = load_config(config_path)
     link = LinkProcess(LinkSettings.from_config(cfg.device.id, cfg.mqtt), device=cfg.device.id,
                        outbox_path=cfg.outbox_path,
@@ -112,7 +115,13 @@ def spawn_child(site, config_path):
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     proc.stdin.write((json.dumps(link._spec) + "\n").encode())
     proc.stdin.flush()
-    return proc
+    try:
+        read_messages(proc, "connected")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def read_messages(proc, until: str, timeout: float = 15.0) -> list[dict]:
@@ -140,30 +149,18 @@ def outbox_ready(site):
 
 
 def test_the_link_process_leaves_at_once_when_the_agent_is_gone(site, outbox_ready):
-    proc = spawn_child(site, outbox_ready)
-    try:
-        read_messages(proc, "connected")
+    with spawn_child(site, outbox_ready) as proc:
         proc.stdin.close()  # what the kernel does when the agent dies
         assert proc.wait(timeout=5) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_an_orderly_stop_reports_its_last_figures(site, outbox_ready):
-    proc = spawn_child(site, outbox_ready)
-    try:
-        read_messages(proc, "connected")
+    with spawn_child(site, outbox_ready) as proc:
         proc.stdin.write(b"stop\n")
         proc.stdin.flush()
         bye = read_messages(proc, "bye")[-1]
         assert bye["peak_rss_kib"] > 0 and bye["write_bytes"] >= 0
         assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_the_link_in_a_thread_still_delivers(site, services):
