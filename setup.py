@@ -44,7 +44,8 @@ setup(
         " or platform_machine == 'armv6l'",
     ],
     extras_require={
-        # Event signing with a key on a PKCS#11 token (secure element, TPM): agent/signing_pkcs11.py
+        # Event signing with a key on a PKCS#11 token (secure element, TPM):
+        # agent/contract/pkcs11.py
         "pkcs11": ["python-pkcs11>=0.10"],
         "test": [
             "python-pkcs11>=0.10",  # the token signer's tests, against SoftHSM2
@@ -58,7 +59,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "cocoon-agent=agent.cli:main",
+            "cocoon-agent=agent.cli.main:main",
             "cocoon-ingest=ingest.cli:main",
         ]
     },

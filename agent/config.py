@@ -17,7 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .errors import ConfigError
+from agent.errors import ConfigError
 
 DEVICE_ID_RE = re.compile(r"^[a-z0-9-]+$")
 SIGNING_ALGS = ("Ed25519", "ES256")
@@ -32,7 +32,7 @@ class DeviceConfig:
     heartbeat_interval_s: float
     config_trial_s: float = 120.0   # a remote configuration must come up healthy within this
     #: An RFC 7512 URI naming the signing key on a PKCS#11 token, in place of the key file;
-    #: with its module (.so) and the file holding the token's user PIN (agent/signing_pkcs11.py)
+    #: with its module (.so) and the file holding the token's user PIN (agent/contract/pkcs11.py)
     signing_key: str | None = None
     pkcs11_module: Path | None = None
     pkcs11_pin_file: Path | None = None
@@ -106,14 +106,14 @@ REQUIRED = object()
 #: when the file has the section, so the core never imports a driver it does not use.
 PLUGGED_SECTIONS: dict[str, str] = {
     "warehouse": "agent.warehouse.config:parse_warehouse",
-    "station": "agent.station_config:parse_station",
-    "card": "agent.station_config:parse_card",
-    "scale": "agent.station_config:parse_scale",
-    "printer": "agent.station_config:parse_printer",
-    "signals": "agent.station_config:parse_signals",
-    "update": "agent.release:parse_update",
+    "station": "agent.station.config:parse_station",
+    "card": "agent.station.config:parse_card",
+    "scale": "agent.station.config:parse_scale",
+    "printer": "agent.station.config:parse_printer",
+    "signals": "agent.station.config:parse_signals",
+    "update": "agent.fleet.release.layout:parse_update",
     "firmware": "firmware_bridge.config:parse_firmware",
-    "metrics": "agent.metrics:parse_metrics",
+    "metrics": "agent.ops.metrics:parse_metrics",
 }
 
 
@@ -307,7 +307,7 @@ def _token_key(dev: Section) -> dict:
                 raise ConfigError(f"{dev.file}: [device] {key}: only with signing_key, the "
                                   "PKCS#11 URI of a key on a token")
         return {}
-    from .signing_pkcs11 import parse_pkcs11_uri
+    from agent.contract.pkcs11 import parse_pkcs11_uri
 
     try:
         parse_pkcs11_uri(uri)

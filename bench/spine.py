@@ -90,9 +90,9 @@ def raw_paho(cfg, count: int) -> dict:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from agent import events, topics
-    from agent.events import Draft
-    from agent.signing import load_signer
+    from agent.contract import events, topics
+    from agent.contract.events import Draft
+    from agent.contract.signing import load_signer
 
     # Real sealed events of this device, built before the clock starts.
     signer = load_signer(cfg.device.signing_key_file)
@@ -155,7 +155,7 @@ def raw_paho(cfg, count: int) -> dict:
 
 def append_many(outbox, priority: str, count: int, producers: int) -> None:
     """`count` events from `producers` threads, each building its drafts as a workflow would."""
-    from agent.events import Draft
+    from agent.contract.events import Draft
 
     errors: list[BaseException] = []
 
@@ -193,8 +193,8 @@ def wait_all_sent(outbox, uplink, count: int, marks: dict) -> None:
 
 
 def agent_child(cfg, mode: str, count: int, producers: int) -> dict:
-    from agent.service import build_link, open_outbox
-    from agent.uplink import Uplink
+    from agent.link.uplink import Uplink
+    from agent.ops.service import build_link, open_outbox
 
     outbox, _ = open_outbox(cfg)
     result: dict = {"commits": 0}
@@ -341,7 +341,7 @@ def main() -> int:
         return 0
 
     from agent.config import load_config
-    from agent.sandbox import Site
+    from agent.demo.sandbox import Site
 
     overrides = {} if args.inflight is None else {"inflight": args.inflight}
     if args.link:

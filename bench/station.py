@@ -4,7 +4,7 @@
 
 Everything is the production path on simulated hardware: a private pcscd with a vpcd reader
 and virtual farmer CPU cards (drivers.vpcd), the CardMonitor and CardDesk, a Yaohua XK3190-A9
-simulated on a socat pty read by ScaleReader and ScaleJudge, the Station running the pure
+simulated on a socat pty read by ScaleReader and ScaleJudge, the EffectRunner running the pure
 PurchaseFlow, and a real outbox (synchronous=FULL). No broker: forwarding is measured by
 bench/spine.py.
 
@@ -34,8 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent import purchase as p
-from agent.signing import Ed25519Signer, Verifier
+from agent.contract.signing import Ed25519Signer, Verifier
+from agent.station import purchase as p
 
 READER = "PCD 00 00"
 HOLDER = {"farmer_id": "F-0001", "name": "Bench Farmer", "address": "Bench town",
@@ -81,12 +81,12 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="cocoon-bench-station-"))
     os.environ[SOCKET_ENV] = str(root / "pcscd.comm")        # before any PC/SC call
 
-    from agent.blacklist import Blacklist
-    from agent.card_desk import CardDesk
-    from agent.demo_bench import Bench
-    from agent.outbox import Outbox
-    from agent.station import Station
-    from agent.weighing import ScaleJudge
+    from agent.demo.bench import Bench
+    from agent.spine.outbox import Outbox
+    from agent.station.blacklist import Blacklist
+    from agent.station.card_desk import CardDesk
+    from agent.station.effects import EffectRunner
+    from agent.station.weighing import ScaleJudge
     from drivers.pcsc import ApduTransport, CardInserted, CardMonitor
     from drivers.pcsc import farmer_card as fc
     from drivers.scale import Reading, SalePolicy, ScaleReader, StabilityDetector
@@ -103,8 +103,8 @@ def main() -> int:
     def display(text: str) -> None:
         shown.put((time.perf_counter(), text))
 
-    station = Station("station-bench", outbox, write_card=lambda f, s: desk.write_card(f, s),
-                      display=display, timeouts=p.Timeouts(duplicate_window_s=0.0))
+    station = EffectRunner("station-bench", outbox, write_card=lambda f, s: desk.write_card(f, s),
+                           display=display, timeouts=p.Timeouts(duplicate_window_s=0.0))
     desk = CardDesk(reader=READER, issuer_verifier=Verifier.from_pem(issuer.public_key_pem()),
                     outbox=outbox, submit=station.submit, blacklist=Blacklist(outbox))
     judge = ScaleJudge("bench-1", SalePolicy(Decimal("10")), tare_g=0,

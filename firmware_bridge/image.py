@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from agent.contract.signing import ED25519, Verifier
 from agent.errors import SignatureError
-from agent.signing import ED25519, Verifier
 
 from .errors import ImageError
 
@@ -74,7 +74,7 @@ def signed_header(hardware: int, version: Version, length: int, sha256: bytes) -
 
 
 def build_image(payload: bytes, version: Version | str, hardware: int, signer=None) -> bytes:
-    """An image file's bytes. `signer` is an Ed25519 signer (agent.signing, e.g.
+    """An image file's bytes. `signer` is an Ed25519 signer (agent.contract.signing, e.g.
     `load_signer(vendor_key_file)`); None builds an unsigned image, which devices refuse."""
     if isinstance(version, str):
         version = Version.parse(version)

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.events import Draft
-from agent.signing import Verifier
+from agent.contract.events import Draft
+from agent.contract.signing import Verifier
 
 from . import messages as m
 from .bridge import Bridge, BridgeState, BridgeStatus
@@ -44,7 +44,7 @@ class _Interrupted(Exception):
     """The box restarted or stopped answering: begin again, resuming from its flash."""
 
 
-class Updater:
+class FirmwareUpdater:
     """Updates the box behind `bridge` (started, or startable) with images signed by `vendor`.
 
     `record(draft)` appends an audit event (the CLI passes `outbox.append`)."""

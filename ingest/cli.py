@@ -10,11 +10,11 @@ import time
 
 import click
 
-from agent import topics
-from agent.cli_support import ConfigContext, run_cli, setup_logging
-from agent.commands import SIGNER_OF, make_command
-from agent.envelope import parse_json_object
-from agent.signing import generate_key_file, load_signer
+from agent.cli.support import ConfigContext, run_cli, setup_logging
+from agent.contract import topics
+from agent.contract.envelope import parse_json_object
+from agent.contract.signing import generate_key_file, load_signer
+from agent.spine.commands import SIGNER_OF, make_command
 
 from .config import load_ingest_config
 
@@ -101,7 +101,7 @@ def send_command(obj: ConfigContext, key_file, device, type_, body, expires, com
     --type payment.confirmed
     --body '{"voucher": "st-01-20260601-0007", "payment_ref": "B-1", "amount": "2015.09"}'
     """
-    from agent.mqtt_link import LinkSettings, MqttLink
+    from agent.link.mqtt import LinkSettings, MqttLink
 
     command = make_command(device, type_, parse_json_object(body, "--body"),
                            load_signer(key_file), expires_in_s=expires, command_id=command_id)
@@ -156,7 +156,7 @@ def enrolment() -> None:
 @click.pass_obj
 def enrolment_run(obj: ConfigContext) -> None:
     """Answer enrolment and renewal requests until SIGTERM or Ctrl-C ([enrolment] section)."""
-    from agent.mqtt_link import LinkSettings, MqttLink
+    from agent.link.mqtt import LinkSettings, MqttLink
 
     from .enrolment import EnrolmentService
 

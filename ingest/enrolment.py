@@ -1,7 +1,7 @@
 """The enrolment service: signs devices' CSRs and registers their signing keys.
 
 It runs beside the ingest (`cocoon-ingest --config enrol.toml enrolment run`) with the device
-CA's key, and answers the requests described in agent/enrolment.py:
+CA's key, and answers the requests described in agent/fleet/enrolment.py:
 
 - an enrolment request (over the shared claim certificate) is granted only with a one-time
   token issued for that device id (`enrolment token --device ID`), stored as its SHA-256, and
@@ -35,11 +35,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent import enrolment as proto
 from agent.config import DEVICE_ID_RE
-from agent.envelope import canonical, parse_json_object
+from agent.contract.envelope import canonical, parse_json_object
+from agent.contract.signing import Verifier
 from agent.errors import CocoonError
-from agent.signing import Verifier
+from agent.fleet import enrolment as proto
 
 log = logging.getLogger(__name__)
 

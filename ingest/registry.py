@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from agent.config import DEVICE_ID_RE
+from agent.contract.signing import Verifier
 from agent.errors import KeyFileError
-from agent.signing import Verifier
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import logging
 import threading
 import time
 
-from agent import topics
-from agent.acks import make_ack
-from agent.mqtt_link import LinkSettings, MqttLink
-from agent.signing import load_signer
+from agent.contract import topics
+from agent.contract.acks import make_ack
+from agent.contract.signing import load_signer
+from agent.link.mqtt import LinkSettings, MqttLink
 
 from .config import IngestConfig
 from .registry import DeviceRegistry

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import sqlite_utils
 
-from agent import events, topics
-from agent.envelope import parse_json_object
+from agent.contract import events, topics
+from agent.contract.envelope import parse_json_object
 from agent.errors import EventFormatError, SignatureError
-from agent.migrations import migrate
+from agent.spine.migrations import migrate
 
 log = logging.getLogger(__name__)
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 # ---------------------------------------------------------------------------
-# Local PKI and Mosquitto broker fixtures (agent.devpki / agent.localbroker).
+# Local PKI and Mosquitto broker fixtures (agent.demo.devpki / agent.demo.localbroker).
 # ---------------------------------------------------------------------------
 from types import SimpleNamespace
 
 import pytest
 
-from agent.devpki import LocalCA
-from agent.localbroker import LocalBroker
+from agent.demo.devpki import LocalCA
+from agent.demo.localbroker import LocalBroker
 
 pytest_plugins = ["tests.support.pcsc"]  # an isolated pcscd; sets PCSCLITE_CSOCK_NAME first
 
@@ -54,8 +54,8 @@ def broker(pki, tmp_path):
 # ---------------------------------------------------------------------------
 # Outbox and key fixtures for tests without a broker.
 # ---------------------------------------------------------------------------
-from agent.outbox import Outbox  # noqa: E402
-from agent.signing import Ed25519Signer  # noqa: E402
+from agent.contract.signing import Ed25519Signer  # noqa: E402
+from agent.spine.outbox import Outbox  # noqa: E402
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
     python tests/crash_worker.py AGENT_CONFIG JOURNAL [--run N] [--producers K] [--drain]
 
-Runs the real agent (agent.service.Agent: outbox, uplink to the broker, heartbeat) while K
+Runs the real agent (agent.ops.service.Agent: outbox, uplink to the broker, heartbeat) while K
 producer threads append events of mixed priorities in a loop. After each append() returns, the
 producer writes "<seq> <uid>" as one line to JOURNAL and flushes and fsyncs it before appending
 again, so the journal only ever under-reports what append() returned. Prints READY on stdout
@@ -22,8 +22,8 @@ import sys
 import threading
 
 from agent.config import load_config
-from agent.events import Draft
-from agent.service import Agent
+from agent.contract.events import Draft
+from agent.ops.service import Agent
 
 PRIORITIES = ("money", "telemetry", "alert", "telemetry", "money", "telemetry", "telemetry")
 JOIN_TIMEOUT_S = 15.0

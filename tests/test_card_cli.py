@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.signing import generate_key_file, load_signer
+from agent.contract.signing import generate_key_file, load_signer
 from drivers.pcsc import farmer_card as fc
 from drivers.pcsc import staff_card as sc
 from tests.support.cpu_card import CpuFarmerCard
@@ -21,7 +21,7 @@ READER = "00 00"
 
 
 def cocoon(*args, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", *map(str, args)],
+    proc = subprocess.run([sys.executable, "-m", "agent.cli.main", *map(str, args)],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")

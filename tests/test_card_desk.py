@@ -11,14 +11,14 @@ from decimal import Decimal
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import purchase as p
-from agent import sales
-from agent.blacklist import Blacklist, BlacklistRefused
-from agent.card_desk import CardDesk, CardWriteError
-from agent.commands import Command
-from agent.envelope import parse_json_object
-from agent.signing import Ed25519Signer, Verifier
-from agent.station import Station
+from agent.contract.envelope import parse_json_object
+from agent.contract.signing import Ed25519Signer, Verifier
+from agent.spine.commands import Command
+from agent.station import purchase as p
+from agent.station import sales
+from agent.station.blacklist import Blacklist, BlacklistRefused
+from agent.station.card_desk import CardDesk, CardWriteError
+from agent.station.effects import EffectRunner
 from drivers.pcsc import CardMonitor
 from drivers.pcsc import farmer_card as fc
 from tests.support.cpu_card import CpuFarmerCard
@@ -124,7 +124,7 @@ def sell(station, desk):
 
 
 def test_the_sale_is_written_to_the_card(desk, virtual_card, issuer):
-    station = Station("station-01", desk.outbox, write_card=desk.desk.write_card)
+    station = EffectRunner("station-01", desk.outbox, write_card=desk.desk.write_card)
     card = farmer_card(virtual_card, READER, issuer)
     with card:
         sell(station, desk)
@@ -139,7 +139,7 @@ def test_the_sale_is_written_to_the_card(desk, virtual_card, issuer):
 
 def test_a_card_pulled_out_while_writing_gets_the_sale_at_its_next_swipe(desk, virtual_card,
                                                                           issuer):
-    station = Station("station-01", desk.outbox, write_card=desk.desk.write_card)
+    station = EffectRunner("station-01", desk.outbox, write_card=desk.desk.write_card)
     card = farmer_card(virtual_card, READER, issuer)
     card.pull_on(lambda apdu: apdu[1] == 0xE2)     # pulled out as the sale record is appended
     card.insert()
@@ -167,7 +167,7 @@ def test_a_card_pulled_out_while_writing_gets_the_sale_at_its_next_swipe(desk, v
 def test_a_sale_owed_to_a_card_that_already_holds_it_is_not_written_twice(desk, virtual_card,
                                                                          issuer):
     """A write the station gave up on (it timed out) that reached the card after all."""
-    station = Station("station-01", desk.outbox, write_card=desk.desk.write_card)
+    station = EffectRunner("station-01", desk.outbox, write_card=desk.desk.write_card)
     card = farmer_card(virtual_card, READER, issuer)
     card.insert()
     sell(station, desk)

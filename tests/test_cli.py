@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from agent.sandbox import write_toml
+from agent.demo.sandbox import write_toml
 
 COMMANDS = ["run", "keygen", "identity", "emit", "queue", "verify"]
 
 
 def cocoon(*args, check=True, cwd=None):
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", *map(str, args)],
+    proc = subprocess.run([sys.executable, "-m", "agent.cli.main", *map(str, args)],
                           capture_output=True, text=True, timeout=60, cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")

@@ -5,10 +5,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from agent.commands import BACKEND, BANK, Dispatcher, make_command
-from agent.envelope import parse_json_object
+from agent.contract.envelope import parse_json_object
+from agent.contract.signing import Ed25519Signer, ES256Signer, Verifier
 from agent.errors import CommandRejected
-from agent.signing import Ed25519Signer, ES256Signer, Verifier
+from agent.spine.commands import BACKEND, BANK, Dispatcher, make_command
 
 NOW = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
 

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.chain import check_capture
 from agent.config import load_config
-from agent.envelope import parse_json_object
-from agent.sandbox import Site
-from agent.signing import Verifier
+from agent.contract.chain import check_capture
+from agent.contract.envelope import parse_json_object
+from agent.contract.signing import Verifier
+from agent.demo.sandbox import Site
 from ingest.config import load_ingest_config
 from ingest.service import Ingest
 

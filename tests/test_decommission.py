@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import cli
+from agent.cli.main import cli
 from agent.config import load_config
-from agent.decommission import EVENT_TYPE, DecommissionRefused, decommission
-from agent.devpki import LocalCA
-from agent.envelope import parse_json_object, verify_object
-from agent.events import Draft
-from agent.outbox import Outbox
-from agent.provision import Plan, provision
-from agent.signing import Ed25519Signer, Verifier, load_signer
+from agent.contract.envelope import parse_json_object, verify_object
+from agent.contract.events import Draft
+from agent.contract.signing import Ed25519Signer, Verifier, load_signer
+from agent.demo.devpki import LocalCA
+from agent.fleet.decommission import EVENT_TYPE, DecommissionRefused, decommission
+from agent.fleet.provision import Plan, provision
+from agent.spine.outbox import Outbox
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import sys
 
 def test_demo_records_purchases_that_the_ingest_verifies_and_acknowledges(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.demo", "--dir", str(tmp_path / "demo"), "--sales", "2",
-         "--interval", "0.2", "--duration", "90", "--exit-when-acknowledged"],
+        [sys.executable, "-m", "agent.demo.station", "--dir", str(tmp_path / "demo"),
+         "--sales", "2", "--interval", "0.2", "--duration", "90", "--exit-when-acknowledged"],
         capture_output=True, text=True, timeout=150)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr

@@ -9,15 +9,15 @@ import subprocess
 import sys
 from contextlib import closing
 
-from agent.chain import check_capture
-from agent.signing import Verifier
+from agent.contract.chain import check_capture
+from agent.contract.signing import Verifier
 
 DEV = "warehouse-01"
 
 
 def run_demo(root):
     return subprocess.run(
-        [sys.executable, "-m", "agent.demo_warehouse", "--dir", str(root), "--duration", "90",
+        [sys.executable, "-m", "agent.demo.warehouse", "--dir", str(root), "--duration", "90",
          "--exit-when-acknowledged"], capture_output=True, text=True, timeout=150)
 
 

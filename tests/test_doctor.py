@@ -19,14 +19,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from agent import doctor_checks as checks
-from agent.cli import cli
+from agent.cli.main import cli
 from agent.config import load_config
-from agent.doctor import DoctorOptions, plan, run, to_table
-from agent.doctor_checks import Status
-from agent.events import Draft
-from agent.outbox import Outbox
-from agent.station_config import parse_card, parse_scale
+from agent.contract.events import Draft
+from agent.fleet import doctor_checks as checks
+from agent.fleet.doctor import DoctorOptions, plan, run, to_table
+from agent.fleet.doctor_checks import Status
+from agent.spine.outbox import Outbox
+from agent.station.config import parse_card, parse_scale
 from tests.support.running import add_device
 
 pytest_plugins = ("tests.support.pty",)
@@ -71,7 +71,7 @@ def test_a_revoked_certificate_is_reported_as_refused(site, device):
 
 def test_a_refusal_for_a_local_reason_names_it_not_revocation(tmp_path, site, device):
     """Refused certificates that are not revoked: the doctor gives the reason it can see."""
-    from agent.devpki import LocalCA
+    from agent.demo.devpki import LocalCA
 
     config = device[1]
     other = LocalCA.create(tmp_path / "other").issue("station-21")
@@ -115,7 +115,7 @@ def test_certificate_validity_and_days_to_expiry(site, device):
 
 
 def test_a_certificate_from_another_ca_or_key(tmp_path, site, device):
-    from agent.devpki import LocalCA
+    from agent.demo.devpki import LocalCA
 
     config = device[1]
     other = LocalCA.create(tmp_path / "other").issue("station-21")
@@ -293,7 +293,7 @@ def test_a_check_that_breaks_does_not_hide_the_others(device, tmp_path):
 
 def test_a_provisioned_device_whose_csr_was_signed_passes_the_broker_checks(site, tmp_path):
     """Fresh machine -> provision -> the CA signs its CSR -> doctor: broker and certificate."""
-    from agent.provision import Plan, provision
+    from agent.fleet.provision import Plan, provision
 
     bundle = tmp_path / "usb"
     bundle.mkdir()

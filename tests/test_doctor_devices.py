@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from agent.doctor import _coprocessor, _gpio, gpio_pins
-from agent.doctor_checks import Status
+from agent.fleet.doctor import _coprocessor, _gpio, gpio_pins
+from agent.fleet.doctor_checks import Status
 
 pytest_plugins = ("tests.support.coprocessor",)
 
@@ -49,7 +49,7 @@ def test_gpio_on_a_machine_without_it_fails_with_a_hint():
 
 
 def test_a_box_load_cell_is_checked_through_the_bridge(field_box):
-    from agent.doctor import _box_scale
+    from agent.fleet.doctor import _box_scale
 
     box, _ = field_box(bridge=False)
     scale = SimpleNamespace(port=str(field_box.pair.device), baudrate=None)

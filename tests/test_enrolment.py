@@ -10,10 +10,10 @@ import threading
 import pytest
 from cryptography import x509
 
-from agent.enrolment import EnrolmentError, build_request, ensure_tls_key, make_csr
-from agent.mqtt_link import LinkSettings, MqttLink
-from agent.sandbox import write_toml
-from agent.signing import Ed25519Signer, generate_key_file
+from agent.contract.signing import Ed25519Signer, generate_key_file
+from agent.demo.sandbox import write_toml
+from agent.fleet.enrolment import EnrolmentError, build_request, ensure_tls_key, make_csr
+from agent.link.mqtt import LinkSettings, MqttLink
 from ingest.config import load_ingest_config
 from ingest.enrolment import EnrolmentService, Refused
 from tests.support.running import BIN, FAST_MQTT, ingest_store_seqs
@@ -211,7 +211,7 @@ def test_decisions_of_the_service(enrolment, tmp_path):
 
 
 def test_reserved_names_are_not_device_ids(tmp_path):
-    from agent.enrolment import ClaimSettings, enrol
+    from agent.fleet.enrolment import ClaimSettings, enrol
 
     with pytest.raises(EnrolmentError, match="reserved"):
         enrol("claim", Ed25519Signer.generate(), token="t",
@@ -238,8 +238,8 @@ def test_a_revoked_device_is_refused_by_the_broker(site, services):
 def test_the_agent_renews_its_certificate_before_it_expires(site, services, enrolment, device):
     import dataclasses
 
-    from agent.enrolment import days_left
-    from agent.envelope import parse_json_object
+    from agent.contract.envelope import parse_json_object
+    from agent.fleet.enrolment import days_left
 
     enrol_config, service = enrolment
     config, claim, root = device

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.signing import Ed25519Signer, Verifier
+from agent.contract.signing import Ed25519Signer, Verifier
 from drivers.pcsc import ApduTransport, CardRemoved, SecurityStatusNotSatisfied
 from drivers.pcsc import farmer_card as fc
 from tests.support.cpu_card import CpuFarmerCard

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from agent.signing import Ed25519Signer, Verifier
+from agent.contract.signing import Ed25519Signer, Verifier
 from drivers.pcsc import ApduTransport, CardRemoved
 from drivers.pcsc import farmer_card as fc
 from drivers.pcsc import m1_card as m1

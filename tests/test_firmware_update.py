@@ -9,13 +9,13 @@ import os
 
 import pytest
 
-from agent.signing import Ed25519Signer, Verifier
+from agent.contract.signing import Ed25519Signer, Verifier
 from firmware_bridge import messages as m
 from firmware_bridge.errors import ImageError, UpdateError
 from firmware_bridge.faults import Faults
 from firmware_bridge.image import build_image, load_image, parse_image
 from firmware_bridge.simulator import HARDWARE
-from firmware_bridge.update import Updater
+from firmware_bridge.update import FirmwareUpdater
 
 pytest_plugins = ("tests.support.pty", "tests.support.coprocessor")
 
@@ -40,7 +40,7 @@ def image(vendor_key, version="1.1.0", payload=PAYLOAD, hardware=HARDWARE, signe
 
 def updater(bridge, vendor, events, **kw):
     kw.setdefault("boot_timeout_s", 5)
-    return Updater(bridge, vendor, record=lambda d: events.append((d.type, d.body)), **kw)
+    return FirmwareUpdater(bridge, vendor, record=lambda d: events.append((d.type, d.body)), **kw)
 
 
 def update_traffic(box):
@@ -232,7 +232,7 @@ def test_update_over_a_lossy_line(field_box, vendor_key, vendor):
 
 @pytest.fixture
 def device(tmp_path, field_box, vendor_key):
-    from agent.signing import generate_key_file
+    from agent.contract.signing import generate_key_file
 
     data = tmp_path / "data"
     generate_key_file(data / "device-signing.key")
@@ -261,7 +261,7 @@ boot_timeout_s = 5
 
 
 def run_cli(*args):
-    from agent.cli import main
+    from agent.cli.main import main
 
     try:
         main(list(args))
@@ -272,7 +272,7 @@ def run_cli(*args):
 
 def outbox_types(config):
     from agent.config import load_config
-    from agent.service import open_outbox
+    from agent.ops.service import open_outbox
 
     outbox, _ = open_outbox(load_config(config))
     with outbox:

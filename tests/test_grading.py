@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.contract.pricing.errors import MeasurementError, PriceTableError, PurchaseRefused
+from agent.contract.pricing.grading import DryShellRule, Grade, RatioBand, ShellRatioRule
 from agent.errors import CocoonError
-from agent.grading import DryShellRule, Grade, RatioBand, ShellRatioRule
-from agent.pricing_errors import MeasurementError, PriceTableError, PurchaseRefused
 
 D = Decimal
 STANDARD = DryShellRule(sample_g=D("50"), base_shell_g=D("9.2"), step_g=D("0.2"),

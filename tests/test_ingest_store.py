@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from agent import events
-from agent.events import Draft
-from agent.signing import Ed25519Signer, Verifier
+from agent.contract import events
+from agent.contract.events import Draft
+from agent.contract.signing import Ed25519Signer, Verifier
 from ingest.store import ACCEPTED, DUPLICATE, REJECTED, IngestStore
 
 

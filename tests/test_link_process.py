@@ -1,4 +1,4 @@
-"""The MQTT link in its own process (agent.link_process, agent.link_child), against the real
+"""The MQTT link in its own process (agent.link.process, agent.link.child), against the real
 broker and ingest: a killed link process is started again and nothing is lost, a stuck one
 stops the watchdog's sign of progress, the link process leaves when the agent is gone, and the
 in-thread link ([mqtt] link = "thread") still does the same job."""
@@ -17,11 +17,11 @@ from dataclasses import asdict
 import pytest
 
 from agent.config import load_config
-from agent.events import Draft
-from agent.link_process import LinkProcess, _package_root
-from agent.mqtt_link import LinkSettings
-from agent.signing import Ed25519Signer
-from agent.uplink import Uplink
+from agent.contract.events import Draft
+from agent.contract.signing import Ed25519Signer
+from agent.link.mqtt import LinkSettings
+from agent.link.process import LinkProcess, _package_root
+from agent.link.uplink import Uplink
 from tests.support.running import add_device
 from tests.support.waiting import wait_for
 
@@ -45,7 +45,7 @@ def test_the_link_runs_in_its_own_process_by_default(site, services):
     pid = agent.link.pid
     assert pid and pid != os.getpid()
     with open(f"/proc/{pid}/cmdline", "rb") as fh:
-        assert b"agent.link_child" in fh.read()
+        assert b"agent.link.child" in fh.read()
     deliver(agent, 10, "own-process")
     wait_for(lambda: agent.uplink.published >= 10 and agent.uplink.pubacked >= 10, 5,
              what="the link process's counters")
@@ -111,7 +111,7 @@ def spawn_child(site, config_path):
                        ingest_public_key_file=cfg.keys.ingest_public_key_file,
                        window=cfg.mqtt.inflight, ack_timeout_s=cfg.mqtt.ack_timeout_s)
     env = {**os.environ, "PYTHONPATH": _package_root()}
-    proc = subprocess.Popen([sys.executable, "-m", "agent.link_child"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "agent.link.child"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     proc.stdin.write((json.dumps(link._spec) + "\n").encode())
     proc.stdin.flush()
@@ -139,7 +139,7 @@ def read_messages(proc, until: str, timeout: float = 15.0) -> list[dict]:
 @pytest.fixture
 def outbox_ready(site):
     """A device whose outbox exists (the agent creates it before starting the link)."""
-    from agent.service import open_outbox
+    from agent.ops.service import open_outbox
 
     config = add_device(site, DEV)
     outbox, _ = open_outbox(load_config(config))
@@ -206,7 +206,7 @@ def test_counters_carry_over_a_restarted_child(tmp_path):
 def test_the_link_process_loads_neither_cryptography_nor_sqlite_utils():
     """Memory on a Pi is short: the link's process verifies acks through libsodium with the
     raw key and finds the outbox's schema up to date (about 20 MiB saved together)."""
-    probe = ("import sys, agent.link_child; "
+    probe = ("import sys, agent.link.child; "
              "print(sorted({'cryptography', 'sqlite_utils', 'click'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": _package_root()}, timeout=60)
@@ -215,9 +215,9 @@ def test_the_link_process_loads_neither_cryptography_nor_sqlite_utils():
 
 
 def test_an_es256_ingest_key_reaches_the_link_process_as_its_file(tmp_path):
-    from agent.link_child import _ingest_verifier
-    from agent.link_process import _ingest_key
-    from agent.signing import ES256Signer
+    from agent.contract.signing import ES256Signer
+    from agent.link.child import _ingest_verifier
+    from agent.link.process import _ingest_key
 
     ed, es = tmp_path / "ed.pem", tmp_path / "es.pem"
     ed_signer, es_signer = Ed25519Signer.generate(), ES256Signer.generate()

@@ -1,4 +1,4 @@
-"""agent.localbroker + agent.devpki against a real Mosquitto process."""
+"""agent.demo.localbroker + agent.demo.devpki against a real Mosquitto process."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.devpki import LocalCA
-from agent.localbroker import LocalBroker, LocalBrokerError
+from agent.demo.devpki import LocalCA
+from agent.demo.localbroker import LocalBroker, LocalBrokerError
 from tests.support.mqtt import mqtt_client
 
 TIMEOUT = 5.0

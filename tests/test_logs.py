@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 from agent.errors import ConfigError
-from agent.logs import StructuredFormatter
+from agent.ops.logs import StructuredFormatter
 
 
 def record(msg, level=logging.WARNING, exc=None, **fields):
-    rec = logging.LogRecord("agent.station", level, __file__, 1, msg, (), None)
+    rec = logging.LogRecord("agent.station.effects", level, __file__, 1, msg, (), None)
     if exc is not None:
         try:
             raise exc
@@ -24,7 +24,7 @@ def record(msg, level=logging.WARNING, exc=None, **fields):
 def test_one_line_with_the_syslog_priority_for_the_journal():
     line = StructuredFormatter(journal=True).format(
         record('card "F-1" refused', seq=12, voucher="st-01 0001"))
-    assert line == ('<4>agent.station level=warning msg="card \\"F-1\\" refused" seq=12 '
+    assert line == ('<4>agent.station.effects level=warning msg="card \\"F-1\\" refused" seq=12 '
                     'voucher="st-01 0001"')
 
 
@@ -40,14 +40,14 @@ def test_expected_faults_have_no_traceback_and_bugs_keep_theirs_on_the_same_line
 
 def test_on_a_terminal_lines_carry_their_time():
     line = StructuredFormatter(journal=False).format(record("hello", logging.INFO))
-    assert line[:4].isdigit() and line.endswith("agent.station level=info msg=hello")
+    assert line[:4].isdigit() and line.endswith("agent.station.effects level=info msg=hello")
 
 
 def test_the_journal_is_recognised_by_journal_stream(tmp_path):
     err = tmp_path / "stderr"
     with open(err, "w") as fh:
         st = os.fstat(fh.fileno())
-        code = ("import logging; from agent.logs import setup; setup('info'); "
+        code = ("import logging; from agent.ops.logs import setup; setup('info'); "
                 "logging.getLogger('agent.x').warning('to the journal')")
         subprocess.run([sys.executable, "-c", code], stderr=fh, check=True,
                        env={**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
@@ -78,10 +78,10 @@ class _Lines(logging.Handler):
 def test_each_recorded_money_or_alert_event_is_one_line(make_outbox):
     import threading
 
-    from agent.events import Draft
+    from agent.contract.events import Draft
 
     outbox = make_outbox()
-    logger = logging.getLogger("agent.outbox")
+    logger = logging.getLogger("agent.spine.outbox")
     handler = _Lines(outbox.path)
     logger.addHandler(handler)
     before = logger.level
@@ -91,9 +91,9 @@ def test_each_recorded_money_or_alert_event_is_one_line(make_outbox):
         outbox.append(Draft("device.heartbeat", "telemetry", {"n": 2}))     # below INFO
         alert = outbox.append(Draft("door.opened", "alert", {"n": 3}))
         assert handler.lines == [
-            f"<6>agent.outbox level=info msg=\"event recorded\" seq={money} "
+            f"<6>agent.spine.outbox level=info msg=\"event recorded\" seq={money} "
             "type=purchase.recorded priority=money",
-            f"<6>agent.outbox level=info msg=\"event recorded\" seq={alert} "
+            f"<6>agent.spine.outbox level=info msg=\"event recorded\" seq={alert} "
             "type=door.opened priority=alert"]
         # written once durable, by the caller's thread (not the committer's)
         assert handler.stored == [("purchase.recorded",), ("door.opened",)]
@@ -101,7 +101,7 @@ def test_each_recorded_money_or_alert_event_is_one_line(make_outbox):
 
         logger.setLevel(logging.DEBUG)
         telemetry = outbox.append(Draft("device.heartbeat", "telemetry", {"n": 4}))
-        assert handler.lines[-1] == (f"<7>agent.outbox level=debug msg=\"event recorded\" "
+        assert handler.lines[-1] == (f"<7>agent.spine.outbox level=debug msg=\"event recorded\" "
                                      f"seq={telemetry} type=device.heartbeat "
                                      "priority=telemetry")
     finally:
@@ -110,11 +110,11 @@ def test_each_recorded_money_or_alert_event_is_one_line(make_outbox):
 
 
 def test_with_info_off_recording_costs_only_a_level_check(make_outbox, monkeypatch):
-    from agent import outbox as outbox_module
-    from agent.events import Draft
+    from agent.contract.events import Draft
+    from agent.spine import outbox as outbox_module
 
     outbox = make_outbox()
-    logger = logging.getLogger("agent.outbox")
+    logger = logging.getLogger("agent.spine.outbox")
     before = logger.level
     logger.setLevel(logging.WARNING)
 

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.errors import ConfigError
-from agent.metrics import MetricsPart, parse_metrics
+from agent.ops.metrics import MetricsPart, parse_metrics
 from tests.support.running import add_device
 from tests.support.waiting import wait_for
 
@@ -41,7 +41,7 @@ def test_the_section_accepts_loopback_addresses_only():
 def test_storage_written_grows_with_appends(site, services):
     """Each money event is committed with an fsync, so the bytes this process wrote to
     storage must grow across appends."""
-    from agent.metrics import storage_written_bytes
+    from agent.ops.metrics import storage_written_bytes
 
     if storage_written_bytes() is None:
         pytest.skip("/proc/self/io reports no write_bytes here (no per-process I/O "

@@ -4,7 +4,7 @@ import random
 import socket
 import threading
 
-from agent.mqtt_link import Backoff, LinkSettings, MqttLink
+from agent.link.mqtt import Backoff, LinkSettings, MqttLink
 from tests.support.waiting import wait_for
 
 

@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from agent.chain import check_capture
-from agent.envelope import parse_json_object
+from agent.contract.chain import check_capture
+from agent.contract.envelope import parse_json_object
+from agent.contract.events import Draft
+from agent.contract.signing import Verifier
 from agent.errors import OutboxError, OutboxFull
-from agent.events import Draft
-from agent.signing import Verifier
 
 
 def payloads(outbox):
@@ -78,10 +78,10 @@ def test_processes_get_distinct_gap_free_numbers(make_outbox, tmp_path, signer):
     key.write_bytes(signer.private_key_pem())
     script = f"""
 import sys
-from agent.outbox import Outbox
-from agent.envelope import parse_json_object
-from agent.events import Draft
-from agent.signing import load_signer
+from agent.spine.outbox import Outbox
+from agent.contract.envelope import parse_json_object
+from agent.contract.events import Draft
+from agent.contract.signing import load_signer
 ob = Outbox({str(tmp_path / 'outbox.sqlite')!r}, device='dev-a', signer=load_signer({str(key)!r}))
 print(' '.join(str(ob.append(Draft('test.child', 'money', {{'i': i}}))) for i in range(60)))
 """
@@ -99,7 +99,7 @@ def test_events_sealed_ahead_are_sealed_again_after_another_writer(make_outbox, 
                                                                     monkeypatch):
     """The committer seals a group ahead, against the head its last commit left; when another
     writer appended in between, numbers and links must come from the head in the database."""
-    from agent import events
+    from agent.contract import events
 
     seals = []
     real_seal = events.seal_encoded

@@ -85,7 +85,7 @@ def test_package_metadata(deb):
     listing = run("dpkg-deb", "--contents", deb).stdout
     for path in ("./usr/bin/cocoon-agent", "./lib/systemd/system/cocoon-agent.service",
                  "./lib/systemd/system/cocoon-agent-release-check.timer",
-                 "./opt/cocoon-agent/releases/0.1.0/agent/cli.py",
+                 "./opt/cocoon-agent/releases/0.1.0/agent/cli/main.py",
                  "./opt/cocoon-agent/releases/0.1.0/setup.py"):
         assert path in listing, path
     assert "__pycache__" not in listing and "/.venv/" not in listing  # built on the target
@@ -143,13 +143,13 @@ def test_install_run_remove_purge(deb, wheelhouse, clean_system, tmp_path):
 def check_doctor(env: dict) -> None:
     """`cocoon-agent doctor` on a configured device with no hardware and no broker: it runs,
     fails, and says what is missing, without a traceback."""
-    from agent.sandbox import write_toml
-    from agent.signing import generate_key_file
+    from agent.contract.signing import generate_key_file
+    from agent.demo.sandbox import write_toml
 
     etc = Path("/etc/cocoon-agent")
     generate_key_file(etc / "device-signing.key")
     generate_key_file(etc / "ingest.key")
-    from agent.signing import load_signer
+    from agent.contract.signing import load_signer
 
     (etc / "ingest.pem").write_bytes(load_signer(etc / "ingest.key").public_key_pem())
     write_toml(etc / "agent.toml", {
@@ -179,8 +179,8 @@ def check_self_update(env: dict, tmp_path: Path, user, wheels: Path) -> None:
     cocoon user, so the agent can still open it), then a rollback by hand."""
     import sqlite3
 
-    from agent.sandbox import write_toml
-    from agent.signing import generate_key_file, load_signer
+    from agent.contract.signing import generate_key_file, load_signer
+    from agent.demo.sandbox import write_toml
     from tests.test_release import make_tree
 
     vendor = generate_key_file(tmp_path / "vendor.key")

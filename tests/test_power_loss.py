@@ -20,13 +20,14 @@ from pathlib import Path
 import apsw
 import pytest
 
-from agent import events, recovery
-from agent.chain import check_capture
-from agent.envelope import parse_json_object
+from agent.contract import events
+from agent.contract.chain import check_capture
+from agent.contract.envelope import parse_json_object
+from agent.contract.events import Draft
+from agent.contract.signing import Ed25519Signer, Verifier
 from agent.errors import OutboxError
-from agent.events import Draft
-from agent.outbox import Outbox
-from agent.signing import Ed25519Signer, Verifier
+from agent.spine import recovery
+from agent.spine.outbox import Outbox
 from tests.support.powerloss import PowerCut, PowerLossVFS
 
 pytestmark = pytest.mark.slow

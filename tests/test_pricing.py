@@ -17,16 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent import price_store
-from agent.commands import BACKEND, Dispatcher, make_command
-from agent.envelope import canonical, parse_json_object, sha256_hex
-from agent.errors import CocoonError
-from agent.grading import Grade
-from agent.money import Rounding
-from agent.price_store import PriceTableStore, make_price_table_handler
-from agent.price_tables import QuoteUnit, parse_price_table
-from agent.pricing import Lot, price
-from agent.pricing_errors import (
+from agent.contract.envelope import canonical, parse_json_object, sha256_hex
+from agent.contract.pricing.amount import Lot, price
+from agent.contract.pricing.errors import (
     MeasurementError,
     PriceStoreError,
     PriceTableError,
@@ -35,8 +28,15 @@ from agent.pricing_errors import (
     TableVersionRefused,
     UnknownPriceTable,
 )
-from agent.pricing_record import pricing_record, recompute, table_ref, verify_record
-from agent.signing import Ed25519Signer, Verifier
+from agent.contract.pricing.grading import Grade
+from agent.contract.pricing.money import Rounding
+from agent.contract.pricing.record import pricing_record, recompute, table_ref, verify_record
+from agent.contract.pricing.tables import QuoteUnit, parse_price_table
+from agent.contract.signing import Ed25519Signer, Verifier
+from agent.errors import CocoonError
+from agent.spine.commands import BACKEND, Dispatcher, make_command
+from agent.station import price_store
+from agent.station.price_store import PriceTableStore, make_price_table_handler
 
 D = Decimal
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "pricing.md"

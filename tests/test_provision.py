@@ -15,11 +15,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.cli import cli
+from agent.cli.main import cli
 from agent.config import load_config
-from agent.devpki import LocalCA
-from agent.provision import Plan, Provisioner, ProvisionError, provision
-from agent.signing import Ed25519Signer, load_signer
+from agent.contract.signing import Ed25519Signer, load_signer
+from agent.demo.devpki import LocalCA
+from agent.fleet.provision import Plan, Provisioner, ProvisionError, provision
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_another_identity_is_replaced_only_with_force(plan):
 
 
 def test_keys_made_outside_provisioning_count_as_an_identity(plan):
-    from agent.signing import generate_key_file
+    from agent.contract.signing import generate_key_file
 
     generate_key_file(plan.signing_key)
     with pytest.raises(ProvisionError, match="not made by provision"):
@@ -121,7 +121,7 @@ def test_keys_made_outside_provisioning_count_as_an_identity(plan):
 
 
 def test_force_never_replaces_an_identity_with_recorded_events(plan, signer):
-    from agent.outbox import Outbox
+    from agent.spine.outbox import Outbox
 
     provision(plan)
     Outbox(plan.data_dir / "outbox.sqlite", device="station-07", signer=signer).close()
@@ -240,7 +240,7 @@ def test_the_keys_go_to_the_service_user_by_default(tmp_path, ca, monkeypatch):
 
 def test_without_a_service_user_the_files_stay_with_the_current_user(tmp_path, ca,
                                                                     monkeypatch):
-    from agent.provision import default_service_user
+    from agent.fleet.provision import default_service_user
 
     nobody = pwd.getpwnam("nobody")
     _fake_users(monkeypatch, {})

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from agent import purchase as p
+from agent.station import purchase as p
 
 CLERK = p.Staff("s-01", "Clerk Li", "clerk")
 SUPERVISOR = p.Staff("s-09", "Supervisor Wang", "supervisor")

@@ -3,13 +3,13 @@
 import os
 import sqlite3
 
-from agent.chain import check_capture
 from agent.config import load_config
-from agent.envelope import parse_json_object
-from agent.events import Draft
-from agent.sandbox import write_toml
-from agent.service import open_outbox
-from agent.signing import Verifier, generate_key_file
+from agent.contract.chain import check_capture
+from agent.contract.envelope import parse_json_object
+from agent.contract.events import Draft
+from agent.contract.signing import Verifier, generate_key_file
+from agent.demo.sandbox import write_toml
+from agent.ops.service import open_outbox
 
 
 def make_config(tmp_path):

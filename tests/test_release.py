@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import cli
+from agent.cli.main import cli
 from agent.config import load_config
-from agent.release_bundle import BundleRefused, build_bundle, read_manifest
-from agent.release_update import Updater
-from agent.signing import Verifier, generate_key_file, load_signer
+from agent.contract.signing import Verifier, generate_key_file, load_signer
+from agent.fleet.release.bundle import BundleRefused, build_bundle, read_manifest
+from agent.fleet.release.update import ReleaseUpdater
 from tests.support.running import add_device
 from tests.support.waiting import wait_for
 
@@ -47,7 +47,7 @@ def make_tree(dest: Path, version: str, *, broken: bool = False) -> Path:
     init.write_text(init.read_text().replace('__version__ = "0.1.0"',
                                              f'__version__ = "{version}"'))
     if broken:
-        cli_py = dest / "agent" / "cli.py"
+        cli_py = dest / "agent" / "cli" / "main.py"
         cli_py.write_text(cli_py.read_text().replace(
             "def main(argv: list[str] | None = None) -> None:\n",
             "def main(argv: list[str] | None = None) -> None:\n    raise SystemExit(3)\n"))
@@ -90,7 +90,7 @@ class AgentProcess:
         release = (self.root / "current").resolve()
         self.starts.append(release.name)
         env = {**os.environ, "PYTHONPATH": str(release)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config",
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli.main", "--config",
                                       str(self.config), "run"], cwd=release, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -109,8 +109,8 @@ def device(site, bundles, tmp_path):
         "health_deadline_s": 30})
     cfg = load_config(config)
     service = AgentProcess(root, config)
-    updater = Updater(cfg.section("update"), cfg, service=service, build_env=quick_venv,
-                      poll_s=0.1)
+    updater = ReleaseUpdater(cfg.section("update"), cfg, service=service, build_env=quick_venv,
+                             poll_s=0.1)
     # What the Debian package does at install: release 1.0.0 under releases/, current -> it.
     manifest = read_manifest(bundles["1.0.0"], Verifier.from_file(bundles["dir"] / "vendor.pem"))
     updater.unpack(bundles["1.0.0"], manifest)
@@ -198,11 +198,11 @@ def test_a_tampered_file_or_an_unlisted_file_is_refused(device, bundles, tmp_pat
     updater, _, _ = device
 
     def tamper(members):
-        return [(i, d + b"\nimport os; os.system('id')\n" if i.name == "files/agent/cli.py"
+        return [(i, d + b"\nimport os; os.system('id')\n" if i.name == "files/agent/cli/main.py"
                  else d) for i, d in members]
 
     why = refused(updater, rewrite(bundles["1.1.0"], tmp_path / "t.tar.gz", tamper))
-    assert "agent/cli.py" in why and "SHA-256" in why
+    assert "agent/cli/main.py" in why and "SHA-256" in why
 
     def smuggle(members):
         extra = tarfile.TarInfo("files/agent/backdoor.py")
@@ -212,7 +212,7 @@ def test_a_tampered_file_or_an_unlisted_file_is_refused(device, bundles, tmp_pat
                                                        smuggle))
 
     def escape(members):
-        return [(i, d) for i, d in members if i.name != "files/agent/cli.py"]
+        return [(i, d) for i, d in members if i.name != "files/agent/cli/main.py"]
 
     assert "lacks" in refused(updater, rewrite(bundles["1.1.0"], tmp_path / "e.tar.gz", escape))
 

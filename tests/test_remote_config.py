@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 
-from agent.commands import Command
-from agent.envelope import parse_json_object
-from agent.remote_config import (
+from agent.contract.envelope import parse_json_object
+from agent.contract.signing import load_signer
+from agent.fleet.remote_config import (
     MAX_ATTEMPTS,
     RESTART_EXIT_CODE,
     ConfigRefused,
@@ -23,7 +23,7 @@ from agent.remote_config import (
     load_effective_config,
     merge,
 )
-from agent.signing import load_signer
+from agent.spine.commands import Command
 from tests.support.running import BIN, add_device, outbox_events
 from tests.support.waiting import wait_for
 
@@ -153,8 +153,8 @@ def test_overlays_build_on_the_confirmed_one(remote):
 @pytest.fixture
 def dispatched(site, remote):
     """The dispatcher as the agent wires it: config.set checked against the backend's key."""
-    from agent.commands import BACKEND, Dispatcher
-    from agent.signing import Verifier
+    from agent.contract.signing import Verifier
+    from agent.spine.commands import BACKEND, Dispatcher
 
     rc, config = remote
     backend = load_signer(site.backend_key)
@@ -165,8 +165,8 @@ def dispatched(site, remote):
 
 
 def _signed(backend, version: int, overlay: dict, **kw) -> bytes:
-    from agent.commands import make_command
-    from agent.envelope import canonical
+    from agent.contract.envelope import canonical
+    from agent.spine.commands import make_command
 
     return canonical(make_command(DEV, "config.set", {"version": version, "overlay": overlay},
                                   backend, **kw))
@@ -201,8 +201,8 @@ def test_an_expired_config_set_is_refused_by_the_dispatcher(dispatched):
     ("signed by another key", "signature not from the backend key"),
 ])
 def test_an_unsigned_config_set_is_refused_by_the_dispatcher(dispatched, how, reason):
-    from agent.envelope import canonical
-    from agent.signing import Ed25519Signer
+    from agent.contract.envelope import canonical
+    from agent.contract.signing import Ed25519Signer
 
     dispatcher, rc, backend = dispatched
     if how == "signed by another key":

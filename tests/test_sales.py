@@ -7,10 +7,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent import sales
-from agent.envelope import parse_json_object
+from agent.contract.envelope import parse_json_object
+from agent.contract.events import Draft
 from agent.errors import OutboxFull
-from agent.events import Draft
+from agent.station import sales
 
 BODY = {"farmer": {"farmer_id": "F-1", "card_uid": "04aa"}, "scale": {"net_g": "52340"},
         "amount": "2015.09"}
@@ -96,7 +96,7 @@ def test_the_day_follows_the_configured_zone(make_outbox):
 
 
 def test_todays_sales_start_at_local_midnight(make_outbox):
-    from agent.station_view import sale_lines, start_of_day
+    from agent.station.view import sale_lines, start_of_day
 
     ob = make_outbox()
     record(ob, now=MIDNIGHT - 60)       # yesterday, 23:59 local
@@ -109,13 +109,13 @@ def test_todays_sales_start_at_local_midnight(make_outbox):
 
 
 def test_a_station_draws_vouchers_by_its_local_day(make_outbox):
-    from agent import purchase as p
-    from agent.station import Station
+    from agent.station import purchase as p
+    from agent.station.effects import EffectRunner
 
     ob = make_outbox(device="station-01")
     wall = [MIDNIGHT - 30]
-    station = Station("station-01", ob, write_card=lambda f, s: None, clock=lambda: 0.0,
-                      tz=SHANGHAI, wall_clock=lambda: wall[0])
+    station = EffectRunner("station-01", ob, write_card=lambda f, s: None, clock=lambda: 0.0,
+                           tz=SHANGHAI, wall_clock=lambda: wall[0])
     farmer = p.Farmer("04aa", "cpu", "F-1", "Zhang San", "acct", 1)
     station.handle(p.StaffCard(p.Staff("s-01", "Clerk Li", "clerk")))
     for net in (52_340, 41_000):

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def cocoon(*args):
-    return [sys.executable, "-m", "agent.cli", *map(str, args)]
+    return [sys.executable, "-m", "agent.cli.main", *map(str, args)]
 
 
 def watch(pair, protocol, *args):

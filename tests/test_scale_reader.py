@@ -26,7 +26,7 @@ from drivers.scale import (
     StabilityDetector,
     WeightKind,
     check_sale,
-    open_reader,
+    open_scale,
     xk3190_a9,
 )
 from drivers.scale.sim_model import WeightModel
@@ -278,9 +278,9 @@ def test_polling_an_a9_in_command_mode_joins_tare_and_net(pty_pair):
 
 
 def test_open_reader_polls_only_where_the_protocol_needs_it():
-    assert isinstance(open_reader("loop://", "xk3190-a9", print), ScaleReader)
-    assert isinstance(open_reader("loop://", "xk3190-a9?mode=command", print), PollingReader)
-    assert isinstance(open_reader("loop://", "mt-sics", print), PollingReader)
+    assert isinstance(open_scale("loop://", "xk3190-a9", print), ScaleReader)
+    assert isinstance(open_scale("loop://", "xk3190-a9?mode=command", print), PollingReader)
+    assert isinstance(open_scale("loop://", "mt-sics", print), PollingReader)
     with pytest.raises(CommandUnsupported):
         PollingReader("loop://", "ad-ascii", print)
 

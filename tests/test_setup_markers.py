@@ -67,7 +67,7 @@ class NoPiBackends:
 sys.meta_path.insert(0, NoPiBackends())
 import drivers.signals
 import agent.warehouse.pins
-import agent.station_service
+import agent.station.part
 assert attempts == [], attempts
 assert not any(m.split(".")[0] in ("RPi", "lgpio") for m in sys.modules)
 

@@ -23,15 +23,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pkcs11 import Attribute, KeyType, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from agent.chain import check_capture
 from agent.config import load_config
+from agent.contract.chain import check_capture
+from agent.contract.events import Draft
+from agent.contract.pkcs11 import Pkcs11Signer, create_token_key, parse_pkcs11_uri
+from agent.contract.signing import Verifier, load_device_signer
+from agent.demo.sandbox import write_toml
 from agent.errors import ConfigError, KeyFileError
-from agent.events import Draft
-from agent.outbox import Outbox
-from agent.remote_config import PROTECTED
-from agent.sandbox import write_toml
-from agent.signing import Verifier, load_device_signer
-from agent.signing_pkcs11 import Pkcs11Signer, create_token_key, parse_pkcs11_uri
+from agent.fleet.remote_config import PROTECTED
+from agent.spine.outbox import Outbox
 
 # Debian's softhsm2 (scripts/bootstrap); resolved as the signer and the configuration do
 MODULE = Path("/usr/lib/softhsm/libsofthsm2.so").resolve()
@@ -92,7 +92,7 @@ def token_config(tmp_path: Path, token: Token, **device) -> Path:
 
 
 def cocoon(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", *map(str, args)],
+    proc = subprocess.run([sys.executable, "-m", "agent.cli.main", *map(str, args)],
                           capture_output=True, text=True, timeout=60)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
@@ -302,7 +302,7 @@ def test_an_agent_with_a_token_key_delivers_verified_events(softhsm, site, servi
 
 
 def test_doctor_checks_the_token_key_and_its_pin_file(softhsm, tmp_path):
-    from agent.doctor_checks import Status, check_token_signer
+    from agent.fleet.doctor_checks import Status, check_token_signer
 
     softhsm.pin_file.rename(tmp_path / "token.pin")
     cfg = load_config(token_config(tmp_path, softhsm))

@@ -6,13 +6,13 @@ from decimal import Decimal
 
 import pytest
 
-from agent import purchase as p
-from agent import sales
-from agent.commands import BANK, SIGNER_OF, Command, Dispatcher, make_command
-from agent.envelope import parse_json_object
+from agent.contract.envelope import parse_json_object
+from agent.contract.signing import Ed25519Signer, Verifier
 from agent.errors import CocoonError, OutboxFull
-from agent.signing import Ed25519Signer, Verifier
-from agent.station import Station, payment_handler
+from agent.spine.commands import BANK, SIGNER_OF, Command, Dispatcher, make_command
+from agent.station import purchase as p
+from agent.station import sales
+from agent.station.effects import EffectRunner, payment_handler
 from drivers.printer import open_printer
 
 CLERK = p.Staff("s-01", "Clerk Li", "clerk")
@@ -42,8 +42,8 @@ def rig(make_outbox):
             raise CocoonError("card removed")
         written.append(sale)
 
-    station = Station("station-01", outbox, write_card=write_card, display=shown.append,
-                      buzzer=beeps.append, printer=printer, clock=Clock())
+    station = EffectRunner("station-01", outbox, write_card=write_card, display=shown.append,
+                           buzzer=beeps.append, printer=printer, clock=Clock())
     station.faults = faults
     return station, outbox, written, shown, printer
 
@@ -103,8 +103,8 @@ def test_a_card_that_does_not_answer_ends_in_a_failed_write_and_the_sale_stands(
         finally:
             finished.set()
 
-    station = Station("station-01", outbox, write_card=stuck_write, display=shown.append,
-                      timeouts=p.Timeouts(card_write_s=0.3), clock=Clock())
+    station = EffectRunner("station-01", outbox, write_card=stuck_write, display=shown.append,
+                           timeouts=p.Timeouts(card_write_s=0.3), clock=Clock())
     started = time.monotonic()
     sell(station)
     assert time.monotonic() - started < 5
@@ -137,8 +137,8 @@ def test_a_full_outbox_refuses_the_sale_and_records_nothing(make_outbox):
             while True:
                 outbox.append(p_draft(pad))
     shown = []
-    station = Station("station-01", outbox, write_card=lambda f, s: None, display=shown.append,
-                      clock=Clock())
+    station = EffectRunner("station-01", outbox, write_card=lambda f, s: None, display=shown.append,
+                           clock=Clock())
     before = outbox.stats().head_seq
     sell(station)
     assert any("SALE NOT RECORDED" in t for t in shown)
@@ -148,7 +148,7 @@ def test_a_full_outbox_refuses_the_sale_and_records_nothing(make_outbox):
 
 
 def p_draft(pad):
-    from agent.events import Draft
+    from agent.contract.events import Draft
     return Draft("test.filler", "money", {"pad": "x" * pad})
 
 
@@ -293,8 +293,8 @@ def test_a_void_that_cannot_be_recorded_leaves_the_sale_standing(make_outbox):
     outbox = make_outbox(name="full.sqlite", device="station-01", capacity_bytes=64 * 1024,
                          alert_reserve_bytes=4096)
     shown = []
-    station = Station("station-01", outbox, write_card=lambda f, s: None, display=shown.append,
-                      clock=Clock())
+    station = EffectRunner("station-01", outbox, write_card=lambda f, s: None, display=shown.append,
+                           clock=Clock())
     sell(station)
     voucher = sales.since(outbox, 0)[0].voucher
     for pad in (3000, 300, 30):  # fill it up to the last few bytes
@@ -346,7 +346,7 @@ def correct(station, voucher, staff=SUPERVISOR, reason="wrong grade", priced=PRI
 
 
 def test_a_correction_records_a_new_sale_that_voids_the_original(rig):
-    from agent.station_view import sale_lines
+    from agent.station.view import sale_lines
 
     station, outbox, written, shown, _ = rig
     sell(station)
@@ -403,7 +403,7 @@ def test_a_paid_or_voided_sale_cannot_be_corrected(rig):
 def test_the_clerks_keys_refuse_a_closed_sale_at_once(rig):
     from types import SimpleNamespace
 
-    from agent.station_console import CorrectRequest, VoidRequest, apply_key
+    from agent.station.console import CorrectRequest, VoidRequest, apply_key
 
     station, outbox, *_ = rig
     sell(station)
@@ -431,15 +431,15 @@ def documented_table():
 def test_graded_with_the_table_in_force_and_recomputable_from_the_event(make_outbox, tmp_path):
     from datetime import datetime, timezone
 
-    from agent.price_store import PriceTableStore
-    from agent.price_tables import parse_price_table
-    from agent.pricing_record import recompute
+    from agent.contract.pricing.record import recompute
+    from agent.contract.pricing.tables import parse_price_table
+    from agent.station.price_store import PriceTableStore
 
     store = PriceTableStore(tmp_path / "prices")
     store.install(documented_table())
     outbox = make_outbox(name="priced.sqlite")
-    station = Station("station-01", outbox, write_card=lambda f, s: None, prices=store,
-                      clock=Clock())
+    station = EffectRunner("station-01", outbox, write_card=lambda f, s: None, prices=store,
+                           clock=Clock())
     when = datetime(2026, 6, 1, 8, tzinfo=timezone.utc)
     for event in (p.StaffCard(CLERK), p.ScaleUpdate(GOOD), p.FarmerCard(FARMER)):
         station.handle(event)
@@ -459,8 +459,8 @@ def test_graded_with_the_table_in_force_and_recomputable_from_the_event(make_out
 
 def test_grading_without_weight_or_table_is_refused(make_outbox, tmp_path):
     shown = []
-    station = Station("station-01", make_outbox(name="np.sqlite"), write_card=lambda f, s: None,
-                      display=shown.append, clock=Clock())
+    station = EffectRunner("station-01", make_outbox(name="np.sqlite"),
+                           write_card=lambda f, s: None, display=shown.append, clock=Clock())
     station.handle(p.StaffCard(CLERK))
     station.handle(p.FarmerCard(FARMER))
     station.grade({"shell_g": "9.35"})

@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from agent import purchase as p
-from agent.station_console import ClerkKeyError, CorrectRequest, Grade, Quit, VoidRequest, parse_key
-from agent.station_view import SaleLine, StationView, render
+from agent.station import purchase as p
+from agent.station.console import ClerkKeyError, CorrectRequest, Grade, Quit, VoidRequest, parse_key
+from agent.station.view import SaleLine, StationView, render
 
 
 def test_keys_become_station_actions():

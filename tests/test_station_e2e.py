@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from agent import purchase as p
-from agent.envelope import parse_json_object
-from agent.price_store import PriceTableStore
-from agent.signing import Ed25519Signer, Verifier
-from agent.station_service import StationPart
+from agent.contract.envelope import parse_json_object
+from agent.contract.signing import Ed25519Signer, Verifier
+from agent.station import purchase as p
+from agent.station.part import StationPart
+from agent.station.price_store import PriceTableStore
 from drivers.pcsc import ApduTransport
 from drivers.pcsc import farmer_card as fc
 from drivers.pcsc.m1_card import issue_m1_card, read_m1_card

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.signing import Ed25519Signer
-from agent.station_service import StationPart
+from agent.contract.signing import Ed25519Signer
+from agent.station.part import StationPart
 from drivers.scale import xk3190_a9
 from drivers.scale.sim_model import WeightModel
 from drivers.scale.simulator import Simulator

@@ -15,12 +15,12 @@ from collections import Counter
 
 import pytest
 
-from agent.chain import check_capture
-from agent.devpki import LocalCA
-from agent.envelope import parse_json_object
-from agent.events import Draft
-from agent.mqtt_link import LinkSettings, MqttLink
-from agent.signing import Verifier
+from agent.contract.chain import check_capture
+from agent.contract.envelope import parse_json_object
+from agent.contract.events import Draft
+from agent.contract.signing import Verifier
+from agent.demo.devpki import LocalCA
+from agent.link.mqtt import LinkSettings, MqttLink
 from tests.support.faultproxy import FaultProxy
 from tests.support.running import (
     RunningAgent,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.sdnotify import Notifier, Watchdog, watchdog_interval_s
+from agent.ops.sdnotify import Notifier, Watchdog, watchdog_interval_s
 from tests.support.waiting import wait_for
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "cocoon-agent.service"
@@ -124,8 +124,8 @@ def test_unit_exposure_is_at_most_2_5():
 
 def test_the_agent_says_ready_and_pings_while_running(tmp_path, notify_socket, monkeypatch):
     from agent.config import load_config
-    from agent.sandbox import Site
-    from agent.service import Agent
+    from agent.demo.sandbox import Site
+    from agent.ops.service import Agent
 
     site = Site.create(tmp_path / "site")
     config = site.add_device("dev-a", mqtt={"reconnect_min_s": 0.05, "reconnect_max_s": 0.2})
@@ -155,9 +155,9 @@ def test_an_agent_whose_link_stops_turning_gets_no_watchdog_pings(tmp_path, noti
     import signal
 
     from agent.config import load_config
-    from agent.link_process import LinkProcess
-    from agent.sandbox import Site
-    from agent.service import Agent
+    from agent.demo.sandbox import Site
+    from agent.link.process import LinkProcess
+    from agent.ops.service import Agent
 
     site = Site.create(tmp_path / "site")
     config = site.add_device("dev-b", device={"heartbeat_interval_s": 3600},

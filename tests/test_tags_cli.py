@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import cli
+from agent.cli.main import cli
 from drivers.tags.sim_field import TagField
 from drivers.tags.simulator import BB7ESimulator
 from tests.support.tag_sim_frames import NOTICE
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def cocoon(*args):
-    return [sys.executable, "-m", "agent.cli", *map(str, args)]
+    return [sys.executable, "-m", "agent.cli.main", *map(str, args)]
 
 
 def run(*args, timeout=30):

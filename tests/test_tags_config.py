@@ -8,7 +8,7 @@ import pytest
 
 from agent.config import load_config
 from agent.errors import ConfigError
-from agent.warehouse.service import open_reader
+from agent.warehouse.service import reader_for
 from drivers.tags.bb7e_reader import BB7EReader
 from drivers.tags.llrp_reader import LLRPReader
 
@@ -49,9 +49,9 @@ antennas = [1, 2]
     dock, hall = cfg.section("warehouse").readers
     assert (dock.protocol, dock.antennas, dock.silence_s) == ("bb7e", (3,), 5.0)
     assert (hall.protocol, hall.antennas, hall.silence_s) == ("llrp", (1, 2), None)
-    reader = open_reader(dock)
+    reader = reader_for(dock)
     assert isinstance(reader, BB7EReader) and reader.antenna == 3 and reader.name == "dock"
-    llrp = open_reader(hall)
+    llrp = reader_for(hall)
     assert isinstance(llrp, LLRPReader) and (llrp.host, llrp.port) == ("192.168.1.50", 5084)
     assert llrp.antennas == [1, 2]
 

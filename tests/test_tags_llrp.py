@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.tags import open_reader
+from drivers.tags import open_tag_reader
 from drivers.tags.llrp_reader import LLRPReader, parse_url
 from drivers.tags.sim_field import TagField
 from tests.support.llrp_sim import MSG, LLRPSimulator
@@ -25,14 +25,14 @@ def test_urls():
         with pytest.raises(ValueError):
             parse_url(bad)
     with pytest.raises(ValueError):
-        open_reader("/dev/ttyUSB0", "llrp")
+        open_tag_reader("/dev/ttyUSB0", "llrp")
 
 
 def test_reads_carry_antenna_and_peak_rssi_with_keepalives():
     f = field(miss_rate=0.1)
     epcs = {e.hex() for e in f.epcs()}
     with LLRPSimulator(f) as sim, \
-            Watch(open_reader(sim.url, "llrp", name="hall", silence_s=1.5)) as w:
+            Watch(open_tag_reader(sim.url, "llrp", name="hall", silence_s=1.5)) as w:
         wait_for(lambda: len(w.reads) >= 200, 10, what="200 reads")
         assert w.online() is True and w.health[0].reader == "hall"
         assert {r.epc for r in w.reads} <= epcs

@@ -11,7 +11,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from agent.config import parse_config
-from agent.envelope import parse_json_object
+from agent.contract.envelope import parse_json_object
 from agent.errors import ConfigError
 from agent.warehouse.presence import TagStatus
 from agent.warehouse.service import Warehouse

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from agent.envelope import parse_json_object
+from agent.contract.envelope import parse_json_object
 from tests.support.running import add_device, cli, ingest_store_rows
 from tests.support.waiting import wait_for
 from tests.test_warehouse_scenarios import LOT, Clock, ScriptedReader

@@ -17,10 +17,10 @@ from datetime import timedelta
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from agent.clock import utc_timestamp
-from agent.commands import BANK, Dispatcher, make_command
-from agent.envelope import parse_json_object
-from agent.signing import Ed25519Signer, Verifier
+from agent.contract.envelope import parse_json_object
+from agent.contract.signing import Ed25519Signer, Verifier
+from agent.spine.clock import utc_timestamp
+from agent.spine.commands import BANK, Dispatcher, make_command
 from agent.warehouse.presence import TagStatus
 from agent.warehouse.service import Warehouse
 from agent.warehouse.store import WarehouseStore

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from agent.clock import utc_timestamp
-from agent.commands import BANK, Dispatcher, make_command
 from agent.config import parse_config
-from agent.envelope import parse_json_object
-from agent.signing import Ed25519Signer, Verifier
+from agent.contract.envelope import parse_json_object
+from agent.contract.signing import Ed25519Signer, Verifier
+from agent.spine.clock import utc_timestamp
+from agent.spine.commands import BANK, Dispatcher, make_command
 from agent.warehouse.service import Warehouse
 from agent.warehouse.store import WarehouseStore
 from drivers.climate import SHT3x, SimulatedSht3x

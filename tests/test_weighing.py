@@ -4,8 +4,8 @@ from decimal import Decimal
 
 import pytest
 
-from agent import purchase as p
-from agent.weighing import ScaleJudge
+from agent.station import purchase as p
+from agent.station.weighing import ScaleJudge
 from drivers.scale import SalePolicy, StabilityDetector, get_protocol, xk3190_a9
 
 POLICY = SalePolicy(division_g=Decimal("20"), min_divisions=20, capacity_g=Decimal("150000"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.events import Draft
+from agent.contract.events import Draft
 
 SIREN = {"custody.breach", "tamper.detected", "door.opened"}
 

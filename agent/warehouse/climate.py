@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from agent.events import Draft
+from agent.contract.events import Draft
 
 
 @dataclass(frozen=True)

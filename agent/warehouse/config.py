@@ -37,10 +37,9 @@ from typing import Any
 
 from agent.config import Section
 from agent.errors import ConfigError
-
-from .climate import ClimateSettings
-from .doors import Hours
-from .presence import PresenceSettings
+from agent.warehouse.climate import ClimateSettings
+from agent.warehouse.doors import Hours
+from agent.warehouse.presence import PresenceSettings
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 READER_KEYS = {"name", "port", "protocol", "antennas", "silence_s"}

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import time as dtime
 
+from agent.contract.events import Draft
 from agent.errors import ConfigError
-from agent.events import Draft
 
 _HOURS_RE = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
 

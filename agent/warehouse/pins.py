@@ -8,10 +8,9 @@ drivers.signals.make_factory). Inputs are sampled as raw levels and debounced by
 
 from __future__ import annotations
 
+from agent.warehouse.config import WarehouseConfig
+from agent.warehouse.doors import Input, Kind
 from drivers.signals import SignalError, make_factory
-
-from .config import WarehouseConfig
-from .doors import Input, Kind
 
 
 def inputs_of(config: WarehouseConfig) -> list[tuple[Input, int]]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .store import WarehouseStore
+from agent.warehouse.store import WarehouseStore
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,16 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
-from agent.clock import parse_utc_timestamp, utc_timestamp
+from agent.contract.events import Draft
 from agent.errors import CocoonError
-from agent.events import Draft
-
-from .alerts import alert_change, guard_inputs
-from .climate import ClimateWatch
-from .config import ReaderSpec, WarehouseConfig
-from .custody import CustodyError
-from .doors import Guard
-from .pins import Pins
-from .presence import (
+from agent.spine.clock import parse_utc_timestamp, utc_timestamp
+from agent.warehouse.alerts import alert_change, guard_inputs
+from agent.warehouse.climate import ClimateWatch
+from agent.warehouse.config import ReaderSpec, WarehouseConfig
+from agent.warehouse.custody import CustodyError
+from agent.warehouse.doors import Guard
+from agent.warehouse.pins import Pins
+from agent.warehouse.presence import (
     Arrived,
     Departed,
     Forgotten,
@@ -39,8 +38,8 @@ from .presence import (
     TagStatus,
     location_name,
 )
-from .snapshot import snapshot_drafts
-from .store import WarehouseStore
+from agent.warehouse.snapshot import snapshot_drafts
+from agent.warehouse.store import WarehouseStore
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class Warehouse:
         self.mono_ms, self.utc_now, self.local_time = mono_ms, utc_now, local_time
         self.store = WarehouseStore(Path(data_dir) / STORE_NAME)
         self.readers = list(readers) if readers is not None else \
-            [open_reader(spec) for spec in config.readers]
+            [reader_for(spec) for spec in config.readers]
         self.lock = threading.RLock()
         self._dirty: set[str] = set()
         self._threads: list[threading.Thread] = []
@@ -414,10 +413,10 @@ def _tenths(value) -> str:
     return str((Decimal(value.numerator) / Decimal(value.denominator)).quantize(Decimal("0.1")))
 
 
-def open_reader(spec: ReaderSpec):
+def reader_for(spec: ReaderSpec):
     """The tag reader a [[warehouse.readers]] entry names, from the drivers.tags package."""
     try:
-        from drivers.tags import open_reader as factory
+        from drivers.tags import open_tag_reader as factory
     except ImportError:
         raise CocoonError(f"reader {spec.name}: this installation has no tag reader drivers "
                           f"for protocol {spec.protocol!r}") from None
@@ -440,7 +439,7 @@ def open_climate(bus: str, address: int):
 
 
 def part(agent) -> Warehouse:
-    """The agent's optional part for a [warehouse] section (agent.service.PARTS)."""
+    """The agent's optional part for a [warehouse] section (agent.ops.service.PARTS)."""
     warehouse = Warehouse(agent.outbox, agent.config.section("warehouse"),
                           agent.config.device.data_dir)
     warehouse.register(agent.dispatcher)

@@ -7,10 +7,9 @@ count on site, without trusting the person who runs the warehouse.
 
 from __future__ import annotations
 
-from agent.events import Draft
-
-from .custody import Custody, snapshot_digest
-from .presence import Presence, TagStatus
+from agent.contract.events import Draft
+from agent.warehouse.custody import Custody, snapshot_digest
+from agent.warehouse.presence import Presence, TagStatus
 
 
 def snapshot_drafts(custody: Custody, presence: Presence) -> list[Draft]:

@@ -1,7 +1,7 @@
 """The warehouse's state on disk, so a restart forgets no lot, pledge, release or tag.
 
 A small SQLite file beside the outbox (`warehouse.sqlite` in the data folder), its schema built
-by named migrations (agent.migrations). The running service is its only writer, except for the
+by named migrations (agent.spine.migrations). The running service is its only writer, except for the
 `receipts` inbox, where `cocoon-agent warehouse receive` leaves lots for the service to take in.
 The terminal view reads it (it also holds reader health, climate and open alerts for that).
 
@@ -18,10 +18,9 @@ from pathlib import Path
 
 import sqlite_utils
 
-from agent.clock import parse_utc_timestamp, utc_timestamp
-from agent.migrations import migrate
-
-from .custody import Custody, Lot, Pledge, Release
+from agent.spine.clock import parse_utc_timestamp, utc_timestamp
+from agent.spine.migrations import migrate
+from agent.warehouse.custody import Custody, Lot, Pledge, Release
 
 
 def _m001(db: sqlite_utils.Database) -> None:

@@ -1,7 +1,7 @@
 """The farmer-card application on an ISO 7816-4 CPU card, through `ApduTransport`.
 
     data = read_farmer_card(transport, issuer_verifier)     # FarmerCardData
-    farmer = to_farmer(data)                                 # agent.purchase.Farmer, or refused
+    farmer = to_farmer(data)                  # agent.station.purchase.Farmer, or refused
     append_sale(transport, {"date": ..., "voucher": ..., ...}, expected_counter=farmer.card_counter)
 
 Layout (docs/card.md has the bytes): the application `F0 43 4F 43 4F 4F 4E 01` ("COCOON"
@@ -43,7 +43,7 @@ TAG_SIGNATURE = 0x73
 TAG_SIG_ALG = 0x80
 TAG_SIG_VALUE = 0x9E
 
-#: Signature algorithm byte in the signature record -> agent.signing algorithm name.
+#: Signature algorithm byte in the signature record -> agent.contract.signing algorithm name.
 SIG_ALGS = {0x01: "Ed25519", 0x02: "ES256"}
 
 PADDING = frozenset((0x00, 0xFF))
@@ -463,7 +463,7 @@ def read_farmer_card(transport, issuer_verifier) -> FarmerCardData:
 
 def to_farmer(data: FarmerCardData):
     """The purchase flow's `Farmer` for the next sale (counter + 1); CardRefused otherwise."""
-    from agent.purchase import Farmer
+    from agent.station.purchase import Farmer
 
     if not data.signature_valid:
         raise CardRefused(data.refusal or "the card's issuer signature is not valid")

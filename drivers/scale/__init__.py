@@ -16,7 +16,7 @@ Layers, each usable alone: protocol modules (`xk3190_a9`, `xk3190_a12`, `toledo`
 `ad_ascii`: a framer and a pure `parse(frame)`), `Decoder` (bytes in, events out),
 `StabilityDetector` and `frames_digest` (which frames made a stable weight), `check_sale`
 (may this weight be sold), `ScaleReader` (the thread per port), `PollingReader` (asks an
-indicator that speaks only when asked; `open_reader` picks one), `Simulator` (an indicator on a
+indicator that speaks only when asked; `open_scale` picks one), `Simulator` (an indicator on a
 port, for tests and demos). No floats anywhere: weights are Decimal, grams are int.
 """
 
@@ -41,7 +41,7 @@ from .errors import (
     UnsupportedUnit,
     WeightError,
 )
-from .poller import PollingReader, open_reader
+from .poller import PollingReader, open_scale
 from .protocols import NAMES, Protocol, SerialSettings, get_protocol
 from .reader import LinkEvent, LinkState, ReaderEvent, ScaleReader
 from .reading import Reading, Reply, Unit, WeightKind
@@ -55,5 +55,5 @@ __all__ = [
     "Protocol", "ProtocolNotFound", "Readiness", "ReaderEvent", "Reading", "Refusal", "Reply",
     "SalePolicy", "ScaleError", "ScaleReader", "SerialSettings", "Stability", "StabilityDetector",
     "UnitChanged", "UnsupportedUnit", "Unit", "WeightError", "WeightKind", "check_sale",
-    "frames_digest", "get_protocol", "open_reader",
+    "frames_digest", "get_protocol", "open_scale",
 ]

@@ -12,7 +12,7 @@ on as readings, with `ScaleReader`'s interface (`start`, `stop`, `state`, `reque
 
 An indicator that stops answering for `silence_s` is reported as `LinkEvent(SILENT)`, as a
 continuous indicator that stops talking is, and `OPEN` ("answers again") when it is back.
-`open_reader` picks the plain reader or this one from the protocol.
+`open_scale` picks the plain reader or this one from the protocol.
 """
 
 from __future__ import annotations
@@ -163,8 +163,8 @@ class PollingReader:
                 self._deliver(reading)
 
 
-def open_reader(url: str, protocol: Protocol | str, on_event: Callable[[ReaderEvent], None],
-                **options) -> ScaleReader | PollingReader:
+def open_scale(url: str, protocol: Protocol | str, on_event: Callable[[ReaderEvent], None],
+               **options) -> ScaleReader | PollingReader:
     """A `ScaleReader` for an indicator that talks by itself, a `PollingReader` for one that
     must be asked (MT-SICS, XK3190-A9 command mode). Not started."""
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol

@@ -15,8 +15,8 @@ PROTOCOLS = {
 }
 
 
-def open_reader(port: str, protocol: str, *, name: str | None = None,
-                antennas: Sequence[int] = (), silence_s: float | None = None, **options):
+def open_tag_reader(port: str, protocol: str, *, name: str | None = None,
+                    antennas: Sequence[int] = (), silence_s: float | None = None, **options):
     """A TagReader for `port` speaking `protocol` (see PROTOCOLS).
 
     `antennas`: for bb7e, the first is reported for notices that carry no antenna byte

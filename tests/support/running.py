@@ -1,7 +1,7 @@
 """Run a whole installation in-process for the end-to-end tests.
 
-`make_site()` builds an `agent.sandbox.Site` (CA, Mosquitto, ingest, operator, keys) with short
-MQTT timeouts; `RunningAgent` and `RunningIngest` run `agent.service.Agent` and
+`make_site()` builds an `agent.demo.sandbox.Site` (CA, Mosquitto, ingest, operator, keys) with short
+MQTT timeouts; `RunningAgent` and `RunningIngest` run `agent.ops.service.Agent` and
 `ingest.service.Ingest` in threads, each with its own stop Event; the `ingest_*` and `outbox_*`
 functions read the SQLite files directly, through their own short-lived connections, so they work
 whether or not the services are running.
@@ -17,10 +17,10 @@ import threading
 from contextlib import closing
 from pathlib import Path
 
-from agent.events import Draft
-from agent.remote_config import load_effective_config
-from agent.sandbox import Site
-from agent.service import Agent, open_outbox
+from agent.contract.events import Draft
+from agent.demo.sandbox import Site
+from agent.fleet.remote_config import load_effective_config
+from agent.ops.service import Agent, open_outbox
 from ingest.config import load_ingest_config
 from ingest.service import Ingest
 

@@ -1,0 +1,201 @@
+"""The README's main job: a complete station on simulated hardware, with a local broker.
+
+Everything runs on this machine under a work folder (default `var/demo`): Mosquitto with TLS on
+a free loopback port, the bank's ingest (`cocoon-ingest run --echo`) and the station's agent
+(`cocoon-agent station`) as separate processes, as in the field. The hardware is simulated: a
+private pcscd with a virtual reader holding a clerk's staff card and farmers' CPU cards, and a
+Yaohua XK3190-A9 indicator on a pty. A scripted clerk records a few purchases; each event is
+printed as the ingest verifies and acknowledges it. Ctrl-C stops everything; running it again
+continues the same chain, the same vouchers and the same cards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from agent.contract.pricing.errors import PricingError
+from agent.demo.bench import READER, Bench
+from agent.demo.clerk import Clerk, Screen
+from agent.demo.sandbox import Site
+from agent.station.price_store import PriceTableStore
+
+DEVICE = "station-01"
+EXAMPLE_TABLE = Path(__file__).resolve().parents[2] / "config" / "price-table.example.json"
+
+
+def _spawn(args: list[str], **kw) -> subprocess.Popen:
+    return subprocess.Popen(args, stderr=subprocess.STDOUT, text=True, bufsize=1, **kw)
+
+
+def terminate(procs: list[subprocess.Popen], timeout_s: float = 15) -> None:
+    """Ask our service processes to stop (SIGTERM, as systemd would); kill the ones that hang."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def print_ingest_status(bindir: Path, site: Site) -> None:
+    """What the bank's side holds at the end: `cocoon-ingest status`."""
+    status = subprocess.run([str(bindir / "cocoon-ingest"), "--config", str(site.ingest_config),
+                             "--log-level", "warning", "status"], capture_output=True, text=True)
+    print("\n" + status.stdout, end="")
+
+
+def install_price_table(data_dir: Path, now: datetime) -> None:
+    """Give the station a table in force now (the backend's job in the field)."""
+    store = PriceTableStore(data_dir)
+    try:
+        store.in_force(now)
+        return
+    except PricingError:
+        pass
+    doc = json.loads(EXAMPLE_TABLE.read_text(encoding="utf-8"))
+    try:
+        doc["version"] = store.current(doc["season"]).version + 1
+    except PricingError:
+        pass
+    doc["valid_from"] = (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    doc["valid_until"] = (now + timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    store.install(doc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", default="var/demo", help="work folder (default: var/demo)")
+    parser.add_argument("--sales", type=int, default=3,
+                        help="purchases the scripted clerk records (default: 3)")
+    parser.add_argument("--interval", type=float, default=2.0,
+                        help="seconds between purchases (default: 2)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="stop after this many seconds (default: run until Ctrl-C)")
+    parser.add_argument("--exit-when-acknowledged", action="store_true",
+                        help="stop as soon as the ingest has acknowledged every purchase")
+    args = parser.parse_args(argv)
+
+    root = Path(args.dir).resolve()
+    site = Site.create(root)
+    bench = Bench(root / "bench")
+    bench.start()
+    site.add_device(
+        DEVICE,
+        station={"confirming_s": 120},
+        card={"reader": READER, "issuer_public_key_file": str(bench.issuer_pem)},
+        scale={"port": str(bench.scale_port), "protocol": "xk3190-a9", "id": "bench-1",
+               "division_g": "10", "capacity_g": "150000", "tare_g": 500, "stable_count": 5,
+               "stable_window_s": 0.5},
+        printer={"url": f"file://{root / 'vouchers.escpos'}"},
+    )
+    broker = site.start_broker()
+    install_price_table(site.devices[DEVICE].parent / "data", datetime.now(timezone.utc))
+    print(f"broker  : mosquitto on {broker.host}:{broker.port} (TLS, client certificates)")
+    print(f"cards   : virtual reader '{bench.pcscd.reader(READER).name}' on a private pcscd")
+    print(f"scale   : XK3190-A9 simulator on {bench.scale_port}")
+    print(f"agent   : {site.devices[DEVICE]}")
+    bindir = Path(sys.executable).parent
+    logs = root / "logs"
+    logs.mkdir(exist_ok=True)
+    print(f"logs    : {logs}; Ctrl-C to stop\n")
+    ingest = _spawn([str(bindir / "cocoon-ingest"), "--config", str(site.ingest_config),
+                     "--log-level", "warning", "run", "--echo"],
+                    stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    agent_log = open(logs / "agent.log", "a", encoding="utf-8")  # noqa: SIM115 (process-long)
+    agent = subprocess.Popen(
+        [str(bindir / "cocoon-agent"), "--config", str(site.devices[DEVICE]), "station"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=agent_log, text=True, bufsize=1)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print_lock = threading.Lock()
+
+    def say(line: str) -> None:
+        with print_lock:
+            print(line, flush=True)
+
+    purchases: set[int] = set()
+    acked = [0]
+
+    def pump_ingest():
+        for line in ingest.stdout:
+            parts = line.split()
+            if parts[:1] == ["verified"] and "purchase.recorded" in parts:
+                purchases.add(int(parts[3]))
+            elif parts[:1] == ["acked"]:
+                acked[0] = max(acked[0], int(parts[-1]))
+            say(f"bank  <- {line.rstrip()}")
+
+    screen = Screen()
+    screen_log = open(logs / "station-screen.log", "a", encoding="utf-8")  # noqa: SIM115
+
+    def pump_screen():
+        for line in agent.stdout:
+            screen_log.write(line)
+            screen.feed(line)
+
+    def type_line(line: str) -> None:
+        say(f"clerk >  {line}")
+        agent.stdin.write(line + "\n")
+        agent.stdin.flush()
+
+    threading.Thread(target=pump_ingest, daemon=True).start()
+    threading.Thread(target=pump_screen, daemon=True).start()
+    clerk = Clerk(bench, screen, type_line, lambda text: say(f"clerk :  {text}"))
+
+    def work():
+        if not screen.wait(lambda s: s.step == "idle", 30):
+            say("clerk :  the station screen did not come up; see the logs")
+            return
+        if not clerk.sign_in():
+            return
+        for i in range(args.sales):
+            if stop.is_set():
+                return
+            clerk.sell(bench.farmers[i % len(bench.farmers)], stop)
+            stop.wait(args.interval)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    code = 0
+    while not stop.is_set():
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        if args.exit_when_acknowledged and not worker.is_alive() and clerk.vouchers and \
+                len(purchases) >= len(clerk.vouchers) and acked[0] >= max(purchases):
+            break
+        for name, proc in (("ingest", ingest), ("agent", agent)):
+            if proc.poll() is not None:
+                say(f"{name} exited with status {proc.returncode}; see {logs}")
+                stop.set()
+                code = 1
+        stop.wait(0.2)
+    stop.set()
+    worker.join(timeout=20)
+    terminate([agent, ingest])
+    bench.stop()
+    broker.stop()
+    print_ingest_status(bindir, site)
+    print(f"purchases recorded this run: {len(clerk.vouchers)} "
+          f"({', '.join(clerk.vouchers) or 'none'}); vouchers printed to "
+          f"{root / 'vouchers.escpos'}")
+    if args.sales and not clerk.vouchers:
+        code = code or 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

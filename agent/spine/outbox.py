@@ -1,0 +1,682 @@
+"""The durable outbox: every event the agent records, from the moment it is sealed until the
+bank's ingest acknowledges that it has stored it.
+
+Why it is built this way:
+- `append()` returns only after the event is on disk (WAL, `synchronous=FULL`). Appenders that
+  arrive while a commit is running are committed together in the next one (group commit), each
+  caller blocking until its own commit is durable. Telemetry waits up to `telemetry_batch_ms`
+  for company before committing, so a burst of readings shares one fsync; money and alert events
+  never wait and take any waiting telemetry with them.
+- The sequence number and the chain link are assigned inside the committing transaction
+  (`BEGIN IMMEDIATE`), so several processes (the running agent and `cocoon-agent emit`) get
+  distinct, gap-free numbers, and a rolled-back transaction consumes no number.
+- Rows move pending -> sent (broker PUBACK) -> acknowledged (signed ack from the ingest); only
+  acknowledged rows are pruned. The chain head lives in `meta`, so pruning never loses it.
+- Capacity is counted in bytes. Money and alert events are never evicted: a money event that
+  does not fit fails with OutboxFull and raises an `outbox.full` alert (alerts may use a small
+  reserve above the capacity). Telemetry is evicted oldest first, and every eviction is declared
+  by a signed `seq.skipped` event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.contract import events
+from agent.contract.events import Draft
+from agent.contract.signing import Signer
+from agent.errors import CocoonError, OutboxError, OutboxFull, StaleAck
+from agent.spine.durable import fsync_dir
+from agent.spine.migrations import migrate
+from agent.spine.outbox_schema import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+PENDING, SENT = 0, 1
+STATE_NAMES = {PENDING: "pending", SENT: "sent"}
+
+
+class _Request:
+    """One append waiting for its commit. The caller sleeps on a bare lock that the committer
+    releases: a threading.Event would cost a Condition and a second lock per event."""
+
+    __slots__ = ("draft", "within", "seq", "error", "event", "sealed", "_done")
+
+    def __init__(self, draft: Draft, within: Callable | None,
+                 event: threading.Event | None = None):
+        self.draft, self.within, self.event = draft, within, event
+        self.seq: int | None = None
+        self.error: BaseException | None = None
+        self.sealed: tuple | None = None  # (seq, prev, payload, hash) sealed ahead of time
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def wait(self) -> None:
+        self._done.acquire()
+
+    def finish(self) -> None:
+        if self.event is not None:
+            self.event.set()
+        self._done.release()
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One stored event as the uplink sees it."""
+
+    seq: int
+    priority: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    counts: dict[str, int]
+    oldest_pending_age_s: float | None
+    head_seq: int
+    acked_seq: int
+    used_bytes: int
+    capacity_bytes: int
+    evicted_total: int = 0
+    by_priority: dict[str, int] = field(default_factory=dict)
+
+
+def connect_sqlite(path: Path) -> sqlite3.Connection:
+    """The production connection: autocommit mode, explicit transactions, durable commits."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    return conn
+
+
+class Outbox:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str,
+        signer: Signer,
+        capacity_bytes: int = 512 * 1024 * 1024,
+        alert_reserve_bytes: int = 1024 * 1024,
+        telemetry_batch_ms: int = 200,
+        connect: Callable[[Path], object] = connect_sqlite,
+    ):
+        self.path = Path(path)
+        self.device = device
+        self.signer = signer
+        self.capacity_bytes = capacity_bytes
+        self.alert_reserve_bytes = alert_reserve_bytes
+        self.telemetry_batch_s = telemetry_batch_ms / 1000
+        self._connect = connect
+        self._queue: list[_Request] = []
+        self._cond = threading.Condition()
+        self._committer: threading.Thread | None = None
+        self._syncer: threading.Thread | None = None
+        self._syncs: queue.SimpleQueue = queue.SimpleQueue()  # batches whose COMMIT is due
+        self._predicted: tuple[int, str] | None = None  # the head once that COMMIT is done
+        self._closed = False
+        self._read_lock = threading.Lock()
+        # One writer at a time inside this process, handed over by a lock: SQLite's own busy
+        # handler would make a waiting writer sleep in growing steps (1, 2, 5 ... 100 ms),
+        # which stalls the uplink behind every commit. Other processes still meet busy_timeout.
+        self._write_lock = threading.Lock()
+        self._full_alerted = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        self._conn = self._open()
+        self._reader = self._open()
+        # Row states (sent, acknowledged) need no fsync of their own: losing one only means an
+        # event is sent again, which the ingest absorbs, and the next durable append syncs them
+        # anyway. Keeping them off the appenders' fsync path is what lets a backlog drain at
+        # link speed.
+        self._state = self._open(synchronous="NORMAL")
+        if created:
+            fsync_dir(self.path.parent)  # SQLite does not sync the new file's directory entry
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _open(self, synchronous: str = "FULL"):
+        conn = self._connect(self.path)
+        conn.execute("PRAGMA busy_timeout=30000")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise OutboxError(f"{self.path}: cannot switch the outbox to WAL mode (got {mode})")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA cache_size=-1024")  # 1 MiB per connection: a Pi has little RAM
+        if isinstance(conn, sqlite3.Connection):
+            migrate(conn, MIGRATIONS)
+        return conn
+
+    def close(self) -> None:
+        """Commit what is queued, stop the committer, close the connections."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._committer is not None and self._committer is not threading.current_thread():
+            self._committer.join(timeout=60)
+        for conn in (self._conn, self._reader, self._state):
+            try:
+                conn.close()
+            except Exception:
+                log.debug("outbox close failed", exc_info=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- appending -----------------------------------------------------------------------
+
+    def append(self, draft: Draft, *, within: Callable | None = None) -> int:
+        """Seal, sign and durably store one event; return its sequence number.
+
+        `within(execute, seq)` runs inside the event's transaction before it is sealed, so that a
+        side record (such as a seen command id) is stored if and only if the event is. If it
+        returns a dict, its members are added to the body (a number drawn in the transaction,
+        such as a voucher). If it raises a CocoonError, nothing of this request is stored and the
+        error is re-raised.
+        """
+        req = self._enqueue(_Request(draft, within))
+        req.wait()
+        if req.error is not None:
+            raise req.error
+        # One journal line per recorded event, once durable: money and alerts at INFO,
+        # telemetry at DEBUG. With that level off this costs one (cached) level check.
+        level = logging.DEBUG if draft.priority == "telemetry" else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "event recorded", extra={"fields": {
+                "seq": req.seq, "type": draft.type, "priority": draft.priority}})
+        return req.seq
+
+    def submit(self, draft: Draft) -> threading.Event:
+        """Queue a telemetry event without waiting for it; return an event set once committed.
+
+        For producers of frequent readings (tag reads, weights): `append()` would hold such a
+        producer for up to `telemetry_batch_ms` per reading. The reading is durable once the
+        returned event is set; until then a crash loses it, which telemetry may afford.
+        Money and alert events must use `append()`.
+        """
+        if draft.priority != "telemetry":
+            raise OutboxError("only telemetry may be submitted without waiting; use append()")
+        return self._enqueue(_Request(draft, None, threading.Event())).event
+
+    def _enqueue(self, req: _Request) -> _Request:
+        with self._cond:
+            if self._closed:
+                raise OutboxError(f"{self.path}: the outbox is closed")
+            self._queue.append(req)
+            self._start_committer()
+            self._cond.notify()
+        return req
+
+    # Group commit by one committer thread: callers queue a request and sleep on their own
+    # lock; the committer takes everything queued, writes it in one transaction and hands the
+    # COMMIT (the fsync) to the syncer thread, which wakes exactly those callers once it is
+    # durable. A leader elected among the callers would instead wake every waiting thread
+    # after each commit, and the woken crowd fights the committing thread for the GIL.
+    #
+    # While the syncer waits for the disk, the committer already seals the next group against
+    # the chain head that the pending COMMIT will leave (`_predicted`): sealing (JSON and a
+    # signature per event) is most of a commit's CPU, and the fsync most of its wall time, so
+    # the two overlap. Numbers and links are still decided inside the transaction: a sealed
+    # event whose number and `prev` do not follow the head read there (another process
+    # appended, or the pending COMMIT failed) is sealed again. The next transaction begins only
+    # after the previous COMMIT is done (the syncer holds the write lock until then), and a
+    # caller is woken only after its own COMMIT returned.
+
+    def _start_committer(self) -> None:
+        if self._committer is None:
+            self._syncer = threading.Thread(target=self._sync_loop, name="outbox-sync",
+                                            daemon=True)
+            self._syncer.start()
+            self._committer = threading.Thread(target=self._commit_loop, name="outbox-commit",
+                                               daemon=True)
+            self._committer.start()
+
+    def _commit_loop(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and not self._closed:
+                        self._cond.wait()
+                    if not self._queue:
+                        return  # closed and drained
+                    if self.telemetry_batch_s > 0 and not self._closed and all(
+                            r.draft.priority == "telemetry" for r in self._queue):
+                        # Only telemetry: wait up to the window for company (or a money event).
+                        deadline = time.monotonic() + self.telemetry_batch_s
+                        while not self._closed and all(
+                                r.draft.priority == "telemetry" for r in self._queue):
+                            left = deadline - time.monotonic()
+                            if left <= 0:
+                                break
+                            self._cond.wait(left)
+                    batch, self._queue = self._queue, []
+                try:
+                    self._commit(batch)
+                except Exception:  # the batch's callers have their error already
+                    log.debug("outbox commit failed", exc_info=True)
+        finally:
+            self._syncs.put(None)
+            if self._syncer is not None:
+                self._syncer.join(timeout=60)
+
+    def _meta(self, conn) -> dict[str, str]:
+        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def _commit(self, batch: list[_Request]) -> None:
+        """Write `batch` in one transaction and hand its COMMIT to the syncer; on any failure
+        before that, fail and wake its callers here."""
+        handed = locked = False
+        try:
+            self._preseal(batch)
+            self._write_lock.acquire()  # waits for the pending COMMIT; the syncer releases it
+            locked = True
+            with self._cond:  # callers that came while waiting share this commit too
+                batch.extend(self._queue)
+                self._queue.clear()
+            if self._write_batch(batch):
+                self._syncs.put(batch)
+                handed = True
+        except BaseException as exc:  # never leave a caller waiting forever
+            self._fail_all(batch, exc)
+            raise
+        finally:
+            if not handed:
+                if locked:
+                    self._write_lock.release()
+                for r in batch:
+                    r.finish()
+
+    def _sync_loop(self) -> None:
+        while True:
+            batch = self._syncs.get()
+            if batch is None:
+                return
+            try:
+                self._conn.execute("COMMIT")
+            except BaseException as exc:  # every caller of the batch must see the failure
+                try:
+                    self._conn.execute("ROLLBACK")
+                except Exception:
+                    log.debug("rollback failed", exc_info=True)
+                self._predicted = None
+                self._fail_all(batch, exc)
+            finally:
+                self._write_lock.release()
+                for r in batch:
+                    r.finish()
+
+    def _preseal(self, batch: list[_Request]) -> None:
+        """Seal the requests that can be sealed ahead, in order, after the predicted head."""
+        predicted = self._predicted
+        if predicted is None:
+            return
+        seq, prev = predicted
+        for req in batch:
+            if req.within is not None:
+                return  # its body is completed in the transaction: the chain waits for it
+            try:
+                _, payload = events.seal_encoded(
+                    req.draft, device=self.device, seq=seq + 1, prev=prev, signer=self.signer
+                )
+            except Exception:
+                return  # sealed again in the transaction, which reports the error
+            digest = events.sha256_hex(payload)
+            req.sealed = (seq + 1, prev, payload, digest)
+            seq, prev = seq + 1, digest
+
+    def _write_batch(self, batch: list[_Request]) -> bool:
+        """Everything of the transaction but its COMMIT; False if it failed (callers told)."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:  # any driver's error: every caller must see the failure
+            self._fail_all(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return False
+        try:
+            meta = self._meta(conn)
+            state = _Head(int(meta["head_seq"]), meta["head_hash"], int(meta["used_bytes"]))
+            evicted: list[tuple[int, str]] = []
+            rows: list[tuple] = []
+            for req in batch:
+                self._append_one(conn, req, state, evicted, rows)
+            self._insert(conn, rows)
+            if evicted:
+                self._declare_evictions(conn, state, evicted)
+            conn.execute(_UPDATE_HEAD, (str(state.seq), state.hash, str(state.used),
+                                        str(int(meta.get("evicted_total", 0)) + len(evicted))))
+        except BaseException as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:
+                log.debug("rollback failed", exc_info=True)
+            self._fail_all(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return False
+        self._predicted = (state.seq, state.hash)
+        return True
+
+    def _fail_all(self, batch, exc) -> None:
+        log.error("outbox commit failed: %s", exc)
+        for req in batch:
+            req.seq = None
+            req.error = exc if isinstance(exc, CocoonError) else OutboxError(
+                f"{self.path}: could not store the event ({exc}); it may not have been "
+                "recorded: check the outbox before recording it again"
+            )
+
+    def _append_one(self, conn, req: _Request, state: _Head, evicted: list,
+                    rows: list | None = None) -> None:
+        """Seal one event and store it in the open transaction.
+
+        The common case (no `within`, room to spare) only adds the row to `rows`, which
+        `_insert` writes for the whole group in one statement: each statement is a trip
+        through the sqlite3 module that lets other threads take the GIL, and the committer
+        then waits to get it back. Everything else is written at once, inside a savepoint, after
+        the rows queued so far.
+        """
+        if rows is not None and req.within is None:
+            seq = state.seq + 1
+            sealed = req.sealed
+            if sealed is not None and sealed[0] == seq and sealed[1] == state.hash:
+                _, _, payload, digest = sealed
+            else:
+                try:
+                    _, payload = events.seal_encoded(
+                        req.draft, device=self.device, seq=seq, prev=state.hash,
+                        signer=self.signer
+                    )
+                except CocoonError as exc:
+                    req.error = exc
+                    return
+                digest = events.sha256_hex(payload)
+            size = len(payload)
+            if self._fits(req.draft.priority, size, state):
+                rows.append((seq, req.draft.priority, req.draft.type, PENDING, digest, payload,
+                             size, time.time()))
+                state.seq, state.hash, state.used = seq, digest, state.used + size
+                req.seq = seq
+                return
+        if rows:
+            self._insert(conn, rows)
+        conn.execute("SAVEPOINT one")
+        try:
+            draft = req.draft
+            seq = state.seq + 1
+            if req.within is not None:
+                extra = req.within(conn.execute, seq)
+                if extra:  # e.g. a voucher number drawn in this very transaction
+                    draft = Draft(draft.type, draft.priority, {**draft.body, **extra})
+            _, payload = events.seal_encoded(
+                draft, device=self.device, seq=seq, prev=state.hash, signer=self.signer
+            )
+            self._make_room(conn, req.draft.priority, len(payload), state, evicted)
+            digest = events.sha256_hex(payload)
+            conn.execute(
+                "INSERT INTO events (seq, priority, type, state, hash, payload, size, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, req.draft.priority, req.draft.type, PENDING,
+                 digest, payload, len(payload), time.time()),
+            )
+            conn.execute("RELEASE one")
+        except CocoonError as exc:
+            conn.execute("ROLLBACK TO one")
+            conn.execute("RELEASE one")
+            req.error = exc
+            if isinstance(exc, OutboxFull):
+                self._raise_full_alert(conn, state, evicted)
+            return
+        state.seq, state.hash = seq, digest
+        state.used += len(payload)
+        req.seq = seq
+
+    @staticmethod
+    def _insert(conn, rows: list[tuple]) -> None:
+        """Write the queued rows, up to _INSERT_CHUNK per statement, and empty the list."""
+        for i in range(0, len(rows), _INSERT_CHUNK):
+            chunk = rows[i:i + _INSERT_CHUNK]
+            conn.execute(_insert_sql(len(chunk)), [v for row in chunk for v in row])
+        rows.clear()
+
+    def _limit(self, priority: str) -> int:
+        return self.capacity_bytes + (self.alert_reserve_bytes if priority == "alert" else 0)
+
+    def _fits(self, priority: str, size: int, state: _Head) -> bool:
+        if state.used + size > self._limit(priority):
+            return False
+        if state.used + size < 0.9 * self.capacity_bytes:
+            self._full_alerted = False
+        return True
+
+    def _make_room(self, conn, priority: str, size: int, state: _Head, evicted: list) -> None:
+        if self._fits(priority, size, state):
+            return
+        need = state.used + size - self._limit(priority)
+        rows = conn.execute(
+            "SELECT seq, hash, size FROM events WHERE priority = 'telemetry' ORDER BY seq"
+        ).fetchall()
+        freed, victims = 0, []
+        for seq, h, sz in rows:
+            if freed >= need:
+                break
+            victims.append((seq, h))
+            freed += sz
+        if freed < need:
+            raise OutboxFull(
+                f"outbox full: {state.used} of {self.capacity_bytes} bytes hold events not yet "
+                f"acknowledged by the bank; new {priority} events cannot be recorded until the "
+                "link to the bank returns and the backlog drains"
+            )
+        conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s, _ in victims])
+        state.used -= freed
+        evicted.extend(victims)
+        log.warning("outbox full: evicted %d telemetry events (%d bytes)", len(victims), freed)
+
+    def _raise_full_alert(self, conn, state: _Head, evicted: list) -> None:
+        if self._full_alerted:
+            return
+        self._full_alerted = True
+        alert = _Request(Draft("outbox.full", "alert", {
+            "used_bytes": state.used,
+            "capacity_bytes": self.capacity_bytes,
+            "message": "outbox full: money events are refused until the backlog drains",
+        }), None)
+        self._append_one(conn, alert, state, evicted)
+        if alert.error:
+            log.error("could not record the outbox.full alert: %s", alert.error)
+
+    def _declare_evictions(self, conn, state: _Head, evicted: list[tuple[int, str]]) -> None:
+        evicted.sort()
+        ranges: list[dict] = []
+        for seq, h in evicted:
+            if ranges and ranges[-1]["to"] == seq - 1:
+                ranges[-1]["to"], ranges[-1]["last_hash"] = seq, h
+            else:
+                ranges.append({"from": seq, "to": seq, "last_hash": h})
+        decl = _Request(Draft(events.SEQ_SKIPPED, "alert", {
+            "reason": "telemetry-evicted", "ranges": ranges,
+        }), None)
+        self._append_one(conn, decl, state, [])
+        if decl.error:
+            raise decl.error  # never evict without declaring: roll the whole batch back
+
+    # -- the uplink's side -------------------------------------------------------------------
+
+    def pending(self, limit: int, *, after: int = 0, upto: int | None = None) -> list[Stored]:
+        """Pending events with after < seq <= upto, oldest first."""
+        sql = "SELECT seq, priority, payload FROM events WHERE state = 0 AND seq > ?"
+        args: list = [after]
+        if upto is not None:
+            sql += " AND seq <= ?"
+            args.append(upto)
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+        with self._read_lock:
+            rows = self._reader.execute(sql, args).fetchall()
+        return [Stored(s, p, bytes(b)) for s, p, b in rows]
+
+    def mark_sent(self, seqs: list[int]) -> None:
+        if not seqs:
+            return
+        now = time.time()
+        # PUBACKs come back mostly in order: one statement per run of consecutive numbers.
+        runs: list[list[int]] = []
+        for seq in sorted(seqs):
+            if runs and seq == runs[-1][1] + 1:
+                runs[-1][1] = seq
+            else:
+                runs.append([seq, seq])
+        self._write(
+            "UPDATE events SET state = 1, sent_at = ?, attempts = attempts + 1"
+            " WHERE seq BETWEEN ? AND ? AND state = 0",
+            [(now, first, last) for first, last in runs],
+        )
+
+    def requeue_sent(self, older_than_s: float | None = None) -> int:
+        """Make sent-but-unacknowledged events pending again (after a reconnect or timeout)."""
+        if older_than_s is None:
+            return self._write("UPDATE events SET state = 0 WHERE state = 1")
+        cutoff = time.time() - older_than_s
+        return self._write(
+            "UPDATE events SET state = 0 WHERE state = 1 AND sent_at < ?", [(cutoff,)]
+        )
+
+    def event_hash(self, seq: int) -> str | None:
+        with self._read_lock:
+            row = self._reader.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
+        return row[0] if row else None
+
+    def head_seq(self) -> int:
+        """The last sequence number given out (cheap: one row of meta)."""
+        with self._read_lock:
+            return int(self._reader.execute(
+                "SELECT value FROM meta WHERE key = 'head_seq'").fetchone()[0])
+
+    def acked_seq(self) -> int:
+        with self._read_lock:
+            return int(self._meta(self._reader)["acked_seq"])
+
+    def acknowledge(self, seq: int, hash_hex: str) -> int:
+        """Record the ingest's cumulative ack and prune everything up to `seq`.
+
+        The caller has verified the ack's signature. Returns how many rows were pruned. Raises
+        OutboxError when the ack does not match what this outbox holds (a forged or replayed
+        ack must never prune anything).
+        """
+        with self._write_lock:
+            conn = self._state
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                meta = self._meta(conn)
+                acked, head = int(meta["acked_seq"]), int(meta["head_seq"])
+                if seq < acked:
+                    raise StaleAck(f"ack for seq {seq} is below the watermark {acked}")
+                if seq > head:
+                    raise OutboxError(f"ack for seq {seq} is beyond the last event {head}")
+                row = conn.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
+                expected = row[0] if row else (meta["acked_hash"] if seq == acked else None)
+                if expected != hash_hex:
+                    raise OutboxError(f"ack for seq {seq} names a hash this device never sent")
+                freed = conn.execute(
+                    "SELECT count(*), coalesce(sum(size), 0) FROM events WHERE seq <= ?", (seq,)
+                ).fetchone()
+                conn.execute("DELETE FROM events WHERE seq <= ?", (seq,))
+                conn.executemany(
+                    "UPDATE meta SET value = ? WHERE key = ?",
+                    [(str(seq), "acked_seq"), (hash_hex, "acked_hash"),
+                     (str(int(meta["used_bytes"]) - freed[1]), "used_bytes")],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return freed[0]
+
+    def read(self, sql: str, args: tuple | list = ()) -> list[tuple]:
+        """Run a read-only query on the outbox's reader connection (for station records)."""
+        with self._read_lock:
+            return self._reader.execute(sql, args).fetchall()
+
+    def write(self, sql: str, rows: list | None = None) -> int:
+        """Run one statement (or one per row) in its own transaction; return rows changed."""
+        return self._write(sql, rows)
+
+    def write_all(self, steps: list[tuple[str, list | None]]) -> int:
+        """Run several statements (each with its rows, or None) in one transaction."""
+        return self._write(steps)
+
+    def _write(self, sql: str | list, rows: list | None = None) -> int:
+        steps = sql if isinstance(sql, list) else [(sql, rows)]
+        with self._write_lock:
+            conn = self._state
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                before = conn.execute("SELECT total_changes()").fetchone()[0]
+                for statement, args in steps:
+                    if args is None:
+                        conn.execute(statement)
+                    else:
+                        conn.executemany(statement, args)
+                changed = conn.execute("SELECT total_changes()").fetchone()[0] - before
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return changed
+
+    # -- inspection ------------------------------------------------------------------------
+
+    def stats(self) -> QueueStats:
+        with self._read_lock:
+            conn = self._reader
+            meta = self._meta(conn)
+            counts = {name: 0 for name in STATE_NAMES.values()}
+            for st, n in conn.execute("SELECT state, count(*) FROM events GROUP BY state"):
+                counts[STATE_NAMES.get(st, str(st))] = n
+            by_priority = dict(conn.execute(
+                "SELECT priority, count(*) FROM events GROUP BY priority").fetchall())
+            oldest = conn.execute(
+                "SELECT min(created) FROM events WHERE state IN (0, 1)").fetchone()[0]
+        counts["acknowledged"] = int(meta["acked_seq"])
+        return QueueStats(
+            counts=counts,
+            oldest_pending_age_s=None if oldest is None else max(0.0, time.time() - oldest),
+            head_seq=int(meta["head_seq"]),
+            acked_seq=int(meta["acked_seq"]),
+            used_bytes=int(meta["used_bytes"]),
+            capacity_bytes=self.capacity_bytes,
+            evicted_total=int(meta.get("evicted_total", 0)),
+            by_priority=by_priority,
+        )
+
+
+_UPDATE_HEAD = (
+    "UPDATE meta SET value = CASE key WHEN 'head_seq' THEN ?1 WHEN 'head_hash' THEN ?2"
+    " WHEN 'used_bytes' THEN ?3 ELSE ?4 END"
+    " WHERE key IN ('head_seq', 'head_hash', 'used_bytes', 'evicted_total')"
+)
+_INSERT_CHUNK = 64  # rows per INSERT statement: 512 parameters, well under SQLite's limits
+
+
+@functools.lru_cache(maxsize=_INSERT_CHUNK)
+def _insert_sql(n: int) -> str:
+    return ("INSERT INTO events (seq, priority, type, state, hash, payload, size, created)"
+            " VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * n))
+
+
+@dataclass
+class _Head:
+    seq: int
+    hash: str
+    used: int

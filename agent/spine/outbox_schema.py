@@ -1,0 +1,83 @@
+"""The outbox's schema, as named migrations (applied by agent.spine.migrations)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from agent.contract.events import GENESIS_PREV
+
+if TYPE_CHECKING:  # imported by agent.spine.migrations only when a migration runs
+    import sqlite_utils
+
+
+def _m001_events(db: sqlite_utils.Database) -> None:
+    db["events"].create(
+        {
+            "seq": int,
+            "priority": str,
+            "type": str,
+            "state": int,
+            "hash": str,
+            "payload": bytes,
+            "size": int,
+            "created": float,
+            "sent_at": float,
+            "attempts": int,
+        },
+        pk="seq",
+        not_null={"priority", "type", "state", "hash", "payload", "size", "created"},
+        defaults={"attempts": 0},
+    )
+    db.execute("CREATE INDEX events_pending ON events(seq) WHERE state = 0")
+    db.execute("CREATE INDEX events_telemetry ON events(seq) WHERE priority = 'telemetry'")
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["meta"].insert_all(
+        [
+            {"key": "head_seq", "value": "0"},
+            {"key": "head_hash", "value": GENESIS_PREV},
+            {"key": "acked_seq", "value": "0"},
+            {"key": "acked_hash", "value": GENESIS_PREV},
+            {"key": "used_bytes", "value": "0"},
+            {"key": "evicted_total", "value": "0"},
+        ]
+    )
+
+
+def _m002_seen_commands(db: sqlite_utils.Database) -> None:
+    db["seen_commands"].create({"id": str, "expires": str, "seen_at": float}, pk="id")
+
+
+def _m003_sales(db: sqlite_utils.Database) -> None:
+    # Station records kept beside the events they belong to, written in the same transaction.
+    db["vouchers"].create({"day": str, "last": int}, pk="day")
+    db["sales"].create(
+        {"seq": int, "voucher": str, "farmer_id": str, "card_uid": str, "net_g": int,
+         "amount": str, "created": float, "paid_at": float, "payment_ref": str,
+         "voided_by": int},
+        pk="seq",
+    )
+    db["sales"].create_index(["voucher"], unique=True)
+
+
+def _m004_sent_index(db: sqlite_utils.Database) -> None:
+    # The ack-timeout check looks for sent rows older than a cutoff every few seconds; without
+    # an index it scans the whole table (tens of milliseconds at 100,000 rows).
+    db.execute("CREATE INDEX events_sent ON events(seq) WHERE state = 1")
+
+
+def _m005_station_cards(db: sqlite_utils.Database) -> None:
+    # A sale the card could not take (pulled out while writing) is owed to the card until its
+    # next swipe: the card sale is kept here, beside the sale, until it is written.
+    db["sales"].add_column("card_owed", str)
+    # The backend's list of refused cards (blacklist.set), replaced whole by each command.
+    db["blacklist"].create({"card_uid": str, "reason": str}, pk="card_uid")
+    db["meta"].insert({"key": "blacklist_version", "value": "0"})
+
+
+MIGRATIONS = [
+    ("0001-events-and-meta", _m001_events),
+    ("0002-seen-commands", _m002_seen_commands),
+    ("0003-station-sales", _m003_sales),
+    ("0004-events-sent-index", _m004_sent_index),
+    ("0005-station-cards", _m005_station_cards),
+]
