@@ -8,18 +8,17 @@ against the configuration file's folder. Key material is always referenced by pa
 from __future__ import annotations
 
 import importlib
-import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from agent.contract.settings import REQUIRED, Section, read_toml
+from agent.contract.topics import DEVICE_ID_RE
 from agent.errors import ConfigError
+from agent.link.common import MqttConfig, parse_mqtt
 
-DEVICE_ID_RE = re.compile(r"^[a-z0-9-]+$")
 SIGNING_ALGS = ("Ed25519", "ES256")
 
 
@@ -36,22 +35,6 @@ class DeviceConfig:
     signing_key: str | None = None
     pkcs11_module: Path | None = None
     pkcs11_pin_file: Path | None = None
-
-
-@dataclass(frozen=True)
-class MqttConfig:
-    host: str
-    port: int
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-    keepalive_s: int
-    inflight: int
-    connack_timeout_s: float
-    ack_timeout_s: float
-    reconnect_min_s: float
-    reconnect_max_s: float
-    link: str = "process"  # the link in its own process, or a thread of the agent
 
 
 @dataclass(frozen=True)
@@ -99,8 +82,6 @@ class AgentConfig:
         return self.device.data_dir / "outbox.sqlite"
 
 
-REQUIRED = object()
-
 #: Optional sections parsed by the module that owns them: name -> "module:function", where
 #: function(path: Path, table: dict) -> a frozen object, raising ConfigError. Loaded only
 #: when the file has the section, so the core never imports a driver it does not use.
@@ -115,130 +96,6 @@ PLUGGED_SECTIONS: dict[str, str] = {
     "firmware": "firmware_bridge.config:parse_firmware",
     "metrics": "agent.ops.metrics:parse_metrics",
 }
-
-
-class Section:
-    """Typed accessors over one TOML table that produce precise error messages."""
-
-    def __init__(self, path: Path, name: str, table: Any, *, required: bool = True):
-        self.file, self.name = path, name
-        if table is None:
-            if required:
-                raise ConfigError(f"{path}: missing section [{name}]")
-            table = {}
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: [{name}] must be a table")
-        self.table = table
-
-    def _fail(self, key: str, expected: str, value: Any = None) -> ConfigError:
-        got = "" if value is None else f", got {value!r}"
-        return ConfigError(f"{self.file}: [{self.name}] {key}: expected {expected}{got}")
-
-    def _get(self, key: str, default: Any, expected: str) -> Any:
-        if key not in self.table:
-            if default is REQUIRED:
-                raise ConfigError(f"{self.file}: [{self.name}] {key}: missing, expected {expected}")
-            return default
-        return self.table[key]
-
-    def str(self, key: str, default: Any = None, *, pattern: re.Pattern | None = None) -> Any:
-        expected = "a string" + (f" matching {pattern.pattern}" if pattern else "")
-        if key not in self.table and default is not REQUIRED:
-            return default
-        value = self._get(key, default, expected)
-        if not isinstance(value, str) or not value or (pattern and not pattern.match(value)):
-            raise self._fail(key, expected, value)
-        return value
-
-    def choice(self, key: str, choices: tuple[str, ...], default: Any) -> str:
-        value = self._get(key, default, f"one of {', '.join(choices)}")
-        if value not in choices:
-            raise self._fail(key, f"one of {', '.join(choices)}", value)
-        return value
-
-    def int(self, key: str, default: Any, *, lo: int, hi: int) -> int:
-        expected = f"an integer from {lo} to {hi}"
-        value = self._get(key, default, expected)
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise self._fail(key, expected, value)
-        return value
-
-    def seconds(self, key: str, default: Any, *, lo: float, hi: float) -> float:
-        expected = f"a number of seconds from {lo} to {hi}"
-        value = self._get(key, default, expected)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-            raise self._fail(key, expected, value)
-        return float(value)
-
-    def decimal(self, key: str, default: Any, *, positive: bool = True) -> Any:
-        """An exact decimal written as a string ("0.5"), never a TOML float."""
-        expected = "a decimal number as a string, e.g. \"0.5\"" + (" above 0" if positive else "")
-        if key not in self.table and default is not REQUIRED:
-            return default
-        value = self._get(key, default, expected)
-        try:
-            number = Decimal(value) if isinstance(value, str) else None
-        except InvalidOperation:
-            number = None
-        if number is None or not number.is_finite() or (positive and number <= 0):
-            raise self._fail(key, expected, value)
-        return number
-
-    def bool(self, key: str, default: Any) -> bool:
-        value = self._get(key, default, "true or false")
-        if not isinstance(value, bool):
-            raise self._fail(key, "true or false", value)
-        return value
-
-    def path(self, key: str, default: Any = None, *, must_exist: bool = False) -> Path | None:
-        if key not in self.table and default is not REQUIRED:
-            return default
-        value = self._get(key, default, "a file path")
-        if not isinstance(value, str) or not value:
-            raise self._fail(key, "a file path", value)
-        resolved = (self.file.parent / value).resolve()
-        if must_exist and not resolved.exists():
-            raise ConfigError(f"{self.file}: [{self.name}] {key}: file {resolved} does not exist")
-        return resolved
-
-
-LINK_MODES = ("process", "thread")
-
-
-def parse_mqtt(path: Path, table: Any) -> MqttConfig:
-    """The [mqtt] section, shared by the agent and the ingest."""
-    mq = Section(path, "mqtt", table)
-    mqtt = MqttConfig(
-        host=mq.str("host", REQUIRED),
-        port=mq.int("port", 8883, lo=1, hi=65535),
-        ca_file=mq.path("ca_file", REQUIRED),
-        cert_file=mq.path("cert_file", REQUIRED),
-        key_file=mq.path("key_file", REQUIRED),
-        keepalive_s=mq.int("keepalive_s", 30, lo=1, hi=3600),
-        inflight=mq.int("inflight", 32, lo=1, hi=1000),
-        connack_timeout_s=mq.seconds("connack_timeout_s", 10, lo=0.5, hi=300),
-        ack_timeout_s=mq.seconds("ack_timeout_s", 60, lo=0.5, hi=86400),
-        reconnect_min_s=mq.seconds("reconnect_min_s", 1, lo=0.01, hi=3600),
-        reconnect_max_s=mq.seconds("reconnect_max_s", 60, lo=0.01, hi=86400),
-        link=mq.choice("link", LINK_MODES, "process"),
-    )
-    if mqtt.reconnect_max_s < mqtt.reconnect_min_s:
-        raise ConfigError(f"{path}: [mqtt] reconnect_max_s must not be below reconnect_min_s")
-    return mqtt
-
-
-def read_toml(path: str | Path) -> tuple[dict, Path]:
-    """Read a TOML file; errors name the file."""
-    path = Path(path).resolve()
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return raw, path
 
 
 def load_config(path: str | Path) -> AgentConfig:

@@ -1,28 +1,22 @@
-"""One exception root for the agent, with specific subclasses.
+"""The agent's errors: the contract's (re-exported here), the outbox's, and `EXPECTED`.
 
 Messages are written for the person who has to act on them: what went wrong, where, and what to
 do next. Expected faults are reported with these types and never as bare tracebacks.
 """
 
+from agent.contract.errors import (  # noqa: F401 (re-exported: the agent's one place for errors)
+    CocoonError,
+    CommandRejected,
+    ConfigError,
+    EventFormatError,
+    KeyFileError,
+    SignatureError,
+)
+from drivers.errors import DriverError
 
-class CocoonError(Exception):
-    """Root of every error the agent raises on purpose."""
-
-
-class ConfigError(CocoonError, ValueError):
-    """A configuration file is missing, unreadable or has an invalid value."""
-
-
-class KeyFileError(CocoonError):
-    """A key file is missing, unreadable, of the wrong kind, or would be overwritten."""
-
-
-class SignatureError(CocoonError, ValueError):
-    """A signature, key id or signed envelope does not verify."""
-
-
-class EventFormatError(CocoonError, ValueError):
-    """An event or message does not follow the wire contract in docs/events.md."""
+#: Every error raised on purpose, the agent's and the drivers': what the agent reports in one
+#: line and survives, where anything else is a bug worth its traceback.
+EXPECTED: tuple[type[Exception], ...] = (CocoonError, DriverError)
 
 
 class OutboxError(CocoonError):
@@ -36,6 +30,8 @@ class OutboxFull(OutboxError):
     it: the station shows this message to the clerk.
     """
 
+    exit_code = 1  # a command line refused now may be retried once the outbox drains
+
 
 class StaleAck(OutboxError):
     """An ack below the current watermark: late (several ingest workers) or replayed. Harmless,
@@ -44,7 +40,3 @@ class StaleAck(OutboxError):
 
 class OutboxCorrupt(OutboxError):
     """The outbox database failed its integrity check."""
-
-
-class CommandRejected(CocoonError):
-    """A command from the backend or bank was refused; the reason is the message."""

@@ -45,8 +45,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent.contract.commands import BANK, make_command
 from agent.contract.signing import Ed25519Signer, Verifier
-from agent.spine.commands import BANK, Dispatcher, make_command
+from agent.spine.dispatcher import Dispatcher
 from agent.spine.outbox import Outbox
 from agent.warehouse.config import parse_warehouse
 from agent.warehouse.service import Warehouse

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
-from agent.errors import CocoonError
+from drivers.errors import DriverError
 
 DEFAULT_ADDRESS = 0x44
 CMD_MEASURE = b"\x24\x00"      # single shot, high repeatability, no clock stretching
@@ -29,7 +29,7 @@ CMD_READ_STATUS = b"\xf3\x2d"
 MEASURE_S = 0.016              # datasheet: 15.5 ms at most for high repeatability
 
 
-class ClimateError(CocoonError):
+class ClimateError(DriverError):
     """The sensor did not answer, or answered with bytes that fail their CRC."""
 
 

@@ -17,10 +17,10 @@ import json
 from decimal import Decimal
 from urllib.parse import parse_qs, urlparse
 
-from agent.errors import CocoonError
+from drivers.errors import DriverError
 
 
-class PrinterError(CocoonError):
+class PrinterError(DriverError):
     """The printer is missing, misconfigured or failed while printing."""
 
 

@@ -4,10 +4,10 @@ The clerk cannot watch a log: a light says whether sales reach the bank (steady:
 slow blink: offline, sales queued safely; fast blink: fault, call the technician), and the buzzer
 says at once whether a card was accepted (one short beep) or refused (three beeps).
 
-Pins are driven through a gpiozero pin factory chosen by configuration: RPi.GPIO on older Pis,
-lgpio on a Pi 5, `mock` in tests and on machines without pins (gpiozero's MockFactory behaves
-like the hardware: pin states are recorded with timestamps). RPi.GPIO is never imported at module
-import time, only when the factory is built.
+Pins are driven through drivers.gpio, with a pin factory chosen by configuration: RPi.GPIO on
+older Pis, lgpio on a Pi 5, `mock` in tests and on machines without pins (gpiozero's MockFactory
+behaves like the hardware: pin states are recorded with timestamps). RPi.GPIO is never imported
+at module import time, only when the factory is built.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from agent.errors import CocoonError
+from drivers.gpio import GpioError, buzzer, led, make_factory
 
-
-class SignalError(CocoonError):
-    """The GPIO backend or a pin could not be used."""
+#: The GPIO backend or a pin could not be used: drivers.gpio's error, by the name the station's
+#: code catches. (`make_factory` is drivers.gpio's too, imported here for the same callers.)
+SignalError = GpioError
 
 
 class Status(enum.Enum):
@@ -35,28 +35,6 @@ class SignalPins:
     factory: str = ""  # "", "rpigpio", "lgpio", "mock": "" lets gpiozero choose
 
 
-def make_factory(name: str):
-    """A gpiozero pin factory by name; imported lazily so no backend loads at import time."""
-    if not name:
-        return None
-    try:
-        if name == "mock":
-            from gpiozero.pins.mock import MockFactory
-
-            return MockFactory()
-        if name == "rpigpio":
-            from gpiozero.pins.rpigpio import RPiGPIOFactory
-
-            return RPiGPIOFactory()
-        if name == "lgpio":
-            from gpiozero.pins.lgpio import LGPIOFactory
-
-            return LGPIOFactory()
-    except (ImportError, RuntimeError, OSError) as exc:
-        raise SignalError(f"GPIO backend {name!r} is not usable here: {exc}") from None
-    raise SignalError(f"unknown GPIO backend {name!r}: use rpigpio, lgpio or mock")
-
-
 class Signals:
     """Status light and buzzer. Thread-safe enough: gpiozero serialises pin access."""
 
@@ -66,14 +44,11 @@ class Signals:
     }
 
     def __init__(self, pins: SignalPins, *, pin_factory=None):
-        from gpiozero import LED, Buzzer  # gpiozero itself is pure Python
-        from gpiozero.exc import GPIOZeroError
-
         factory = pin_factory if pin_factory is not None else make_factory(pins.factory)
         try:
-            self.light = LED(pins.status_light, pin_factory=factory)
-            self.buzzer = Buzzer(pins.buzzer, pin_factory=factory)
-        except GPIOZeroError as exc:
+            self.light = led(pins.status_light, factory)
+            self.buzzer = buzzer(pins.buzzer, factory)
+        except GpioError as exc:
             raise SignalError(f"cannot claim GPIO pins {pins}: {exc}") from None
         self.status: Status | None = None
 

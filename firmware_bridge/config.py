@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.config import REQUIRED, Section
+from agent.contract.settings import REQUIRED, Section
 
 from .link import DEFAULT_BAUDRATE
 

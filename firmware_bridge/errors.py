@@ -6,10 +6,10 @@ survived by the link; the others tell a technician what to check or what was ref
 
 from __future__ import annotations
 
-from agent.errors import CocoonError
+from drivers.errors import DriverError
 
 
-class BridgeError(CocoonError):
+class BridgeError(DriverError):
     """Root of every error the firmware bridge raises on purpose."""
 
 

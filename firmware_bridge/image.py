@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from agent.contract.errors import SignatureError
 from agent.contract.signing import ED25519, Verifier
-from agent.errors import SignatureError
 
 from .errors import ImageError
 

@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import serial
+from drivers.serialport import PORT_ERRORS, SerialPort, close_quietly
+from drivers.serialport import open_port as open_serial
 
 from .errors import FrameError, LinkError, LinkTimeout, ProtocolVersionError
 from .frames import Frame, Kind, Splitter, encode_frame
@@ -57,14 +58,12 @@ class LinkStats:
     errors: list[str] = field(default_factory=list)
 
 
-def open_port(url: str, baudrate: int = DEFAULT_BAUDRATE) -> serial.SerialBase:
+def open_port(url: str, baudrate: int = DEFAULT_BAUDRATE) -> SerialPort:
     """Open `url` (a device path, `socket://host:port`, `spy://...`) 8N1 for the link.
 
     Raises LinkError with the port's name when it cannot be opened."""
-    try:
-        return serial.serial_for_url(url, baudrate=baudrate, timeout=0.02, write_timeout=2)
-    except (serial.SerialException, OSError, ValueError) as exc:
-        raise LinkError(f"cannot open co-processor port {url}: {exc}") from None
+    return open_serial(url, error=LinkError, what="co-processor port", baudrate=baudrate,
+                       timeout=0.02, write_timeout=2)
 
 
 def version_mismatch(theirs: int, ours: int) -> ProtocolVersionError:
@@ -77,7 +76,7 @@ def version_mismatch(theirs: int, ours: int) -> ProtocolVersionError:
 class Link:
     """One end of the link over an open pyserial `port` (see `open_port`)."""
 
-    def __init__(self, port: serial.SerialBase, *, on_message: Callable[[bytes], None],
+    def __init__(self, port: SerialPort, *, on_message: Callable[[bytes], None],
                  on_peer_reset: Callable[[PeerInfo], None] | None = None,
                  on_fault: Callable[[LinkError], None] | None = None,
                  ack_timeout: float = 0.05, retries: int = 40,
@@ -143,10 +142,7 @@ class Link:
     def close(self) -> None:
         """Stop the threads and close the port. Pending sends fail with LinkError."""
         self.detach(cancel=True)
-        try:
-            self.port.close()
-        except (serial.SerialException, OSError):
-            pass
+        close_quietly(self.port)
 
     def detach(self, cancel: bool = False) -> None:
         """Stop the threads but leave the port open (the simulator's reboot: the same wire,
@@ -156,7 +152,7 @@ class Link:
         if cancel and hasattr(self.port, "cancel_read"):
             try:
                 self.port.cancel_read()
-            except (serial.SerialException, OSError):
+            except PORT_ERRORS:
                 pass
         self._inbox.put(None)
         for thread in (self._reader, self._dispatcher):
@@ -211,7 +207,7 @@ class Link:
             try:
                 self.port.write(data)
                 self.port.flush()
-            except (serial.SerialException, OSError, TypeError) as exc:
+            except (*PORT_ERRORS, TypeError) as exc:
                 # TypeError: pyserial's port was closed by another thread mid-write (its fd is
                 # None by then); that is a closed link, not a crash of the bridge's thread.
                 error = LinkError(f"{self.name}: writing to the port failed: {exc}")
@@ -224,7 +220,7 @@ class Link:
         while not self._closed.is_set():
             try:
                 data = self.port.read(self.port.in_waiting or 1)
-            except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+            except (*PORT_ERRORS, TypeError, AttributeError) as exc:
                 # pyserial raises TypeError/AttributeError when the port is closed under it
                 if not self._closed.is_set():
                     self._fail(LinkError(f"{self.name}: the port failed: {exc}"))

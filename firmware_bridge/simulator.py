@@ -23,8 +23,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from agent.contract.errors import SignatureError
 from agent.contract.signing import ED25519, Verifier
-from agent.errors import SignatureError
 
 from . import messages as m
 from .errors import LinkError, MessageError

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.contract.events import Draft
 from agent.contract.signing import Verifier
 
 from . import messages as m
@@ -40,6 +39,15 @@ class UpdateResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """A step or the end of an update attempt, for the agent to record as a signed alert event
+    of type `type` (the bridge writes no events itself)."""
+
+    type: str
+    body: dict
+
+
 class _Interrupted(Exception):
     """The box restarted or stopped answering: begin again, resuming from its flash."""
 
@@ -47,10 +55,10 @@ class _Interrupted(Exception):
 class FirmwareUpdater:
     """Updates the box behind `bridge` (started, or startable) with images signed by `vendor`.
 
-    `record(draft)` appends an audit event (the CLI passes `outbox.append`)."""
+    `record(outcome)` receives each `Outcome` (the CLI records it as an event in the outbox)."""
 
     def __init__(self, bridge: Bridge, vendor: Verifier, *,
-                 record: Callable[[Draft], object] = lambda draft: None,
+                 record: Callable[[Outcome], object] = lambda outcome: None,
                  hardware: int | None = None, chunk_size: int = CHUNK_SIZE,
                  answer_timeout_s: float = 2.0, boot_timeout_s: float = 20.0,
                  max_interruptions: int = 5):
@@ -85,7 +93,7 @@ class FirmwareUpdater:
                 refused = True
                 self._refused(exc, image, file)
                 raise
-            self.record(Draft("firmware.update_started", "alert", {
+            self.record(Outcome("firmware.update_started", {
                 "image_version": str(image.version), "running_version": str(running),
                 "sha256": sha, "length": image.length}))
             started = time.monotonic()
@@ -99,11 +107,11 @@ class FirmwareUpdater:
             if not refused:
                 reason = str(exc) if isinstance(exc, UpdateError) else \
                     f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                self.record(Draft("firmware.update_failed", "alert", {
+                self.record(Outcome("firmware.update_failed", {
                     "reason": reason, "image_version": str(image.version), "sha256": sha,
                     "offset": self._offset}))
             raise
-        self.record(Draft("firmware.updated", "alert", {
+        self.record(Outcome("firmware.updated", {
             "image_version": str(image.version), "previous_version": str(running),
             "slot": "AB"[result.slot & 1], "sha256": sha, "resumes": result.resumes,
             "seconds": f"{result.seconds:.1f}"}))
@@ -113,7 +121,7 @@ class FirmwareUpdater:
         body = {"reason": str(exc), "file": file}
         if image is not None:
             body.update(image_version=str(image.version), sha256=image.sha256.hex())
-        self.record(Draft("firmware.update_refused", "alert", body))
+        self.record(Outcome("firmware.update_refused", body))
 
     def refuse_unreadable(self, exc: ImageError, file: str) -> None:
         """Record the refusal of a file that is not even a readable image."""
@@ -214,7 +222,7 @@ class FirmwareUpdater:
             self.bridge.forget(booted)
         now = Version(*hello.version)
         if hello.boot_status == m.BootStatus.ROLLED_BACK or now != image.version:
-            self.record(Draft("firmware.rolled_back", "alert", {
+            self.record(Outcome("firmware.rolled_back", {
                 "image_version": str(image.version), "running_version": str(now),
                 "slot": "AB"[hello.active_slot & 1], "sha256": image.sha256.hex()}))
             raise UpdateError(f"firmware {image.version} did not boot; the box went back to "

@@ -10,18 +10,22 @@ import time
 
 import click
 
-from agent.cli.support import ConfigContext, run_cli, setup_logging
+from agent import __version__
 from agent.contract import topics
+from agent.contract.commandline import ConfigContext, run_cli, setup_logging, version_line
+from agent.contract.commands import SIGNER_OF, make_command
 from agent.contract.envelope import parse_json_object
 from agent.contract.signing import generate_key_file, load_signer
-from agent.spine.commands import SIGNER_OF, make_command
 
 from .config import load_ingest_config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(message=version_line("cocoon-ingest", __version__),
+                      help="Print the version and exit.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              envvar="COCOON_INGEST_CONFIG", help="The ingest's TOML configuration file.")
+              envvar="COCOON_INGEST_CONFIG",
+              help="The ingest's TOML configuration file (before or after the command).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.pass_context

@@ -7,8 +7,10 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import DEVICE_ID_RE, REQUIRED, MqttConfig, Section, parse_mqtt, read_toml
-from agent.errors import ConfigError
+from agent.contract.errors import ConfigError
+from agent.contract.settings import REQUIRED, Section, read_toml
+from agent.contract.topics import DEVICE_ID_RE
+from agent.link.common import MqttConfig, parse_mqtt
 
 WORKER_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 

@@ -1,7 +1,7 @@
 """The enrolment service: signs devices' CSRs and registers their signing keys.
 
 It runs beside the ingest (`cocoon-ingest --config enrol.toml enrolment run`) with the device
-CA's key, and answers the requests described in agent/fleet/enrolment.py:
+CA's key, and answers the requests described in agent/contract/enrolment.py:
 
 - an enrolment request (over the shared claim certificate) is granted only with a one-time
   token issued for that device id (`enrolment token --device ID`), stored as its SHA-256, and
@@ -35,11 +35,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.config import DEVICE_ID_RE
+from agent.contract import enrolment as proto
+from agent.contract.durable import write_atomic
 from agent.contract.envelope import canonical, parse_json_object
+from agent.contract.errors import CocoonError
 from agent.contract.signing import Verifier
-from agent.errors import CocoonError
-from agent.fleet import enrolment as proto
+from agent.contract.topics import DEVICE_ID_RE
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ class EnrolmentService:
         return Verifier.from_file(path) if path.exists() else None
 
     def _register(self, device: str, signing_key_pem: str) -> None:
-        proto.write_atomic(self.devices_dir / f"{device}.pem", signing_key_pem.encode())
+        write_atomic(self.devices_dir / f"{device}.pem", signing_key_pem.encode())
 
     def _sign(self, csr_pem: str, device: str) -> str:
         csr = x509.load_pem_x509_csr(csr_pem.encode())

@@ -10,9 +10,9 @@ import logging
 import time
 from pathlib import Path
 
-from agent.config import DEVICE_ID_RE
+from agent.contract.errors import KeyFileError
 from agent.contract.signing import Verifier
-from agent.errors import KeyFileError
+from agent.contract.topics import DEVICE_ID_RE
 
 log = logging.getLogger(__name__)
 

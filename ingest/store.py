@@ -17,12 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlite_utils
-
 from agent.contract import events, topics
 from agent.contract.envelope import parse_json_object
-from agent.errors import EventFormatError, SignatureError
-from agent.spine.migrations import migrate
+from agent.contract.errors import EventFormatError, SignatureError
+from ingest.migrations import migrate
 
 log = logging.getLogger(__name__)
 
@@ -39,32 +37,6 @@ class Outcome:
     reason: str = ""
 
 
-def _m001(db: sqlite_utils.Database) -> None:
-    db["events"].create(
-        {"device": str, "seq": int, "hash": str, "prev": str, "type": str, "priority": str,
-         "ts": str, "payload": bytes, "received_at": float},
-        pk=("device", "seq"),
-    )
-    db["skipped"].create(
-        {"device": str, "first": int, "last": int, "last_hash": str, "declared_by": int},
-        pk=("device", "first", "last"),
-    )
-    db["devices"].create(
-        {"device": str, "watermark": int, "watermark_hash": str, "last_seen": float,
-         "accepted": int, "duplicates": int, "rejected": int},
-        pk="device",
-    )
-    db["rejections"].create(
-        {"id": int, "device": str, "seq": int, "reason": str, "at": float}, pk="id"
-    )
-    db["alerts"].create(
-        {"id": int, "device": str, "kind": str, "detail": str, "opened_at": float,
-         "closed_at": float},
-        pk="id",
-    )
-
-
-MIGRATIONS = [("0001-ingest-store", _m001)]
 MAX_REJECTIONS = 10_000     # rejection records kept (the newest)
 
 
@@ -76,7 +48,7 @@ class IngestStore:
                                     timeout=30)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
-        migrate(self.conn, MIGRATIONS)
+        migrate(self.conn)
 
     def close(self) -> None:
         self.conn.close()

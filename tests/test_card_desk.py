@@ -11,9 +11,9 @@ from decimal import Decimal
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.contract.commands import Command
 from agent.contract.envelope import parse_json_object
 from agent.contract.signing import Ed25519Signer, Verifier
-from agent.spine.commands import Command
 from agent.station import purchase as p
 from agent.station import sales
 from agent.station.blacklist import Blacklist, BlacklistRefused

@@ -6,13 +6,14 @@ import sys
 
 import pytest
 
+import agent
 from agent.demo.sandbox import write_toml
 
 COMMANDS = ["run", "keygen", "identity", "emit", "queue", "verify"]
 
 
 def cocoon(*args, check=True, cwd=None):
-    proc = subprocess.run([sys.executable, "-m", "agent.cli.main", *map(str, args)],
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", *map(str, args)],
                           capture_output=True, text=True, timeout=60, cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
@@ -109,3 +110,31 @@ def test_missing_key_and_bad_config_say_what_to_do(config, tmp_path):
     assert res.returncode == 2 and "[device] id" in res.stderr and str(broken) in res.stderr
     res = cocoon("queue", check=False)
     assert res.returncode != 0 and "--config" in res.stderr
+
+
+def test_version_of_both_programs():
+    assert cocoon("--version").stdout.splitlines()[0] == f"cocoon-agent {agent.__version__}"
+    proc = subprocess.run([sys.executable, "-c", "from ingest.cli import main; main()",
+                           "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == f"cocoon-ingest {agent.__version__}"
+
+
+def test_config_before_or_after_the_command(config, tmp_path):
+    cocoon("--config", config, "keygen")
+    before = json.loads(cocoon("--config", config, "queue", "--json").stdout)
+    after = json.loads(cocoon("queue", "--json", "--config", config).stdout)
+    equals = json.loads(cocoon("queue", f"--config={config}", "--json").stdout)
+    assert before == after == equals
+    # the file named after the command is the one read
+    missing = cocoon("queue", "--config", tmp_path / "none.toml", check=False)
+    assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def test_only_the_groups_options_move_and_nothing_after_a_double_dash():
+    from agent.contract.commandline import hoist_global_options
+
+    assert hoist_global_options(["emit", "--body", "{}", "--config", "a.toml"]) == [
+        "--config", "a.toml", "emit", "--body", "{}"]
+    assert hoist_global_options(["verify", "--", "--config", "x"]) == [
+        "verify", "--", "--config", "x"]

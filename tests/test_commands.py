@@ -5,10 +5,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from agent.contract.commands import BACKEND, BANK, make_command
 from agent.contract.envelope import parse_json_object
 from agent.contract.signing import Ed25519Signer, ES256Signer, Verifier
 from agent.errors import CommandRejected
-from agent.spine.commands import BACKEND, BANK, Dispatcher, make_command
+from agent.spine.dispatcher import Dispatcher
 
 NOW = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
 

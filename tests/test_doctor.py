@@ -259,7 +259,15 @@ def test_only_configured_parts_are_checked(device, tmp_path):
 def test_doctor_command_table_json_and_exit_status(device, tmp_path):
     path, config = device
     config.mqtt.key_file.chmod(0o600)
-    unit_dir = str(REPO / "systemd")
+    # The packaged unit, run as the user who owns this test's keys: the check of the service
+    # user must not depend on a `cocoon` user that some other test or install left behind.
+    unit = (REPO / "systemd" / "cocoon-agent.service").read_text()
+    owner = pwd.getpwuid(config.device.signing_key_file.stat().st_uid).pw_name
+    assert "\nUser=cocoon\n" in unit
+    (tmp_path / "units").mkdir()
+    (tmp_path / "units" / "cocoon-agent.service").write_text(
+        unit.replace("\nUser=cocoon\n", f"\nUser={owner}\n"))
+    unit_dir = str(tmp_path / "units")
     runner = CliRunner()
     args = ["--config", str(path), "doctor", "--unit-dir", unit_dir, "--timeout", "10",
             "--skip", "clock"]

@@ -10,9 +10,10 @@ import threading
 import pytest
 from cryptography import x509
 
+from agent.contract.enrolment import EnrolmentError, build_request
 from agent.contract.signing import Ed25519Signer, generate_key_file
 from agent.demo.sandbox import write_toml
-from agent.fleet.enrolment import EnrolmentError, build_request, ensure_tls_key, make_csr
+from agent.fleet.enrolment import ensure_tls_key, make_csr
 from agent.link.mqtt import LinkSettings, MqttLink
 from ingest.config import load_ingest_config
 from ingest.enrolment import EnrolmentService, Refused

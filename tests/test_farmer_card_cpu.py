@@ -44,7 +44,7 @@ def test_issue_then_read_back(transport, card, issuer):
     assert data.holder == fc.CardHolder(**HOLDER)
     assert (data.counter, data.sales) == (0, ())
     assert any(c[1] == 0xC0 for c in card.commands)             # 255-byte record: 61XX chain
-    farmer = fc.to_farmer(data)
+    farmer = fc.accepted_card(data)
     assert (farmer.card_uid, farmer.card_kind, farmer.farmer_id, farmer.name) == (
         "8600112233445566", "cpu", HOLDER["farmer_id"], HOLDER["name"])
     assert (farmer.account_ref, farmer.card_counter) == (HOLDER["account_ref"], 1)
@@ -64,7 +64,7 @@ def test_forged_cards_are_read_but_refused(transport, card, issuer):
     assert data.holder.name == "王秀华"
     assert not data.signature_valid and "forged" in data.refusal
     with pytest.raises(fc.CardRefused, match="forged"):
-        fc.to_farmer(data)
+        fc.accepted_card(data)
 
     holder.records[0] = genuine                                 # genuine data, cloned chip
     card.files[4].data[:] = bytes.fromhex("8600112233445567")
@@ -108,7 +108,7 @@ def test_counter_increments_and_the_sales_file_wraps(transport, card, issuer):
     signer, verifier = issuer
     fc.issue_cpu_card(transport, HOLDER, signer)
     for n in range(1, 6):
-        farmer = fc.to_farmer(fc.read_farmer_card(transport, verifier))
+        farmer = fc.accepted_card(fc.read_farmer_card(transport, verifier))
         assert farmer.card_counter == n
         assert fc.append_sale(transport, sale(n), expected_counter=farmer.card_counter) == n
     data = fc.read_farmer_card(transport, verifier)
@@ -137,7 +137,7 @@ def test_card_pulled_out_mid_read_and_mid_write(card, issuer):
         data = fc.read_farmer_card(t, verifier)
     assert data.counter == 2                                     # counter 2 is spent...
     assert [s.counter for s in data.sales] == [1]                # ...without a sale: a gap
-    assert fc.to_farmer(data).card_counter == 3                  # never counter 2 again
+    assert fc.accepted_card(data).card_counter == 3                  # never counter 2 again
 
 
 # -- pure parsing ----------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def test_issue_then_read_back(transport, card, issuer):
     assert data.uid == "A1B2C3D4"
     assert data.holder == fc.CardHolder(**HOLDER)
     assert (data.counter, data.sales) == (0, ())
-    farmer = m1.to_farmer(data)
+    farmer = m1.accepted_card(data)
     assert (farmer.card_uid, farmer.card_kind, farmer.card_counter) == ("A1B2C3D4", "m1", 1)
     assert (farmer.farmer_id, farmer.account_ref) == (HOLDER["farmer_id"], HOLDER["account_ref"])
 
@@ -89,7 +89,7 @@ def test_sales_counter_and_cyclic_slots_without_trailer_writes(transport, card, 
     m1.issue_m1_card(transport, HOLDER, signer, MASTER)
     trailer_writes, issued_at = list(card.trailer_writes), len(card.commands)
     for n in range(1, 6):
-        farmer = m1.to_farmer(m1.read_m1_card(transport, verifier, MASTER))
+        farmer = m1.accepted_card(m1.read_m1_card(transport, verifier, MASTER))
         assert farmer.card_counter == n
         assert m1.append_m1_sale(transport, sale(n), master_key=MASTER,
                                  expected_counter=farmer.card_counter) == n
@@ -117,7 +117,7 @@ def test_forged_holder_data_is_read_but_refused(transport, card, issuer):
     assert data.holder.name == "王秀华"
     assert not data.signature_valid and "forged or altered" in data.refusal
     with pytest.raises(fc.CardRefused, match="forged"):
-        m1.to_farmer(data)
+        m1.accepted_card(data)
     other = Verifier.from_pem(Ed25519Signer.generate().public_key_pem())
     for i, block in enumerate(m1.HOLDER_BLOCKS):
         card.blocks[block][:] = area[16 * i:16 * (i + 1)]
@@ -201,7 +201,7 @@ def test_pulled_out_mid_read_and_mid_write_never_reuses_a_counter(card, issuer):
         data = m1.read_m1_card(t, verifier, MASTER)
         assert data.counter == 2                               # counter 2 is spent...
         assert [s.counter for s in data.sales] == [1]          # ...without a sale: a gap
-        assert m1.to_farmer(data).card_counter == 3
+        assert m1.accepted_card(data).card_counter == 3
         # torn while the counter's first copy was written: that counter is spent too
         card.pull_on(is_write(m1.COUNTER_BLOCK), tear=True)
         with pytest.raises(CardRemoved):

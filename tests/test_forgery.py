@@ -16,10 +16,10 @@ import paho.mqtt.client as mqtt
 from agent.contract import events, topics
 from agent.contract.acks import make_ack
 from agent.contract.chain import check_capture
+from agent.contract.commands import make_command
 from agent.contract.envelope import parse_json_object
 from agent.contract.events import Draft
 from agent.contract.signing import Ed25519Signer, Verifier, load_signer
-from agent.spine.commands import make_command
 from tests.support.mqtt import mqtt_client
 from tests.support.running import (
     add_device,

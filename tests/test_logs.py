@@ -5,8 +5,8 @@ import os
 import subprocess
 import sys
 
+from agent.contract.logs import StructuredFormatter
 from agent.errors import ConfigError
-from agent.ops.logs import StructuredFormatter
 
 
 def record(msg, level=logging.WARNING, exc=None, **fields):
@@ -47,7 +47,7 @@ def test_the_journal_is_recognised_by_journal_stream(tmp_path):
     err = tmp_path / "stderr"
     with open(err, "w") as fh:
         st = os.fstat(fh.fileno())
-        code = ("import logging; from agent.ops.logs import setup; setup('info'); "
+        code = ("import logging; from agent.contract.logs import setup; setup('info'); "
                 "logging.getLogger('agent.x').warning('to the journal')")
         subprocess.run([sys.executable, "-c", code], stderr=fh, check=True,
                        env={**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.contract.commands import BACKEND, make_command
 from agent.contract.envelope import canonical, parse_json_object, sha256_hex
 from agent.contract.pricing.amount import Lot, price
 from agent.contract.pricing.errors import (
@@ -34,7 +35,7 @@ from agent.contract.pricing.record import pricing_record, recompute, table_ref, 
 from agent.contract.pricing.tables import QuoteUnit, parse_price_table
 from agent.contract.signing import Ed25519Signer, Verifier
 from agent.errors import CocoonError
-from agent.spine.commands import BACKEND, Dispatcher, make_command
+from agent.spine.dispatcher import Dispatcher
 from agent.station import price_store
 from agent.station.price_store import PriceTableStore, make_price_table_handler
 

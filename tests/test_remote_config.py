@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from agent.contract.commands import Command
 from agent.contract.envelope import parse_json_object
 from agent.contract.signing import load_signer
 from agent.fleet.remote_config import (
@@ -23,7 +24,6 @@ from agent.fleet.remote_config import (
     load_effective_config,
     merge,
 )
-from agent.spine.commands import Command
 from tests.support.running import BIN, add_device, outbox_events
 from tests.support.waiting import wait_for
 
@@ -153,8 +153,9 @@ def test_overlays_build_on_the_confirmed_one(remote):
 @pytest.fixture
 def dispatched(site, remote):
     """The dispatcher as the agent wires it: config.set checked against the backend's key."""
+    from agent.contract.commands import BACKEND
     from agent.contract.signing import Verifier
-    from agent.spine.commands import BACKEND, Dispatcher
+    from agent.spine.dispatcher import Dispatcher
 
     rc, config = remote
     backend = load_signer(site.backend_key)
@@ -165,8 +166,8 @@ def dispatched(site, remote):
 
 
 def _signed(backend, version: int, overlay: dict, **kw) -> bytes:
+    from agent.contract.commands import make_command
     from agent.contract.envelope import canonical
-    from agent.spine.commands import make_command
 
     return canonical(make_command(DEV, "config.set", {"version": version, "overlay": overlay},
                                   backend, **kw))

@@ -6,10 +6,11 @@ from decimal import Decimal
 
 import pytest
 
+from agent.contract.commands import BANK, SIGNER_OF, Command, make_command
 from agent.contract.envelope import parse_json_object
 from agent.contract.signing import Ed25519Signer, Verifier
 from agent.errors import CocoonError, OutboxFull
-from agent.spine.commands import BANK, SIGNER_OF, Command, Dispatcher, make_command
+from agent.spine.dispatcher import Dispatcher
 from agent.station import purchase as p
 from agent.station import sales
 from agent.station.effects import EffectRunner, payment_handler

@@ -4,10 +4,10 @@ from datetime import datetime, timezone
 
 import pytest
 
+from agent.contract.commands import Command
 from agent.contract.envelope import parse_json_object
 from agent.errors import CocoonError
 from agent.fleet.time_hint import time_hint_handler
-from agent.spine.commands import Command
 
 DEVICE_NOW = datetime(2026, 11, 28, 8, 0, 0, tzinfo=timezone.utc)
 

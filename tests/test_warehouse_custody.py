@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from agent.spine.clock import utc_timestamp
+from agent.contract.clock import utc_timestamp
 from agent.warehouse.custody import Custody, CustodyError
 from agent.warehouse.presence import Presence
 from agent.warehouse.snapshot import snapshot_drafts

@@ -15,10 +15,11 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from agent.config import parse_config
+from agent.contract.clock import utc_timestamp
+from agent.contract.commands import BANK, make_command
 from agent.contract.envelope import parse_json_object
 from agent.contract.signing import Ed25519Signer, Verifier
-from agent.spine.clock import utc_timestamp
-from agent.spine.commands import BANK, Dispatcher, make_command
+from agent.spine.dispatcher import Dispatcher
 from agent.warehouse.service import Warehouse
 from agent.warehouse.store import WarehouseStore
 from drivers.climate import SHT3x, SimulatedSht3x

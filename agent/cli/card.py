@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from agent.cli.support import ConfigContext
+from agent.contract.commandline import ConfigContext
 
 READER_HELP = "Any unique part of the PC/SC reader's name (see `cocoon-agent card readers`)."
 

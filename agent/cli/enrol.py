@@ -1,6 +1,6 @@
 """`cocoon-agent enrol` and `cocoon-agent renew`: the device's TLS certificate.
 
-See agent/fleet/enrolment.py for the protocol. Both use the [mqtt] section: host, port and the CA
+See agent/contract/enrolment.py for the protocol. Both use the [mqtt] section: host, port and the CA
 that the broker's certificate must chain to; the certificate goes to [mqtt] cert_file and the
 TLS key is [mqtt] key_file (created at the first enrolment if missing).
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from agent.cli.support import ConfigContext
+from agent.contract.commandline import ConfigContext
 
 
 def _claim(config, cert_file: Path, key_file: Path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from agent.cli.support import ConfigContext
+from agent.contract.commandline import ConfigContext
 
 DEFAULT_CONFIG = Path("/etc/cocoon-agent/agent.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/cocoon-agent")

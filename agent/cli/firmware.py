@@ -13,7 +13,7 @@ import json
 
 import click
 
-from agent.cli.support import ConfigContext
+from agent.contract.commandline import ConfigContext
 from agent.errors import ConfigError
 
 
@@ -85,6 +85,7 @@ def update(obj: ConfigContext, image: str) -> None:
 
     Example: cocoon-agent --config agent.toml firmware update box-1.5.0.ccfw
     """
+    from agent.contract.events import Draft
     from agent.contract.signing import Verifier
     from agent.ops.service import open_outbox
     from firmware_bridge.errors import ImageError
@@ -95,7 +96,10 @@ def update(obj: ConfigContext, image: str) -> None:
     vendor = Verifier.from_file(settings.vendor_public_key_file)
     outbox, _ = open_outbox(obj.config)
     with outbox, _bridge(settings) as bridge:
-        updater = FirmwareUpdater(bridge, vendor, record=outbox.append, hardware=settings.hardware,
+        def record(outcome) -> None:
+            outbox.append(Draft(outcome.type, "alert", outcome.body))
+
+        updater = FirmwareUpdater(bridge, vendor, record=record, hardware=settings.hardware,
                                   boot_timeout_s=settings.boot_timeout_s)
         try:
             loaded = load_image(image)

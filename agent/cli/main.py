@@ -13,23 +13,28 @@ import threading
 
 import click
 
+from agent import __version__
 from agent.cli.card import card
 from agent.cli.enrol import enrol, renew
 from agent.cli.field import decommission, doctor, provision
 from agent.cli.firmware import firmware
 from agent.cli.release import release
 from agent.cli.scale import scale
-from agent.cli.support import ConfigContext, run_cli, setup_logging
 from agent.cli.tags import tags
 from agent.cli.warehouse import warehouse
+from agent.contract.commandline import ConfigContext, run_cli, setup_logging, version_line
 from agent.contract.events import Draft
 from agent.contract.signing import Verifier, generate_key_file, load_device_signer
+from agent.errors import EXPECTED
 from agent.fleet.remote_config import load_effective_config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(message=version_line("cocoon-agent", __version__),
+                      help="Print the version and exit.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              envvar="COCOON_AGENT_CONFIG", help="The device's TOML configuration file.")
+              envvar="COCOON_AGENT_CONFIG",
+              help="The device's TOML configuration file (before or after the command).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.pass_context
@@ -39,7 +44,7 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str) -> None:
 
     Example: cocoon-agent --config /etc/cocoon-agent/agent.toml run
     """
-    setup_logging(log_level)
+    setup_logging(log_level, EXPECTED)
     ctx.obj = ConfigContext(config_path, load_effective_config)
 
 
@@ -232,7 +237,7 @@ cli.add_command(decommission)
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_cli(cli, "cocoon-agent", argv)
+    run_cli(cli, "cocoon-agent", argv, expected=EXPECTED)
 
 
 if __name__ == "__main__":

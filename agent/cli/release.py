@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from agent.cli.support import ConfigContext
+from agent.contract.commandline import ConfigContext
 
 
 def _update(obj: ConfigContext, *, need_key: bool):

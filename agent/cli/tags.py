@@ -27,7 +27,7 @@ def tags() -> None:
 @tags.command()
 def protocols() -> None:
     """List the tag reader protocols."""
-    from drivers.tags import PROTOCOLS
+    from firmware_bridge.sources import TAG_PROTOCOLS as PROTOCOLS
 
     for name, text in PROTOCOLS.items():
         click.echo(f"{name:<6} {text}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from agent.cli.support import ConfigContext
+from agent.contract.commandline import ConfigContext
 
 
 def _store_path(obj: ConfigContext) -> Path:

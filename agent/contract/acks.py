@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.contract.clock import utc_timestamp
 from agent.contract.envelope import parse_json_object, sign_object, verify_object
+from agent.contract.errors import EventFormatError, SignatureError
 from agent.contract.events import HEX64_RE
 from agent.contract.signing import Signer, Verifier
-from agent.errors import EventFormatError, SignatureError
-from agent.spine.clock import utc_timestamp
 
 ACK_FIELDS = {"v", "device", "seq", "hash", "ts", "kid", "sig"}
 

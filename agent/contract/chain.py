@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from agent.contract import events
 from agent.contract.envelope import parse_json_object
+from agent.contract.errors import EventFormatError, SignatureError
 from agent.contract.signing import Verifier
-from agent.errors import EventFormatError, SignatureError
 
 
 @dataclass

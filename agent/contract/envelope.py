@@ -1,4 +1,5 @@
-"""Signed JSON envelopes: RFC 8785 canonical bytes, a detached signature in `sig`.
+"""Signed JSON envelopes: RFC 8785 canonical bytes (agent.contract.canonical), a detached
+signature in `sig`.
 
 Events, acks and commands are all signed the same way: the signature covers the RFC 8785
 canonical JSON of the object without its `sig` member, and travels as unpadded base64url. RFC
@@ -7,81 +8,16 @@ canonical JSON of the object without its `sig` member, and travels as unpadded b
 
 from __future__ import annotations
 
-import hashlib
 import json
-from typing import Any
 
-import rfc8785
-
+from agent.contract.canonical import (  # noqa: F401 (the envelope's bytes, re-exported)
+    MAX_SAFE_INT,
+    canonical,
+    check_values,
+    sha256_hex,
+)
+from agent.contract.errors import EventFormatError, SignatureError
 from agent.contract.signing import Signer, Verifier, b64url, b64url_decode
-from agent.errors import EventFormatError, SignatureError
-
-MAX_SAFE_INT = 2**53 - 1
-
-
-# The standard library's C encoder, set up to write RFC 8785's form: members sorted, no spaces,
-# strings escaped exactly as ECMAScript's JSON.stringify does (the two-character escapes for
-# \b \f \n \r \t, `\u00xx` in lowercase hex for the other control characters, `"` and `\`),
-# everything else written as is.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, sort_keys=True,
-                            separators=(",", ":"))
-
-
-def canonical(obj: Any) -> bytes:
-    """RFC 8785 canonical JSON; refuses floats outside exact integers, Decimal and big ints.
-
-    Every event is canonicalised at least twice on its way (signed bytes, stored bytes), and
-    the `rfc8785` package does it in pure Python, one value at a time. For values that
-    `check_values` admits (strings, safe integers, booleans, null, lists and string-keyed
-    objects: no floats) the C encoder above writes the same bytes whenever its output is
-    ASCII: the only difference left between the two would be the order of non-ASCII keys
-    (RFC 8785 sorts by UTF-16 code units, Python by code points) and the refusal of lone
-    surrogates, so any non-ASCII output is done again by `rfc8785`, the reference. The tests
-    compare both on generated values.
-    """
-    check_values(obj)
-    return _canonical_checked(obj)
-
-
-def _canonical_checked(obj: Any) -> bytes:
-    """`canonical` for values `check_values` has already admitted."""
-    try:
-        text = _ENCODER.encode(obj)
-    except (TypeError, ValueError):
-        text = None
-    if text is not None and text.isascii():
-        return text.encode("ascii")
-    try:
-        return rfc8785.dumps(obj)
-    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
-        raise EventFormatError(f"cannot canonicalise: {exc}") from None
-
-
-def check_values(obj: Any, where: str = "$") -> None:
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
-        return
-    if isinstance(obj, int):
-        if abs(obj) > MAX_SAFE_INT:
-            raise EventFormatError(
-                f"{where}: integer {obj} is outside +-2**53; send it as a string")
-        return
-    if isinstance(obj, float):
-        raise EventFormatError(f"{where}: floats are not allowed; send exact values as strings")
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            if not isinstance(key, str):
-                raise EventFormatError(f"{where}: object keys must be strings")
-            check_values(value, f"{where}.{key}")
-        return
-    if isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            check_values(value, f"{where}[{i}]")
-        return
-    raise EventFormatError(f"{where}: {type(obj).__name__} is not a JSON value; use a string")
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def sign_object(unsigned: dict, signer: Signer) -> dict:

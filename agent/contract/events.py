@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from agent.contract.clock import boot_id, mono_ms, utc_timestamp, wall_clock_synced
 from agent.contract.envelope import canonical, check_values, sha256_hex, verify_object
+from agent.contract.errors import EventFormatError
 from agent.contract.signing import Signer, Verifier, b64url
-from agent.errors import EventFormatError
-from agent.spine.clock import boot_id, mono_ms, utc_timestamp, wall_clock_synced
 
 FORMAT_VERSION = 1
 GENESIS_PREV = "0" * 64

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, unquote_to_bytes
 
-from agent.errors import KeyFileError, SignatureError
+from agent.contract.errors import KeyFileError, SignatureError
 
 ES256 = "ES256"
 SECP256R1_OID = "1.2.840.10045.3.1.7"

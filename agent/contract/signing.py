@@ -22,8 +22,8 @@ from typing import Protocol
 import nacl.bindings
 import nacl.exceptions
 
-from agent.errors import KeyFileError, SignatureError
-from agent.spine.durable import fsync_dir
+from agent.contract.durable import fsync_dir
+from agent.contract.errors import KeyFileError, SignatureError
 
 ED25519 = "Ed25519"
 ES256 = "ES256"

@@ -1,6 +1,10 @@
-"""MQTT topic names: a contract with the bank's integrators (docs/events.md)."""
+"""MQTT topic names and device ids: a contract with the bank's integrators (docs/events.md)."""
+
+import re
 
 PREFIX = "cocoon/v1"
+#: A device id: one topic segment, lowercase letters, digits and dashes.
+DEVICE_ID_RE = re.compile(r"^[a-z0-9-]+$")
 
 
 def events(device: str) -> str:

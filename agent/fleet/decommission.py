@@ -27,11 +27,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.contract.clock import utc_timestamp
+from agent.contract.durable import fsync_dir, write_atomic
 from agent.contract.events import Draft
 from agent.errors import CocoonError
-from agent.fleet.enrolment import write_atomic
-from agent.spine.clock import utc_timestamp
-from agent.spine.durable import fsync_dir
 
 EVENT_TYPE = "device.decommissioned"
 

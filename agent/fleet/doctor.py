@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.contract.clock import wall_clock_synced
 from agent.fleet import doctor_checks as checks
 from agent.fleet.doctor_checks import CheckResult, Status
-from agent.spine.clock import wall_clock_synced
+from firmware_bridge.sources import COPROC
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,14 @@ def configured(config, name: str):
 
 
 def _tag_reader(spec) -> CheckResult:
-    import serial
+    from drivers.serialport import open_port
+    from drivers.tags import PortError
 
     name = f"tag reader {getattr(spec, 'name', '')}".strip()
     try:
-        serial.serial_for_url(spec.port, timeout=0.1).close()
-    except (serial.SerialException, OSError, ValueError) as exc:
-        return CheckResult(name, Status.FAIL, f"{spec.port}: {exc}",
+        open_port(spec.port, error=PortError, timeout=0.1).close()
+    except PortError as exc:
+        return CheckResult(name, Status.FAIL, str(exc),
                            "check the USB adapter and the reader's port in [warehouse]")
     return CheckResult(name, Status.OK, f"{spec.port} opens ({spec.protocol}; reads are "
                        "checked with cocoon-agent tags watch)")
@@ -83,13 +85,11 @@ def _box_scale(scale, seconds: float) -> CheckResult:
     import queue
 
     from drivers.scale import Reading
-    from firmware_bridge.bridge import Bridge
-    from firmware_bridge.readers import BridgeScaleReader
+    from firmware_bridge.sources import SCALE, open_source
 
     readings: queue.Queue = queue.Queue()
-    bridge = Bridge(scale.port, **({"baudrate": scale.baudrate} if scale.baudrate else {}))
-    reader = BridgeScaleReader(bridge, lambda e: readings.put(e) if isinstance(e, Reading)
-                               else None)
+    reader = open_source(SCALE, scale.port, scale.protocol, baudrate=scale.baudrate,
+                         on_event=lambda e: readings.put(e) if isinstance(e, Reading) else None)
     try:
         reader.start()
         deadline = time.monotonic() + seconds
@@ -111,23 +111,21 @@ def _box_scale(scale, seconds: float) -> CheckResult:
 
 def _gpio(factory_name: str, pins: list[int]) -> CheckResult:
     """The GPIO backend loads and every configured pin can be claimed (and is released)."""
-    from drivers.signals import SignalError, make_factory
+    from drivers.gpio import GpioError, PinError, digital_input, make_factory
 
     name = "GPIO"
     try:
-        from gpiozero import DigitalInputDevice
-        from gpiozero.exc import GPIOZeroError
-
         factory = make_factory(factory_name)
         for pin in pins:
-            DigitalInputDevice(pin, pin_factory=factory).close()
-    except SignalError as exc:
-        return CheckResult(name, Status.FAIL, str(exc), "install the GPIO backend "
-                           "(python3-lgpio on a Pi 5, RPi.GPIO before) or fix gpio factory")
-    except (GPIOZeroError, OSError, RuntimeError) as exc:
-        return CheckResult(name, Status.FAIL, f"{type(exc).__name__}: {exc}",
+            digital_input(pin, factory).close()
+    except (PinError, OSError, RuntimeError) as exc:  # PinError first: it is a GpioError
+        detail = str(exc) if isinstance(exc, PinError) else f"{type(exc).__name__}: {exc}"
+        return CheckResult(name, Status.FAIL, detail,
                            "no usable GPIO here (not a Raspberry Pi?), or a pin is busy: "
                            "check the pin numbers (BCM) and that no other program holds them")
+    except GpioError as exc:
+        return CheckResult(name, Status.FAIL, str(exc), "install the GPIO backend "
+                           "(python3-lgpio on a Pi 5, RPi.GPIO before) or fix gpio factory")
     return CheckResult(name, Status.OK, f"pins {', '.join(map(str, pins))} available "
                        f"({factory_name or 'gpiozero default'} backend)")
 
@@ -173,7 +171,7 @@ def plan(config, options: DoctorOptions) -> list[tuple[str, Callable[[], CheckRe
     if card is not None:
         todo.append(("card reader", lambda: checks.check_card_reader(card)))
     scale = configured(config, "scale")
-    if scale is not None and scale.protocol == "coproc":
+    if scale is not None and scale.protocol == COPROC:  # checked through the box
         todo.append(("scale", lambda: _box_scale(scale, options.scale_seconds)))
     elif scale is not None:
         todo.append(("scale", lambda: checks.check_scale(scale, options.scale_seconds)))

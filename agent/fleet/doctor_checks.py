@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.spine.clock import wall_clock_synced
+from agent.contract.clock import wall_clock_synced
 
 MIB = 1024 * 1024
 UNIT_NAME = "cocoon-agent.service"

@@ -35,10 +35,13 @@ from pathlib import Path
 import tomlkit
 from cryptography import x509
 
-from agent.config import DEVICE_ID_RE, SIGNING_ALGS, parse_config
+from agent.config import SIGNING_ALGS, parse_config
+from agent.contract.durable import write_atomic
+from agent.contract.enrolment import RESERVED_IDS
 from agent.contract.signing import Verifier, generate_key_file, load_signer
+from agent.contract.topics import DEVICE_ID_RE
 from agent.errors import CocoonError, ConfigError, KeyFileError
-from agent.fleet.enrolment import RESERVED_IDS, csr_matches, ensure_tls_key, make_csr, write_atomic
+from agent.fleet.enrolment import csr_matches, ensure_tls_key, make_csr
 
 STATE_FILE = "provision.json"
 

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, parse_config, read_toml
+from agent.contract.durable import fsync_dir
 from agent.contract.events import Draft
 from agent.errors import CocoonError, ConfigError
-from agent.spine.durable import fsync_dir
 
 log = logging.getLogger(__name__)
 

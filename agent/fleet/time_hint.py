@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+from agent.contract.clock import mono_ms, parse_utc_timestamp, utc_timestamp, wall_clock_synced
 from agent.contract.events import Draft
 from agent.errors import CocoonError
-from agent.spine.clock import mono_ms, parse_utc_timestamp, utc_timestamp, wall_clock_synced
 
 ALERT_OFFSET_S = 60
 

@@ -27,10 +27,11 @@ import threading
 import time
 from pathlib import Path
 
+from agent.contract import logs
 from agent.contract.signing import Verifier
+from agent.errors import EXPECTED
 from agent.link.mqtt import LinkSettings, MqttLink
 from agent.link.uplink import Uplink
-from agent.ops import logs
 from agent.spine.outbox import Outbox
 
 log = logging.getLogger("agent.link")
@@ -167,7 +168,7 @@ def run(spec: dict) -> int:
 
 def main() -> int:
     spec = json.loads(sys.stdin.readline())
-    logs.setup(spec.get("log_level", "INFO"), journal=spec.get("journal"))
+    logs.setup(spec.get("log_level", "INFO"), journal=spec.get("journal"), expected=EXPECTED)
     return run(spec)
 
 

@@ -1,5 +1,6 @@
-"""What every MQTT link shares, without importing paho: its settings, its status as the rest
-of the agent reads it, and the reconnect backoff. The agent's process imports this module only
+"""What every MQTT link shares, without importing paho: the [mqtt] section (read by the agent
+and the ingest alike), its settings, its status as the rest of the agent reads it, and the
+reconnect backoff. The agent's process imports this module only
 when the link runs in a process of its own (agent.link.process), so it never loads paho or the
 TLS stack for nothing.
 """
@@ -9,6 +10,51 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from agent.contract.errors import ConfigError
+from agent.contract.settings import REQUIRED, Section
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str
+    port: int
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    keepalive_s: int
+    inflight: int
+    connack_timeout_s: float
+    ack_timeout_s: float
+    reconnect_min_s: float
+    reconnect_max_s: float
+    link: str = "process"  # the link in its own process, or a thread of the agent
+
+
+LINK_MODES = ("process", "thread")
+
+
+def parse_mqtt(path: Path, table: Any) -> MqttConfig:
+    """The [mqtt] section, shared by the agent and the ingest."""
+    mq = Section(path, "mqtt", table)
+    mqtt = MqttConfig(
+        host=mq.str("host", REQUIRED),
+        port=mq.int("port", 8883, lo=1, hi=65535),
+        ca_file=mq.path("ca_file", REQUIRED),
+        cert_file=mq.path("cert_file", REQUIRED),
+        key_file=mq.path("key_file", REQUIRED),
+        keepalive_s=mq.int("keepalive_s", 30, lo=1, hi=3600),
+        inflight=mq.int("inflight", 32, lo=1, hi=1000),
+        connack_timeout_s=mq.seconds("connack_timeout_s", 10, lo=0.5, hi=300),
+        ack_timeout_s=mq.seconds("ack_timeout_s", 60, lo=0.5, hi=86400),
+        reconnect_min_s=mq.seconds("reconnect_min_s", 1, lo=0.01, hi=3600),
+        reconnect_max_s=mq.seconds("reconnect_max_s", 60, lo=0.01, hi=86400),
+        link=mq.choice("link", LINK_MODES, "process"),
+    )
+    if mqtt.reconnect_max_s < mqtt.reconnect_min_s:
+        raise ConfigError(f"{path}: [mqtt] reconnect_max_s must not be below reconnect_min_s")
+    return mqtt
 
 
 @dataclass(frozen=True)

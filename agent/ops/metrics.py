@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from agent.config import Section
+from agent.contract.settings import Section
 from agent.errors import ConfigError
 from agent.link.meter import LATENCY_BUCKETS_S
 

@@ -13,6 +13,8 @@ import time
 from dataclasses import asdict, dataclass
 
 from agent.config import AgentConfig
+from agent.contract.clock import wall_clock_synced
+from agent.contract.commands import BACKEND, BANK
 from agent.contract.events import Draft
 from agent.contract.signing import Verifier, load_device_signer
 from agent.fleet.remote_config import RESTART_EXIT_CODE, RemoteConfig, RestartRequested
@@ -22,8 +24,7 @@ from agent.link.process import LinkProcess
 from agent.link.uplink import Uplink
 from agent.ops.sdnotify import Notifier, Watchdog, watchdog_interval_s
 from agent.spine import recovery
-from agent.spine.clock import wall_clock_synced
-from agent.spine.commands import BACKEND, BANK, Dispatcher
+from agent.spine.dispatcher import Dispatcher
 from agent.spine.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def open_outbox(config: AgentConfig, signer=None) -> tuple[Outbox, recovery.Salv
         telemetry_batch_ms=config.outbox.telemetry_batch_ms,
     )
     if salvage is not None:
-        recovery.restore(outbox._conn, salvage)
+        recovery.restore(outbox, salvage)
         outbox.append(Draft("outbox.quarantined", "alert", {
             "problem": problem[:500],
             "moved_to": salvage.quarantined_to.name,

@@ -1,5 +1,5 @@
-"""The event spine on the device: the durable outbox and its schema migrations, start-up recovery,
-durable file writes, the device's clock, and the dispatcher of signed commands.
+"""The event spine on the device: the durable outbox and its schema migrations, start-up
+recovery and quarantine, and the dispatcher of signed commands.
 
 Every event the agent records passes through here and stays until the bank acknowledges it.
 """

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.contract import events
+from agent.contract.durable import fsync_dir
 from agent.contract.events import Draft
 from agent.contract.signing import Signer
 from agent.errors import CocoonError, OutboxError, OutboxFull, StaleAck
-from agent.spine.durable import fsync_dir
 from agent.spine.migrations import migrate
 from agent.spine.outbox_schema import MIGRATIONS
 

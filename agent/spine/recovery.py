@@ -99,22 +99,17 @@ def quarantine(path: Path) -> Salvage:
     return salvage
 
 
-def restore(conn, salvage: Salvage) -> None:
-    """Write the salvaged head and unacknowledged rows into a fresh, migrated outbox."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        rows = [r for r in salvage.rows if r[0] > salvage.acked_seq]
-        conn.executemany(
-            "INSERT INTO events (seq, priority, type, state, hash, payload, size, created)"
-            " VALUES (?, ?, ?, 0, ?, ?, ?, ?)", rows)
-        meta = {"used_bytes": str(sum(r[5] for r in rows))}
-        if salvage.head_hash:
-            meta.update(head_seq=str(salvage.head_seq), head_hash=salvage.head_hash)
-        if salvage.acked_hash:
-            meta.update(acked_seq=str(salvage.acked_seq), acked_hash=salvage.acked_hash)
-        conn.executemany("UPDATE meta SET value = ? WHERE key = ?",
-                         [(v, k) for k, v in meta.items()])
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+def restore(outbox, salvage: Salvage) -> None:
+    """Write the salvaged head and unacknowledged rows into a fresh, migrated outbox, in one
+    transaction (through the outbox's own `write_all`)."""
+    rows = [r for r in salvage.rows if r[0] > salvage.acked_seq]
+    meta = {"used_bytes": str(sum(r[5] for r in rows))}
+    if salvage.head_hash:
+        meta.update(head_seq=str(salvage.head_seq), head_hash=salvage.head_hash)
+    if salvage.acked_hash:
+        meta.update(acked_seq=str(salvage.acked_seq), acked_hash=salvage.acked_hash)
+    outbox.write_all([
+        ("INSERT INTO events (seq, priority, type, state, hash, payload, size, created)"
+         " VALUES (?, ?, ?, 0, ?, ?, ?, ?)", rows),
+        ("UPDATE meta SET value = ? WHERE key = ?", [(v, k) for k, v in meta.items()]),
+    ])

@@ -21,11 +21,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime, tzinfo
 
 from agent.contract.events import Draft
-from agent.errors import CocoonError
+from agent.errors import EXPECTED, CocoonError
 from agent.station import purchase as p
 from agent.station import sales
 from drivers.pcsc import (
@@ -212,7 +212,7 @@ class CardDesk:
                 return p.CardRefused(refusal)
         if self._catch_up(transport, kind, data):
             data = read()
-        farmer = replace(fc.to_farmer(data), card_kind=kind)
+        farmer = p.Farmer(**asdict(replace(fc.accepted_card(data), card_kind=kind)))
         self._farmer = farmer
         return p.FarmerCard(farmer)
 
@@ -230,7 +230,7 @@ class CardDesk:
         try:
             self.outbox.append(Draft("card.refused", "alert", {
                 "card_uid": uid, "card_kind": kind, "reason": reason[:300], **ids}))
-        except CocoonError as exc:
+        except EXPECTED as exc:
             log.error("could not record a refused card: %s", exc)
 
     # -- writing sales ---------------------------------------------------------------------

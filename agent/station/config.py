@@ -14,12 +14,12 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfoNotFoundError
 
-from agent.config import REQUIRED, Section
+from agent.contract.settings import REQUIRED, Section
 from agent.errors import ConfigError
 from agent.station.purchase import Timeouts
 from agent.station.sales import DEFAULT_TIMEZONE, local_zone
 
-COPROC = "coproc"                 # the field box's load cell through firmware_bridge
+COPROC = "coproc"  # the field box's load cell (opened by firmware_bridge.sources)
 GPIO_FACTORIES = ("", "rpigpio", "lgpio", "mock")
 
 

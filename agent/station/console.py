@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from agent.errors import CocoonError
+from agent.errors import EXPECTED, CocoonError
 from agent.station import purchase as p
 from agent.station import sales
 
@@ -147,7 +147,7 @@ class Console:
                 try:
                     if not apply_key(self.part, parse_key(line)):
                         break
-                except CocoonError as exc:
+                except EXPECTED as exc:
                     self.part._show(str(exc))
         finally:
             stop.set()

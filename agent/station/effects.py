@@ -22,7 +22,7 @@ from decimal import Decimal
 from agent.contract.events import Draft
 from agent.contract.pricing.amount import Lot, price
 from agent.contract.pricing.record import pricing_record
-from agent.errors import CocoonError
+from agent.errors import EXPECTED, CocoonError
 from agent.station import purchase as p
 from agent.station import sales
 
@@ -100,7 +100,7 @@ class EffectRunner:
         try:
             table = self.prices.in_force(request.when or datetime.now(timezone.utc))
             quote = price(table, Lot(net_g=sale.weighing.net_g, **request.measurements))
-        except (CocoonError, TypeError) as exc:
+        except (*EXPECTED, TypeError) as exc:
             return p.GradeRefused(str(exc))
         return p.Graded(p.Priced(quote.grade.label, quote.unit_price, quote.amount,
                                  pricing_record(quote)))
@@ -131,7 +131,7 @@ class EffectRunner:
             seq = self.outbox.append(Draft("purchase.recorded", "money", body),
                                      within=sales.recorder(self.device, body,
                                                            now=self.wall_clock(), tz=self.tz))
-        except CocoonError as exc:
+        except EXPECTED as exc:
             log.error("purchase not recorded: %s", exc)
             return p.RecordFailed(str(exc))
         voucher = sales.find(self.outbox, seq=seq).voucher
@@ -146,7 +146,7 @@ class EffectRunner:
             seq = self.outbox.append(
                 Draft("purchase.voided", "money", body),
                 within=sales.voider(body["original_seq"], original))
-        except CocoonError as exc:
+        except EXPECTED as exc:
             log.error("void of %s not recorded: %s", original, exc)
             return p.VoidFailed(original, str(exc))
         log.info("purchase voided: voucher %s by seq %d", original, seq)
@@ -171,7 +171,7 @@ class EffectRunner:
             try:
                 self.write_card(farmer, sale)
             except Exception as exc:  # a driver's bug is a failed write, not a dead station
-                if not isinstance(exc, CocoonError):
+                if not isinstance(exc, EXPECTED):
                     log.exception("card write for sale %s crashed", sale.get("voucher"))
                 error = exc
             with lock:
@@ -184,7 +184,7 @@ class EffectRunner:
                             sale.get("voucher"))
                 try:
                     sales.card_settled(self.outbox, sale["seq"])
-                except CocoonError as exc:
+                except EXPECTED as exc:
                     log.error("could not settle the sale owed to the card: %s", exc)
 
         threading.Thread(target=write, name="card-write", daemon=True).start()
@@ -201,14 +201,14 @@ class EffectRunner:
             log.warning("card write failed for sale %s: %s", sale.get("voucher"), reason)
             try:  # the card gets the sale at its next swipe (before a late success settles it)
                 sales.owe_card(self.outbox, sale["seq"], sale)
-            except CocoonError as owe_exc:
+            except EXPECTED as owe_exc:
                 log.error("could not keep the sale owed to the card: %s", owe_exc)
         return p.CardWriteFailed(reason)
 
     def _record(self, draft: Draft) -> None:
         try:
             self.outbox.append(draft)
-        except CocoonError as exc:
+        except EXPECTED as exc:
             log.error("could not record %s: %s", draft.type, exc)
             self.display(f"WARNING: could not record {draft.type}: {exc}")
 

@@ -24,13 +24,12 @@ from agent.errors import ConfigError
 from agent.station import purchase as p
 from agent.station.blacklist import Blacklist
 from agent.station.card_desk import CardDesk
-from agent.station.config import COPROC
 from agent.station.effects import EffectRunner, payment_handler
 from agent.station.price_store import PriceTableStore, make_price_table_handler
 from agent.station.view import StationView, render, sale_lines, start_of_day
 from agent.station.weighing import ScaleJudge
 from drivers.pcsc import CardMonitor
-from drivers.scale import Reading, SalePolicy, StabilityDetector, open_scale
+from drivers.scale import Reading, SalePolicy, StabilityDetector
 from drivers.scale.reader import LinkEvent, LinkState
 
 log = logging.getLogger(__name__)
@@ -53,18 +52,14 @@ def load_m1_master_key(path: Path | None) -> bytes | None:
 
 
 def open_scale_reader(scale, on_event):
-    """The reader for the [scale] section (not started): the field box's load cell for
-    `coproc`; otherwise a reader for the protocol spec, which asks the indicator for each
-    weight where the protocol needs it (MT-SICS `SI`; XK3190-A9 command mode: tare, then
-    net, joined into one reading with the indicator's tare)."""
-    if scale.protocol == COPROC:        # the field box's load cell, same interface
-        from firmware_bridge.readers import BridgeScaleReader
-        from firmware_bridge.shared import shared_bridge
+    """The reader for the [scale] section (not started), from firmware_bridge.sources: the
+    field box's load cell for `coproc`; otherwise a reader for the protocol spec, which asks the
+    indicator for each weight where the protocol needs it (MT-SICS `SI`; XK3190-A9 command
+    mode: tare, then net, joined into one reading with the indicator's tare)."""
+    from firmware_bridge.sources import SCALE, open_source
 
-        options = {"baudrate": scale.baudrate} if scale.baudrate else {}
-        return BridgeScaleReader(shared_bridge(scale.port, **options), on_event)
-    return open_scale(scale.port, scale.protocol, on_event, baudrate=scale.baudrate,
-                      name=f"scale {scale.scale_id}")
+    return open_source(SCALE, scale.port, scale.protocol, on_event=on_event,
+                       baudrate=scale.baudrate, name=f"scale {scale.scale_id}")
 
 
 class StationPart:

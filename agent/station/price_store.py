@@ -21,12 +21,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from agent.contract.commands import Command
+from agent.contract.durable import fsync_dir
 from agent.contract.envelope import parse_json_object
 from agent.contract.pricing.errors import PriceStoreError, TableVersionRefused, UnknownPriceTable
 from agent.contract.pricing.tables import PriceTable, parse_price_table
 from agent.errors import CocoonError
-from agent.spine.commands import Command
-from agent.spine.durable import fsync_dir
 
 log = logging.getLogger(__name__)
 

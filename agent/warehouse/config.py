@@ -35,7 +35,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from agent.config import Section
+from agent.contract.settings import Section
 from agent.errors import ConfigError
 from agent.warehouse.climate import ClimateSettings
 from agent.warehouse.doors import Hours
@@ -143,8 +143,8 @@ def parse_warehouse(path: Path, table: Any) -> WarehouseConfig:
     raw_readers = w.table.get("readers", [])
     if not isinstance(raw_readers, list):
         raise ConfigError(f"{path}: [warehouse] readers: use [[warehouse.readers]] tables")
-    from drivers.tags.factory import PROTOCOLS
     from drivers.tags.llrp_reader import parse_url
+    from firmware_bridge.sources import TAG_PROTOCOLS as PROTOCOLS
 
     for i, raw in enumerate(raw_readers):
         r = Section(path, f"warehouse.readers[{i}]", raw)

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
+from agent.contract.clock import parse_utc_timestamp, utc_timestamp
 from agent.contract.events import Draft
 from agent.errors import CocoonError
-from agent.spine.clock import parse_utc_timestamp, utc_timestamp
 
 LOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
 EPC_RE = re.compile(r"^(?:[0-9a-f]{2}){1,62}$")

@@ -1,7 +1,7 @@
 """The warehouse's GPIO: door contacts, tamper switch and power signal in; siren and light out.
 
-Pins are claimed through gpiozero with a pin factory chosen by configuration (see
-drivers.signals.make_factory). Inputs are sampled as raw levels and debounced by
+Pins are claimed through drivers.gpio with a pin factory chosen by configuration (see
+drivers.gpio.make_factory). Inputs are sampled as raw levels and debounced by
 `doors.Debouncer`, so debouncing behaves the same on every backend, gpiozero's mock included
 (whose pins do not emulate a bounce time).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from agent.warehouse.config import WarehouseConfig
 from agent.warehouse.doors import Input, Kind
-from drivers.signals import SignalError, make_factory
+from drivers.gpio import GpioError, digital_input, digital_output, make_factory
 
 
 def inputs_of(config: WarehouseConfig) -> list[tuple[Input, int]]:
@@ -27,9 +27,6 @@ def inputs_of(config: WarehouseConfig) -> list[tuple[Input, int]]:
 
 class Pins:
     def __init__(self, config: WarehouseConfig, *, pin_factory=None):
-        from gpiozero import DigitalInputDevice, DigitalOutputDevice
-        from gpiozero.exc import GPIOZeroError
-
         self.inputs = inputs_of(config)
         if not self.inputs and config.siren_pin is None and config.light_pin is None:
             self.devices, self.siren, self.light = {}, None, None
@@ -39,15 +36,14 @@ class Pins:
         self.siren = self.light = None
         try:
             for inp, pin in self.inputs:
-                self.devices[inp.name] = DigitalInputDevice(
-                    pin, pull_up=config.pull_up, pin_factory=factory)
+                self.devices[inp.name] = digital_input(pin, factory, pull_up=config.pull_up)
             if config.siren_pin is not None:
-                self.siren = DigitalOutputDevice(config.siren_pin, pin_factory=factory)
+                self.siren = digital_output(config.siren_pin, factory)
             if config.light_pin is not None:
-                self.light = DigitalOutputDevice(config.light_pin, pin_factory=factory)
-        except GPIOZeroError as exc:
+                self.light = digital_output(config.light_pin, factory)
+        except GpioError as exc:
             self.close()
-            raise SignalError(f"cannot claim the warehouse's GPIO pins: {exc}") from None
+            raise GpioError(f"cannot claim the warehouse's GPIO pins: {exc}") from None
         self._siren_s = config.siren_s
 
     def levels(self) -> dict[str, bool]:

@@ -18,9 +18,9 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
+from agent.contract.clock import parse_utc_timestamp, utc_timestamp
 from agent.contract.events import Draft
 from agent.errors import CocoonError
-from agent.spine.clock import parse_utc_timestamp, utc_timestamp
 from agent.warehouse.alerts import alert_change, guard_inputs
 from agent.warehouse.climate import ClimateWatch
 from agent.warehouse.config import ReaderSpec, WarehouseConfig
@@ -414,14 +414,15 @@ def _tenths(value) -> str:
 
 
 def reader_for(spec: ReaderSpec):
-    """The tag reader a [[warehouse.readers]] entry names, from the drivers.tags package."""
+    """The tag reader a [[warehouse.readers]] entry names, from firmware_bridge.sources: a
+    driver of drivers.tags, or the field box's antennas for `coproc`."""
     try:
-        from drivers.tags import open_tag_reader as factory
+        from firmware_bridge.sources import TAG_READER, open_source
     except ImportError:
         raise CocoonError(f"reader {spec.name}: this installation has no tag reader drivers "
                           f"for protocol {spec.protocol!r}") from None
-    return factory(spec.port, spec.protocol, name=spec.name, antennas=spec.antennas,
-                   silence_s=spec.silence_s)
+    return open_source(TAG_READER, spec.port, spec.protocol, name=spec.name,
+                       antennas=spec.antennas, silence_s=spec.silence_s)
 
 
 def open_climate(bus: str, address: int):

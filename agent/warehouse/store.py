@@ -18,7 +18,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from agent.spine.clock import parse_utc_timestamp, utc_timestamp
+from agent.contract.clock import parse_utc_timestamp, utc_timestamp
 from agent.spine.migrations import migrate
 from agent.warehouse.custody import Custody, Lot, Pledge, Release
 

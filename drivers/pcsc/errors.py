@@ -8,11 +8,11 @@ a status word from the card (the application's business).
 
 from __future__ import annotations
 
-from agent.errors import CocoonError
+from drivers.errors import DriverError
 
 
-class PcscError(CocoonError):
-    """Root of every error the PC/SC drivers raise on purpose (a CocoonError, so the command
+class PcscError(DriverError):
+    """Root of every error the PC/SC drivers raise on purpose (a DriverError, so the command
     line reports it in one line, never as a traceback)."""
 
 

@@ -1,8 +1,8 @@
 """The farmer-card application on an ISO 7816-4 CPU card, through `ApduTransport`.
 
     data = read_farmer_card(transport, issuer_verifier)     # FarmerCardData
-    farmer = to_farmer(data)                  # agent.station.purchase.Farmer, or refused
-    append_sale(transport, {"date": ..., "voucher": ..., ...}, expected_counter=farmer.card_counter)
+    card = accepted_card(data)                # AcceptedCard (holder, next counter), or refused
+    append_sale(transport, {"date": ..., "voucher": ..., ...}, expected_counter=card.card_counter)
 
 Layout (docs/card.md has the bytes): the application `F0 43 4F 43 4F 4F 4E 01` ("COCOON"
 after a proprietary F0), the chip serial in a transparent file (SFI 4), the holder record
@@ -12,7 +12,7 @@ last sales (SFI 3, template 72 per record, record 1 the newest).
 
 Parsing is pure and strict: any deviation from the layout raises `CardFormatError` with words
 the clerk can act on; a card whose signature does not verify is read (`signature_valid` False,
-`refusal` says why) but `to_farmer` refuses it.
+`refusal` says why) but `accepted_card` refuses it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ TAG_SIGNATURE = 0x73
 TAG_SIG_ALG = 0x80
 TAG_SIG_VALUE = 0x9E
 
-#: Signature algorithm byte in the signature record -> agent.contract.signing algorithm name.
+#: Signature algorithm byte in the signature record -> the signing algorithm's name.
 SIG_ALGS = {0x01: "Ed25519", 0x02: "ES256"}
 
 PADDING = frozenset((0x00, 0xFF))
@@ -428,15 +428,13 @@ def read_sales(transport) -> tuple[CardSale, ...]:
 def check_signature(uid: bytes, template: bytes, signature, issuer_verifier,
                     auth_template: bytes = b"") -> str:
     """"" when the issuer signed this card's data, else the refusal reason."""
-    from agent.errors import SignatureError
-
     if signature is None:
         return "the card carries no issuer signature: it was not issued by the cooperative"
     alg, sig = signature
     try:
         issuer_verifier.verify(alg, issuer_verifier.kid,
                                signed_bytes(uid, template, auth_template), sig)
-    except SignatureError:
+    except ValueError:  # a verifier's SignatureError is a ValueError; drivers import no agent
         return ("the issuer signature does not match this card's data: the card may be forged "
                 "or altered; do not buy on it and keep the card for the cooperative office")
     return ""
@@ -461,15 +459,26 @@ def read_farmer_card(transport, issuer_verifier) -> FarmerCardData:
                           auth[1] if auth else None)
 
 
-def to_farmer(data: FarmerCardData):
-    """The purchase flow's `Farmer` for the next sale (counter + 1); CardRefused otherwise."""
-    from agent.station.purchase import Farmer
+@dataclass(frozen=True)
+class AcceptedCard:
+    """A farmer card whose issuer signature checks: its holder and the counter the next sale
+    will carry. The station turns it into its purchase flow's `Farmer`."""
 
+    card_uid: str
+    card_kind: str  # "cpu" or "m1"
+    farmer_id: str
+    name: str
+    account_ref: str
+    card_counter: int
+
+
+def accepted_card(data: FarmerCardData) -> AcceptedCard:
+    """The card's holder for the next sale (counter + 1); CardRefused otherwise."""
     if not data.signature_valid:
         raise CardRefused(data.refusal or "the card's issuer signature is not valid")
-    return Farmer(card_uid=data.uid, card_kind="cpu", farmer_id=data.holder.farmer_id,
-                  name=data.holder.name, account_ref=data.holder.account_ref,
-                  card_counter=data.counter + 1)
+    return AcceptedCard(card_uid=data.uid, card_kind="cpu", farmer_id=data.holder.farmer_id,
+                        name=data.holder.name, account_ref=data.holder.account_ref,
+                        card_counter=data.counter + 1)
 
 
 def append_sale(transport, sale: dict, *, expected_counter: int | None = None) -> int:

@@ -1,8 +1,8 @@
 """The farmer-card application on a MIFARE Classic 1K (M1) card, through an ACS-style reader.
 
     data = read_m1_card(transport, issuer_verifier, master_key)      # FarmerCardData
-    farmer = to_farmer(data)                                          # card_kind "m1"
-    append_m1_sale(transport, sale, master_key=master_key, expected_counter=farmer.card_counter)
+    card = accepted_card(data)                                        # card_kind "m1"
+    append_m1_sale(transport, sale, master_key=master_key, expected_counter=card.card_counter)
 
 The same holder TLV (template 70), sale TLV (template 72), issuer signature (template 73 over
 `signed_bytes(uid, holder)`) and strict parsing as the CPU card (`farmer_card`), laid out in
@@ -364,9 +364,9 @@ def read_m1_card(transport, issuer_verifier, master_key: bytes) -> FarmerCardDat
                           refusal)
 
 
-def to_farmer(data: FarmerCardData):
-    """The purchase flow's `Farmer` (card_kind "m1") for the next sale; CardRefused otherwise."""
-    return dataclasses.replace(fc.to_farmer(data), card_kind="m1")
+def accepted_card(data: FarmerCardData) -> fc.AcceptedCard:
+    """The card's holder (card_kind "m1") for the next sale; CardRefused otherwise."""
+    return dataclasses.replace(fc.accepted_card(data), card_kind="m1")
 
 
 def append_m1_sale(transport, sale: dict, *, master_key: bytes,

@@ -7,6 +7,8 @@ Each message says what was wrong with which bytes and, where there is one, what 
 
 from __future__ import annotations
 
+from drivers.errors import DriverError
+
 
 def _show(raw: bytes, limit: int = 48) -> str:
     """Bytes as a short hex string for messages (`02 2b 30 ...`)."""
@@ -14,7 +16,7 @@ def _show(raw: bytes, limit: int = 48) -> str:
     return text + (" ..." if len(raw) > limit else "")
 
 
-class ScaleError(Exception):
+class ScaleError(DriverError):
     """Root of every error the scale drivers raise on purpose."""
 
 

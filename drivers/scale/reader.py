@@ -1,12 +1,12 @@
-"""The reader loop: one thread per port, opening a pyserial URL, feeding a `Decoder`, handing
-every event to a callback, and reopening a port that vanished.
+"""The scale reader: one port, read by the serial loop, feeding a `Decoder` and handing every
+event to a callback.
 
 Like pyserial's `serial.threaded`, framing and parsing (the `Decoder`) are kept apart from the
-thread that reads. Unlike it, the loop survives the port: an unplugged USB adapter raises
-SerialException or OSError on read, which is reported as `LinkEvent(LOST)`; the loop then
-reopens the URL with exponential backoff and reports `OPEN` when it is back. A continuous
-indicator that stops talking is reported as `SILENT` (switched off, cable pulled at the
-indicator end, wrong baud rate).
+thread that reads, which is `drivers.serialport.ReopeningReader`, the loop every serial driver
+runs. It survives the port: an unplugged USB adapter raises SerialException or OSError on read,
+which is reported as `LinkEvent(LOST)`; the loop then reopens the URL with exponential backoff
+and `OPEN` is reported when it is back. A continuous indicator that stops talking is reported
+as `SILENT` (switched off, cable pulled at the indicator end, wrong baud rate).
 
 Commands (MT-SICS, XK3190-A9 command mode) are written from the caller's thread; `request`
 waits for the frame that answers it while the reading thread keeps delivering everything else.
@@ -21,7 +21,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import serial
+from drivers.serialport import (
+    PORT_ERRORS,
+    PortProtocol,
+    ReopeningReader,
+    SerialPort,
+    serial_for_url,
+)
 
 from .command import Command
 from .decoder import Decoder
@@ -57,21 +63,24 @@ class _Pending:
         self.result: Reading | Reply | None = None
 
 
-class ScaleReader:
-    """Reads one scale on `url` (anything `serial.serial_for_url` accepts) with `protocol`
+class ScaleReader(PortProtocol):
+    """Reads one scale on `url` (anything `serial_for_url` accepts) with `protocol`
     (a Protocol or a spec string for `get_protocol`).
 
     `on_event` is called from the reader thread with each Reading, Reply, FrameError and
     LinkEvent, in order; it should return quickly. `silence_s` defaults to 2 s for continuous
     protocols and off for ask-and-answer ones. `open_port` is the seam for tests and for
     other transports; it gets the URL and `serial_for_url`'s keyword arguments.
+
+    The reader is the port's protocol (`drivers.serialport.PortProtocol`): the loop calls its
+    `connection_made`, `data_received`, `tick` and `connection_lost`.
     """
 
     def __init__(self, url: str, protocol: Protocol | str, on_event: Callable[[ReaderEvent], None],
                  *, settings: SerialSettings | None = None, baudrate: int | None = None,
                  silence_s: float | None | object = _AUTO, read_timeout: float = 0.05,
                  backoff_initial: float = 0.2, backoff_max: float = 5.0,
-                 open_port: Callable[..., serial.SerialBase] = serial.serial_for_url,
+                 open_port: Callable[..., SerialPort] = serial_for_url,
                  name: str | None = None):
         self.url = url
         self.protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
@@ -83,36 +92,29 @@ class ScaleReader:
                           if silence_s is _AUTO else silence_s)
         self.read_timeout = read_timeout
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
-        self._open_port = open_port
         self._decoder = Decoder(self.protocol)
         self._stop = threading.Event()
-        self._port: serial.SerialBase | None = None
+        self._port: SerialPort | None = None
+        self._last_data = 0.0
         self._write_lock = threading.Lock()
         self._request_lock = threading.Lock()
         self._pending: _Pending | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=name or f"scale-reader {url}")
+        self._loop = ReopeningReader(url, self, settings=self.settings.as_kwargs(),
+                                     read_timeout=read_timeout, open_port=open_port,
+                                     backoff_initial=backoff_initial, backoff_max=backoff_max,
+                                     stop=self._stop, name=name or f"scale-reader {url}")
         self.state: LinkState | None = None
 
     # -- life cycle ------------------------------------------------------------------------
 
     def start(self) -> ScaleReader:
         """Start the reading thread; calling it again does nothing."""
-        if self._thread.ident is None:
-            self._thread.start()
+        self._loop.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop reading and close the port; wait for the thread."""
-        self._stop.set()
-        port = self._port
-        if port is not None and hasattr(port, "cancel_read"):
-            try:
-                port.cancel_read()
-            except (serial.SerialException, OSError):
-                pass
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        self._loop.stop(timeout)
 
     def __enter__(self) -> ScaleReader:
         return self.start()
@@ -122,7 +124,7 @@ class ScaleReader:
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive()
+        return self._loop.running
 
     # -- commands --------------------------------------------------------------------------
 
@@ -135,7 +137,7 @@ class ScaleReader:
             try:
                 port.write(data)
                 port.flush()
-            except (serial.SerialException, OSError) as exc:
+            except PORT_ERRORS as exc:
                 raise PortError(f"writing to scale port {self.url} failed: {exc}") from exc
 
     def request(self, command: Command | str, timeout: float = 2.0) -> Reading | Reply:
@@ -162,63 +164,46 @@ class ScaleReader:
                                 f"({meaning})", result)
         return result
 
-    # -- the thread ------------------------------------------------------------------------
+    # -- the port's protocol (called from the reading thread) --------------------------------
 
-    def _run(self) -> None:
-        delay = self.backoff_initial
-        try:
-            while not self._stop.is_set():
-                try:
-                    port = self._open_port(self.url, timeout=self.read_timeout,
-                                           **self.settings.as_kwargs())
-                except ValueError as exc:  # bad URL or setting: retrying cannot help
-                    self._set_state(LinkState.CLOSED, f"cannot use {self.url}: {exc}")
-                    return
-                except (serial.SerialException, OSError) as exc:
-                    self._set_state(LinkState.LOST, f"cannot open: {exc}")
-                    self._stop.wait(delay)
-                    delay = min(delay * 2, self.backoff_max)
-                    continue
-                self._port = port
-                self._set_state(LinkState.OPEN)
-                try:
-                    if self._pump(port):
-                        delay = self.backoff_initial
-                except (serial.SerialException, OSError) as exc:
-                    self._set_state(LinkState.LOST, str(exc) or type(exc).__name__)
-                finally:
-                    with self._write_lock:
-                        self._port = None
-                    try:
-                        port.close()
-                    except (serial.SerialException, OSError):
-                        pass
-                    for event in self._decoder.reset():
-                        self._deliver(event)
-                if not self._stop.is_set():
-                    self._stop.wait(delay)
-                    delay = min(delay * 2, self.backoff_max)
-        finally:
-            if self.state is not LinkState.CLOSED:
-                self._set_state(LinkState.CLOSED)
+    def open_failed(self, exc: Exception) -> None:
+        if isinstance(exc, ValueError):  # bad URL or setting: retrying cannot help
+            self._set_state(LinkState.CLOSED, f"cannot use {self.url}: {exc}")
+            self._stop.set()
+        else:
+            self._set_state(LinkState.LOST, f"cannot open: {exc}")
 
-    def _pump(self, port: serial.SerialBase) -> bool:
-        """Read until stopped (returns) or the port fails (raises). True if data came."""
-        got_data = False
-        last = time.monotonic()
-        while not self._stop.is_set():
-            data = port.read(port.in_waiting or 1)
-            now = time.monotonic()
-            if data:
-                got_data, last = True, now
-                if self.state is LinkState.SILENT:
-                    self._set_state(LinkState.OPEN, "data again")
-                for event in self._decoder.feed(data):
-                    self._deliver(event)
-            elif (self.silence_s is not None and self.state is LinkState.OPEN
-                  and now - last >= self.silence_s):
-                self._set_state(LinkState.SILENT, f"no data for {self.silence_s:g} s")
-        return got_data
+    def connection_made(self, port: SerialPort) -> None:
+        self._port = port
+        self._set_state(LinkState.OPEN)
+        self._last_data = time.monotonic()
+
+    def data_received(self, data: bytes) -> None:
+        self._last_data = time.monotonic()
+        self._loop.reset_backoff()
+        if self.state is LinkState.SILENT:
+            self._set_state(LinkState.OPEN, "data again")
+        for event in self._decoder.feed(data):
+            self._deliver(event)
+
+    def tick(self) -> None:
+        if (self.silence_s is not None and self.state is LinkState.OPEN
+                and time.monotonic() - self._last_data >= self.silence_s):
+            self._set_state(LinkState.SILENT, f"no data for {self.silence_s:g} s")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self._set_state(LinkState.LOST, str(exc) or type(exc).__name__)
+        with self._write_lock:
+            self._port = None
+        for event in self._decoder.reset():
+            self._deliver(event)
+
+    def finished(self) -> None:
+        if self.state is not LinkState.CLOSED:
+            self._set_state(LinkState.CLOSED)
+
+    # -- delivering ------------------------------------------------------------------------
 
     def _deliver(self, event: ReaderEvent) -> None:
         pending = self._pending

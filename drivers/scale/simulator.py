@@ -16,9 +16,10 @@ import threading
 import time
 from decimal import Decimal
 
-import serial
+from drivers.serialport import PORT_ERRORS, SerialPort, close_quietly, open_port
 
 from . import ad_ascii, mtsics, toledo, xk3190_a9, xk3190_a12
+from .errors import PortError
 from .framing import StxEtxFramer
 from .reading import Unit
 from .sim_model import Display, WeightModel
@@ -30,7 +31,8 @@ PROTOCOLS = (xk3190_a9.NAME, xk3190_a12.NAME, toledo.NAME, mtsics.NAME, ad_ascii
 class Simulator:
     """Plays an indicator speaking `protocol` (a bare name, see PROTOCOLS) on `url`.
 
-    The port is opened by `start()`, in the caller's thread, so a wrong path fails at once.
+    The port is opened by `start()`, in the caller's thread, so a wrong path fails at once
+    (PortError).
     `error` holds what ended the thread early (the port vanished), else None.
     """
 
@@ -56,7 +58,7 @@ class Simulator:
         self._streaming = protocol != mtsics.NAME and mode == "continuous"
         self._inbuf = bytearray()
         self._a9_framer = StxEtxFramer((xk3190_a9.HANDSHAKE_LEN,))
-        self._port: serial.SerialBase | None = None
+        self._port: SerialPort | None = None
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"scale-sim {protocol}")
 
@@ -66,8 +68,8 @@ class Simulator:
         """Open the port and start playing; calling it again does nothing."""
         if self._port is not None:
             return self
-        self._port = serial.serial_for_url(self.url, baudrate=self.baudrate,
-                                           timeout=min(0.02, self.period))
+        self._port = open_port(self.url, error=PortError, what="simulator port",
+                               baudrate=self.baudrate, timeout=min(0.02, self.period))
         self._thread.start()
         return self
 
@@ -144,14 +146,11 @@ class Simulator:
                     if self._streaming and not self._paused.is_set():
                         self._write(self._frame(self.display()))
                         self.frames_sent += 1
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             self.error = exc
             log.info("scale simulator on %s ended: %s", self.url, exc)
         finally:
-            try:
-                port.close()
-            except (serial.SerialException, OSError):
-                pass
+            close_quietly(port)
 
     def _write(self, data: bytes) -> None:
         self._port.write(data)

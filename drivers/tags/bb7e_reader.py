@@ -1,7 +1,8 @@
 """`BB7EReader`: a "BB ... 7E" UHF module on a serial port, as a `TagReader`.
 
-The module is put in multi-poll mode and its tag notices become `TagRead`s. The loop owns the
-port: an unplugged USB adapter (SerialException/OSError on read) or a module that answers
+The module is put in multi-poll mode and its tag notices become `TagRead`s. The port is read by
+`drivers.serialport.ReopeningReader`, the loop every serial driver runs, with this reader as its
+protocol: an unplugged USB adapter (SerialException/OSError on read) or a module that answers
 nothing at all for `silence_s` is reported as `ReaderHealth(online=False)`, the port is closed
 and reopened with exponential backoff, and multi-poll is started again. `online=True` is
 reported when a valid frame arrives, not when the port opens: an open port says nothing about
@@ -21,7 +22,13 @@ import threading
 import time
 from collections.abc import Callable
 
-import serial
+from drivers.serialport import (
+    PORT_ERRORS,
+    PortProtocol,
+    ReopeningReader,
+    SerialPort,
+    serial_for_url,
+)
 
 from . import bb7e
 from .errors import FrameError
@@ -33,8 +40,8 @@ log = logging.getLogger(__name__)
 Rejected = FrameError | bb7e.ErrorFrame
 
 
-class BB7EReader(HealthReporting):
-    """One module on `url` (anything `serial.serial_for_url` accepts; 115200 8N1 by default).
+class BB7EReader(HealthReporting, PortProtocol):
+    """One module on `url` (anything `serial_for_url` accepts; 115200 8N1 by default).
 
     `antenna` is reported for notices that do not carry an antenna byte (single-port modules).
     `on_error` is called from the reading thread with every rejected frame and every module
@@ -46,7 +53,7 @@ class BB7EReader(HealthReporting):
                  poll_count: int = bb7e.MAX_POLLS, read_timeout: float = 0.05,
                  backoff_initial: float = 0.2, backoff_max: float = 5.0,
                  on_error: Callable[[Rejected], None] | None = None,
-                 open_port: Callable[..., serial.SerialBase] = serial.serial_for_url):
+                 open_port: Callable[..., SerialPort] = serial_for_url):
         if antenna < 1:
             raise ValueError(f"antenna numbers start at 1, got {antenna}")
         if silence_s <= 0:
@@ -62,73 +69,67 @@ class BB7EReader(HealthReporting):
         self.rejected = 0
         self._last_error_log = float("-inf")
         self._errors_since_log = 0
+        self._on_read: Callable[[TagRead], None] = lambda read: None
+        self._stop = threading.Event()
+        self._loop: ReopeningReader | None = None
+        self._port: SerialPort | None = None
+        self._decoder = bb7e.Decoder()
+        self._last_answer = 0.0
+        self._probed = False
 
     # -- TagReader ----------------------------------------------------------------------------
 
     def run(self, on_read: Callable[[TagRead], None],
             on_health: Callable[[ReaderHealth], None], stop: threading.Event) -> None:
-        self._on_health = on_health
-        delay = self.backoff_initial
-        while not stop.is_set():
-            try:
-                port = self._open_port(self.url, baudrate=self.baudrate,
-                                       timeout=self.read_timeout)
-            except ValueError as exc:  # a bad URL or setting: a technician must fix it
-                self._health(False, f"cannot use {self.url}: {exc}")
-                stop.wait(self.backoff_max)
-                continue
-            except (serial.SerialException, OSError) as exc:
-                self._health(False, f"cannot open {self.url}: {exc}")
-                stop.wait(delay)
-                delay = min(delay * 2, self.backoff_max)
-                continue
-            decoder = bb7e.Decoder()
-            try:
-                if self._session(port, decoder, on_read, stop):
-                    delay = self.backoff_initial
-            except (serial.SerialException, OSError) as exc:
-                self._health(False, f"port {self.url} failed: {exc or type(exc).__name__}")
-            finally:
-                for item in decoder.flush():
-                    self._handle(item, on_read)
-                try:
-                    port.close()
-                except (serial.SerialException, OSError):
-                    pass
-            if not stop.is_set():
-                stop.wait(delay)
-                delay = min(delay * 2, self.backoff_max)
+        self._on_read, self._on_health, self._stop = on_read, on_health, stop
+        self._loop = ReopeningReader(self.url, self, settings={"baudrate": self.baudrate},
+                                     read_timeout=self.read_timeout, open_port=self._open_port,
+                                     backoff_initial=self.backoff_initial,
+                                     backoff_max=self.backoff_max, stop=stop, name=self.name)
+        self._loop.run()
 
-    # -- one open port --------------------------------------------------------------------------
+    # -- the port's protocol (called by the loop, in run's thread) -------------------------------
 
-    def _session(self, port, decoder: bb7e.Decoder, on_read, stop: threading.Event) -> bool:
-        """Read until stopped (True if the module answered) or silent (False); raises the
-        port's errors."""
-        self._write(port, bb7e.multi_poll(self.poll_count))
-        answered = False
-        last = time.monotonic()
-        probed = False
-        while not stop.is_set():
-            data = port.read(port.in_waiting or 1)
-            now = time.monotonic()
-            if data:
-                for item in decoder.feed(data):
-                    if self._handle(item, on_read):
-                        answered, last, probed = True, now, False
-            quiet = now - last
-            if quiet >= self.silence_s:
-                self._health(False, f"no answer from the module for {self.silence_s:g} s "
-                                    "(switched off, cable, or wrong baud rate)")
-                return answered
-            if quiet >= self.silence_s / 2 and not probed:
-                probed = True
-                self._write(port, bb7e.stop() + bb7e.single_inventory()
-                            + bb7e.multi_poll(self.poll_count))
-        try:
-            self._write(port, bb7e.stop())
-        except (serial.SerialException, OSError):
-            pass
-        return answered
+    def open_failed(self, exc: Exception) -> None:
+        if isinstance(exc, ValueError):  # a bad URL or setting: a technician must fix it
+            self._health(False, f"cannot use {self.url}: {exc}")
+        else:
+            self._health(False, f"cannot open {self.url}: {exc}")
+
+    def connection_made(self, port: SerialPort) -> None:
+        self._port, self._decoder = port, bb7e.Decoder()
+        self._last_answer, self._probed = time.monotonic(), False
+        self._write(bb7e.multi_poll(self.poll_count))
+
+    def data_received(self, data: bytes) -> None:
+        for item in self._decoder.feed(data):
+            if self._handle(item, self._on_read):
+                self._last_answer, self._probed = time.monotonic(), False
+                self._loop.reset_backoff()
+
+    def tick(self) -> None:
+        """Silence: after `silence_s / 2` probe the module once; after `silence_s` it is
+        offline, and the port is closed and opened again."""
+        quiet = time.monotonic() - self._last_answer
+        if quiet >= self.silence_s:
+            self._health(False, f"no answer from the module for {self.silence_s:g} s "
+                                "(switched off, cable, or wrong baud rate)")
+            self._loop.reopen()
+        elif quiet >= self.silence_s / 2 and not self._probed:
+            self._probed = True
+            self._write(bb7e.stop() + bb7e.single_inventory() + bb7e.multi_poll(self.poll_count))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self._health(False, f"port {self.url} failed: {exc or type(exc).__name__}")
+        elif self._stop.is_set():           # stopping: leave the module quiet
+            try:
+                self._write(bb7e.stop())
+            except PORT_ERRORS:
+                pass
+        for item in self._decoder.flush():
+            self._handle(item, self._on_read)
+        self._port = None
 
     def _handle(self, item, on_read) -> bool:
         """Deliver one decoded item; True if it was a valid frame from the module."""
@@ -148,10 +149,9 @@ class BB7EReader(HealthReporting):
             self._reject(item)
         return True
 
-    @staticmethod
-    def _write(port, data: bytes) -> None:
-        port.write(data)
-        port.flush()
+    def _write(self, data: bytes) -> None:
+        self._port.write(data)
+        self._port.flush()
 
     # -- reporting ------------------------------------------------------------------------------
 

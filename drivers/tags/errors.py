@@ -7,7 +7,7 @@ callback; they never stop a reader. Each message says what was wrong with which 
 
 from __future__ import annotations
 
-from agent.errors import CocoonError
+from drivers.errors import DriverError
 
 
 def show(raw: bytes, limit: int = 48) -> str:
@@ -16,7 +16,7 @@ def show(raw: bytes, limit: int = 48) -> str:
     return text + (" ..." if len(raw) > limit else "")
 
 
-class TagError(CocoonError):
+class TagError(DriverError):
     """Root of every error the tag reader drivers raise on purpose."""
 
 

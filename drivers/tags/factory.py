@@ -1,6 +1,12 @@
 """Readers by protocol name, so configuration and the command line name a reader as
 `(port URL, protocol)` and never import a driver they do not use (sllurp is loaded only for
-LLRP readers)."""
+LLRP readers).
+
+Only readers on the Pi's own ports are opened here. A reader behind the field box's
+co-processor is no driver of this package: the choice between a driver and the box is made
+once, above the drivers (firmware_bridge.sources), so that drivers never import the bridge
+(which imports them).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,20 @@ from collections.abc import Sequence
 
 from .errors import ProtocolNotFound
 
-PROTOCOLS = {
+#: The protocols `open_tag_reader` opens, with what their port is.
+NATIVE_PROTOCOLS = {
     "bb7e": "serial UHF module speaking BB ... 7E frames; port is a pyserial URL",
     "llrp": "LLRP reader on the network; port is llrp://HOST[:5084]",
-    "coproc": "the field box's co-processor (firmware_bridge); port is its UART's pyserial URL",
 }
+
+#: The drivers' protocols; a configuration may also name the field box's antennas, which
+#: firmware_bridge.sources opens (its TAG_PROTOCOLS lists them all).
+PROTOCOLS = NATIVE_PROTOCOLS
 
 
 def open_tag_reader(port: str, protocol: str, *, name: str | None = None,
                     antennas: Sequence[int] = (), silence_s: float | None = None, **options):
-    """A TagReader for `port` speaking `protocol` (see PROTOCOLS).
+    """A TagReader for `port` speaking `protocol` (see NATIVE_PROTOCOLS).
 
     `antennas`: for bb7e, the first is reported for notices that carry no antenna byte
     (default 1); for llrp, the antennas to use (default: all). `silence_s`: how long without
@@ -36,12 +46,5 @@ def open_tag_reader(port: str, protocol: str, *, name: str | None = None,
         from .llrp_reader import LLRPReader
 
         return LLRPReader(port, name=name, antennas=tuple(antennas), **options)
-    if protocol == "coproc":
-        from firmware_bridge.readers import BridgeTagReader
-        from firmware_bridge.shared import shared_bridge
-
-        if "silence_s" in options:      # the box is offline once its heartbeats stop
-            options["heartbeat_timeout_s"] = options.pop("silence_s")
-        return BridgeTagReader(shared_bridge(port, **options), name=name)
-    raise ProtocolNotFound(f"unknown tag reader protocol {protocol!r}; known: "
-                           f"{', '.join(PROTOCOLS)}")
+    raise ProtocolNotFound(f"no tag reader driver for protocol {protocol!r}; drivers: "
+                           f"{', '.join(NATIVE_PROTOCOLS)}")

@@ -19,11 +19,11 @@ import logging
 import threading
 import time
 
-import serial
+from drivers.serialport import PORT_ERRORS, SerialPort, close_quietly, open_port
 
 from . import bb7e
 from .bb7e_framing import COMMAND, RESPONSE, Frame, Framer
-from .errors import FrameError
+from .errors import FrameError, PortError
 from .sim_field import TagField
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 class BB7ESimulator:
     """Plays one module on `url`. `antenna_byte`: append the antenna number to notices (a
     multi-port module); without it the field's antennas are not told apart, as on a
-    single-port module. The port is opened by `start()`, in the caller's thread."""
+    single-port module. The port is opened by `start()`, in the caller's thread (PortError if
+    it cannot be)."""
 
     def __init__(self, url: str, field: TagField | None = None, *, rounds_per_s: float = 20.0,
                  antenna_byte: bool = True, garbage_rate: float = 0.0,
@@ -50,7 +51,7 @@ class BB7ESimulator:
         self._pending: list[bytes] = []
         self._stop = threading.Event()
         self._hung = threading.Event()
-        self._port: serial.SerialBase | None = None
+        self._port: SerialPort | None = None
         self._framer = Framer()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"bb7e-sim {url}")
 
@@ -58,7 +59,8 @@ class BB7ESimulator:
 
     def start(self) -> BB7ESimulator:
         if self._port is None:
-            self._port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.005)
+            self._port = open_port(self.url, error=PortError, what="simulator port",
+                                   baudrate=self.baudrate, timeout=0.005)
             self._thread.start()
         return self
 
@@ -115,14 +117,11 @@ class BB7ESimulator:
                     if self._polls_left and not hung:
                         self._polls_left -= 1
                         self._write(self._round(no_tag_frame=False))
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             self.error = exc
             log.info("bb7e simulator on %s ended: %s", self.url, exc)
         finally:
-            try:
-                port.close()
-            except (serial.SerialException, OSError):
-                pass
+            close_quietly(port)
 
     def _command(self, frame: Frame) -> None:
         self.commands.append(frame.raw)

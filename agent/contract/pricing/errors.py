@@ -7,7 +7,7 @@ is wrong, and what to do about it.
 
 from __future__ import annotations
 
-from agent.errors import CocoonError
+from agent.contract.errors import CocoonError
 
 
 class PricingError(CocoonError):

@@ -18,7 +18,8 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from agent.contract.envelope import canonical, sha256_hex
+from agent.contract.canonical import canonical, sha256_hex
+from agent.contract.errors import EventFormatError
 from agent.contract.pricing.deductions import (
     DEFECT_PREFIX,
     MOISTURE,
@@ -29,7 +30,6 @@ from agent.contract.pricing.deductions import (
 from agent.contract.pricing.errors import PriceTableError, PurchaseRefused
 from agent.contract.pricing.grading import DryShellRule, Grade, RatioBand, ShellRatioRule
 from agent.contract.pricing.money import Rounding, exact, is_decimal_text
-from agent.errors import EventFormatError
 
 FORMAT = "cocoon-price-table/1"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

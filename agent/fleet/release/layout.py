@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.config import Section
+from agent.contract.durable import fsync_dir
+from agent.contract.settings import Section
 from agent.errors import ConfigError
 from agent.fleet.release.bundle import BundleRefused, parse_version
-from agent.spine.durable import fsync_dir
 
 DEFAULT_ROOT = Path("/opt/cocoon-agent")
 UNIT = "cocoon-agent.service"

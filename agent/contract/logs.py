@@ -8,7 +8,9 @@ JOURNAL_STREAM; on a terminal the lines carry their own time instead.
 
     <4>agent.station.part level=warning msg="station: Card refused: ..." device=station-01
 
-An expected fault (a CocoonError) is logged as its message only; an unexpected exception keeps
+The agent's and the ingest's processes log the same way. An expected fault (a CocoonError, or
+another type the program names as expected: the agent adds its drivers' errors) is logged as
+its message only; an unexpected exception keeps
 its traceback, folded into the same line (" | " between lines), so that nothing is lost and
 the journal still holds one entry per record.
 """
@@ -19,7 +21,7 @@ import logging
 import os
 import sys
 
-from agent.errors import CocoonError
+from agent.contract.errors import CocoonError
 
 SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
                    logging.INFO: 6, logging.DEBUG: 7}
@@ -37,9 +39,11 @@ class StructuredFormatter(logging.Formatter):
     journal or a timestamp for a terminal. Extra fields: `logger.info(..., extra={"fields":
     {"seq": 12}})`."""
 
-    def __init__(self, *, journal: bool):
+    def __init__(self, *, journal: bool,
+                 expected: tuple[type[BaseException], ...] = (CocoonError,)):
         super().__init__()
         self.journal = journal
+        self.expected = expected
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [f"level={record.levelname.lower()}", f"msg={_quote(record.getMessage())}"]
@@ -47,7 +51,7 @@ class StructuredFormatter(logging.Formatter):
             parts.append(f"{key}={_quote(str(value))}")
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
-            if isinstance(exc, CocoonError):
+            if isinstance(exc, self.expected):
                 parts.append(f"error={_quote(f'{type(exc).__name__}: {exc}')}")
             else:
                 trace = self.formatException(record.exc_info).strip().splitlines()
@@ -70,7 +74,8 @@ def to_journal() -> bool:
     return (st.st_dev, st.st_ino) == (device, inode)
 
 
-def setup(level: str, *, journal: bool | None = None) -> None:
+def setup(level: str, *, journal: bool | None = None,
+          expected: tuple[type[BaseException], ...] = (CocoonError,)) -> None:
     """Log to stderr in this format, like logging.basicConfig: only when nothing has set up
     logging yet (an embedding program or a test harness keeps its own handlers)."""
     root = logging.getLogger()
@@ -78,6 +83,6 @@ def setup(level: str, *, journal: bool | None = None) -> None:
     if root.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(StructuredFormatter(journal=to_journal() if journal is None
-                                             else journal))
+    handler.setFormatter(StructuredFormatter(
+        journal=to_journal() if journal is None else journal, expected=expected))
     root.addHandler(handler)

@@ -1,96 +1,34 @@
-"""Signed commands from the bank and the backend, and the dispatcher that admits them.
+"""The dispatcher that admits signed commands on the device (the envelope: agent.contract.commands).
 
-A command `{v, id, device, type, issued, expires, body, kid, sig}` is admitted only when its
-signature verifies against the key its type requires (the bank's key for money and collateral
-decisions, the backend's key for operational data), it is addressed to this device, it is within
-its validity window, and its id has not been seen before. The seen id is stored in the same
-transaction as the `command.accepted` event, so a replay is refused even after a power cut.
-Every acceptance and every refusal is a signed event.
+A command is admitted only when its signature verifies against the key its type requires (the
+bank's key for money and collateral decisions, the backend's key for operational data), it is
+addressed to this device, it is within its validity window, and its id has not been seen
+before. The seen id is stored in the same transaction as the `command.accepted` event, so a
+replay is refused even after a power cut. Every acceptance and every refusal is a signed event.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-from agent.contract.envelope import parse_json_object, sign_object, verify_object
+from agent.contract.clock import parse_utc_timestamp, utc_timestamp
+from agent.contract.commands import (
+    CLOCK_SKEW,
+    MAX_ID_LEN,
+    SIGNER_OF,
+    Command,
+    parse_command,
+)
+from agent.contract.envelope import verify_object
 from agent.contract.events import Draft
-from agent.contract.signing import Signer, Verifier
-from agent.errors import CocoonError, CommandRejected, EventFormatError, SignatureError
-from agent.spine.clock import parse_utc_timestamp, utc_timestamp
+from agent.contract.signing import Verifier
+from agent.errors import CocoonError, CommandRejected, SignatureError
 
 log = logging.getLogger(__name__)
-
-BANK = "bank"
-BACKEND = "backend"
-# Which key must sign which command type (docs/events.md, "Commands").
-SIGNER_OF = {
-    "payment.confirmed": BANK,
-    "pledge": BANK,
-    "pledge.create": BANK,      # the same command by its earlier name, still accepted
-    "release.authorize": BANK,
-    "price_table.set": BACKEND,
-    "blacklist.set": BACKEND,
-    "config.set": BACKEND,
-    "time.hint": BACKEND,
-}
-# Event types are dotted; a command type may be one word (the bank's `pledge`).
-COMMAND_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
-COMMAND_FIELDS = {"v", "id", "device", "type", "issued", "expires", "body", "kid", "sig"}
-CLOCK_SKEW = timedelta(minutes=5)
-MAX_ID_LEN = 128
-
-
-@dataclass(frozen=True)
-class Command:
-    id: str
-    device: str
-    type: str
-    issued: datetime
-    expires: datetime
-    body: dict
-    kid: str
-
-
-def make_command(device: str, type_: str, body: dict, signer: Signer, *,
-                 expires_in_s: float = 3600, command_id: str | None = None,
-                 now: datetime | None = None) -> dict:
-    now = now or datetime.now(timezone.utc)
-    return sign_object(
-        {
-            "v": 1,
-            "id": command_id or str(uuid.uuid4()),
-            "device": device,
-            "type": type_,
-            "issued": utc_timestamp(now),
-            "expires": utc_timestamp(now + timedelta(seconds=expires_in_s)),
-            "body": body,
-            "kid": signer.kid,
-        },
-        signer,
-    )
-
-
-def parse_command(payload: bytes) -> dict:
-    msg = parse_json_object(payload, "command")
-    if set(msg) != COMMAND_FIELDS:
-        raise EventFormatError(f"command fields must be {sorted(COMMAND_FIELDS)}")
-    if msg["v"] != 1:
-        raise EventFormatError("command v must be 1")
-    if not isinstance(msg["id"], str) or not 0 < len(msg["id"]) <= MAX_ID_LEN:
-        raise EventFormatError("command id must be a string of 1-128 characters")
-    if not isinstance(msg["type"], str) or not COMMAND_TYPE_RE.match(msg["type"]):
-        raise EventFormatError("command type must be a lowercase name, dotted or not")
-    if not isinstance(msg["body"], dict):
-        raise EventFormatError("command body must be an object")
-    return msg
-
 
 Handler = Callable[[Command], dict | None]
 
