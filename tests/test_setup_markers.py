@@ -16,15 +16,19 @@ PI_MACHINES = ["aarch64", "armv7l", "armv6l"]   # 64-bit, 32-bit (Pi 2-5), Pi 1 
 OTHER_MACHINES = ["x86_64", "AMD64", "i686", "arm64", "riscv64", "armv8l", ""]
 
 
-def install_requires() -> list[Requirement]:
-    """setup.py's install_requires, read from its source (setup.py is not run)."""
+def requirement_list(name: str) -> list[Requirement]:
+    """A module-level list of requirements in setup.py (SHARED, DEVICE), read from its source
+    (setup.py is not run)."""
     tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup":
-            for kw in node.keywords:
-                if kw.arg == "install_requires":
-                    return [Requirement(s) for s in ast.literal_eval(kw.value)]
-    raise AssertionError("setup.py has no literal install_requires")
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == name:
+            return [Requirement(s) for s in ast.literal_eval(node.value)]
+    raise AssertionError(f"setup.py has no literal {name}")
+
+
+def install_requires() -> list[Requirement]:
+    """What a device installs: what both roles share and the `device` extra."""
+    return requirement_list("SHARED") + requirement_list("DEVICE")
 
 
 def installed_on(machine: str) -> set[str]:
@@ -48,6 +52,44 @@ def test_only_the_pin_backends_depend_on_the_machine():
     assert {n.lower().replace(".", "-") for n in marked} == PI_ONLY
     everywhere = installed_on("x86_64")
     assert {"gpiozero", "tzdata", "pyscard"} <= everywhere
+
+
+HARDWARE = {"pyserial", "python-escpos", "gpiozero", "smbus2", "sllurp", "cobs", "crc",
+            "pyscard", "rpi-gpio", "lgpio"}
+
+
+def metadata(tmp_path, role: str) -> dict[str, set[str]]:
+    """The requirements pip would see, section by section ("" for install_requires), from
+    the metadata setup.py writes for `role` (COCOON_AGENT_ROLE)."""
+    import os
+
+    env = {**os.environ, "COCOON_AGENT_ROLE": role}
+    subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path)],
+                   cwd=REPO, env=env, check=True, capture_output=True, timeout=120)
+    sections, current = {"": set()}, ""
+    requires = next(tmp_path.glob("*.egg-info")) / "requires.txt"
+    for line in requires.read_text().splitlines():
+        if line.startswith("["):
+            current = line.strip("[]").split(":")[0]
+            sections.setdefault(current, set())
+        elif line.strip():
+            name = Requirement(line).name.lower().replace(".", "-").replace("_", "-")
+            sections[current].add(name)
+    return sections
+
+
+def test_the_banks_side_gets_no_hardware_library(tmp_path):
+    sections = metadata(tmp_path, "ingest")
+    assert not HARDWARE & (sections[""] | sections.get("ingest", set()))
+    assert {"paho-mqtt", "cryptography", "click"} <= sections[""]
+    assert HARDWARE - {"rpi-gpio", "lgpio"} <= sections["device"]
+    assert HARDWARE - {"rpi-gpio", "lgpio"} <= sections["test"]
+
+
+def test_a_fielded_device_updated_by_an_older_agent_keeps_its_hardware_libraries(tmp_path):
+    """An agent from before the `device` extra installs a new release with a plain
+    `pip install`: on a device, the release still asks for the hardware libraries."""
+    assert HARDWARE - {"rpi-gpio", "lgpio"} <= metadata(tmp_path, "device")[""]
 
 
 # Run in a fresh interpreter: RPi and lgpio cannot be imported there, and every attempt to

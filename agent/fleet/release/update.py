@@ -61,7 +61,7 @@ def build_venv(release_dir: Path, cfg: UpdateConfig) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
         shutil.copytree(release_dir, src, ignore=shutil.ignore_patterns(".venv", "wheelhouse"))
-        _run([*pip, str(src)], "install the agent into its virtual environment")
+        _run([*pip, f"{src}[device]"], "install the agent into its virtual environment")
 
 
 def _run(cmd: list[str], what: str, timeout: float = 1800) -> None:
