@@ -81,6 +81,19 @@ def test_watch_sends_commands_and_checks_sales(pty_pair):
     assert last["refusals"] == ["below_minimum"]
 
 
+def test_watch_asks_a_balance_that_speaks_only_when_asked(pty_pair):
+    """MT-SICS answers only when asked: without --send the watcher polls it by itself."""
+    sim = Simulator(str(pty_pair.peer), "mt-sics", WeightModel(settle_s=0.0), rate_hz=40,
+                    power_up=False)
+    with sim.start():
+        sim.set_target(Decimal("2.50"))
+        proc = watch(pty_pair, "mt-sics", "--count", 5)
+        lines = finish(proc)
+    readings = [x for x in lines if "weight" in x]
+    assert len(readings) == 5 and readings[-1]["weight"] == "2.50"
+    assert sim.commands and all(c.startswith(b"S") for c in sim.commands)
+
+
 def test_watch_refuses_an_unknown_protocol():
     proc = subprocess.run(cocoon("scale", "watch", "--port", "loop://", "--protocol", "nope",
                                  "--seconds", 1), capture_output=True, text=True, cwd=ROOT)

@@ -54,7 +54,8 @@ def protocols() -> None:
               help="Stop after S seconds.")
 @click.option("--send", "commands", multiple=True, metavar="COMMAND",
               help="Send COMMAND whenever the port opens, e.g. SIR (MT-SICS) or gross "
-                   "(XK3190-A9 command mode). Repeatable.")
+                   "(XK3190-A9 command mode). Repeatable. Without it, an indicator that "
+                   "speaks only when asked is asked for each weight, as the agent asks it.")
 @click.option("--every", type=click.FloatRange(min=0.05), default=None,
               help="Repeat the --send commands every S seconds.")
 @click.option("--stable-count", type=click.IntRange(min=1), default=5, show_default=True,
@@ -74,13 +75,14 @@ def watch(url: str, spec: str, baud: int | None, bits: str | None, as_json: bool
     """Show each reading as it arrives, with stability and rejected frames.
 
     Runs until Ctrl-C, --count or --seconds. A vanished port (USB adapter unplugged) is
-    reported and reopened.
+    reported and reopened. An indicator that speaks only when asked (MT-SICS, XK3190-A9 in
+    command mode) is polled as the agent polls it, unless --send says what to send instead.
 
     Examples:
 
       cocoon-agent scale watch --port /dev/ttyUSB0 --protocol xk3190-a9 --baud 1200
 
-      cocoon-agent scale watch --port /dev/ttyUSB0 --protocol mt-sics --send SIR --json
+      cocoon-agent scale watch --port /dev/ttyUSB0 --protocol mt-sics --json
     """
     from decimal import Decimal, InvalidOperation
 
@@ -97,6 +99,7 @@ def watch(url: str, spec: str, baud: int | None, bits: str | None, as_json: bool
         StabilityDetector,
         check_sale,
         get_protocol,
+        open_scale,
     )
 
     try:
@@ -126,7 +129,10 @@ def watch(url: str, spec: str, baud: int | None, bits: str | None, as_json: bool
         logging.getLogger("drivers.scale").setLevel(logging.ERROR)
     events: queue.Queue = queue.Queue()
     detector = StabilityDetector(stable_count, stable_window)
-    reader = ScaleReader(url, protocol, events.put, settings=settings, baudrate=baud)
+    if built or protocol.continuous:
+        reader = ScaleReader(url, protocol, events.put, settings=settings, baudrate=baud)
+    else:  # asked for each weight, as the station asks it (a PollingReader)
+        reader = open_scale(url, protocol, events.put, settings=settings, baudrate=baud)
     deadline = None if seconds is None else time.monotonic() + seconds
     next_send = None
     frames = 0
