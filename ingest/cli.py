@@ -21,7 +21,7 @@ from .config import load_ingest_config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(message=version_line("cocoon-ingest", __version__),
+@click.version_option(__version__, message=version_line("cocoon-ingest", __version__),
                       help="Print the version and exit.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               envvar="COCOON_INGEST_CONFIG",

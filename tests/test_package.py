@@ -52,7 +52,7 @@ def wheelhouse(request, tmp_path_factory):
     path = Path(cache.mkdir(f"cocoon-wheelhouse-{key}") if cache is not None
                 else tmp_path_factory.mktemp(f"cocoon-wheelhouse-{key}"))
     if not any(path.glob("click-*.whl")):
-        run(VENV_PIP, "wheel", "--quiet", "--wheel-dir", path, REPO, timeout=600)
+        run(VENV_PIP, "wheel", "--quiet", "--wheel-dir", path, f"{REPO}[device]", timeout=600)
         for own in path.glob("cocoon_agent-*.whl"):
             own.unlink()
     return path

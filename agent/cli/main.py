@@ -30,7 +30,7 @@ from agent.fleet.remote_config import load_effective_config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(message=version_line("cocoon-agent", __version__),
+@click.version_option(__version__, message=version_line("cocoon-agent", __version__),
                       help="Print the version and exit.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               envvar="COCOON_AGENT_CONFIG",

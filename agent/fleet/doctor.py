@@ -88,7 +88,7 @@ def _box_scale(scale, seconds: float) -> CheckResult:
     from firmware_bridge.sources import SCALE, open_source
 
     readings: queue.Queue = queue.Queue()
-    reader = open_source(SCALE, scale.port, scale.protocol, baudrate=scale.baudrate,
+    reader = open_source(SCALE, scale.port, COPROC, baudrate=scale.baudrate,
                          on_event=lambda e: readings.put(e) if isinstance(e, Reading) else None)
     try:
         reader.start()
