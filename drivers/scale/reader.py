@@ -90,8 +90,6 @@ class ScaleReader(PortProtocol):
             self.settings = SerialSettings(**{**self.settings.as_kwargs(), "baudrate": baudrate})
         self.silence_s = ((2.0 if self.protocol.continuous else None)
                           if silence_s is _AUTO else silence_s)
-        self.read_timeout = read_timeout
-        self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
         self._decoder = Decoder(self.protocol)
         self._stop = threading.Event()
         self._port: SerialPort | None = None
