@@ -19,6 +19,7 @@ SHARED = [
     "rfc8785>=0.1.4",
     "click>=8.1",
     "tomlkit>=0.12",  # provision edits agent.toml keeping the technician's comments
+    "msgspec>=0.18",  # the configuration files, decoded into strict typed structs
     "prometheus-client>=0.17",  # the optional [metrics] endpoint on localhost
     # The tz database for zoneinfo ([station] timezone: voucher days, today's sales), so
     # the station's local day does not depend on the system's tzdata being installed.

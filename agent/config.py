@@ -5,8 +5,7 @@ expected, so a field technician can fix the file without reading code. Relative 
 against the configuration file's folder. Key material is always referenced by path, never inline.
 """
 
-from __future__ import annotations
-
+import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -14,7 +13,21 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from agent.contract.settings import REQUIRED, Section, read_toml
+from agent.contract.settings import (
+    FLAG,
+    PATH,
+    Schema,
+    UnknownKey,
+    collecting_unknown_keys,
+    decode,
+    integer,
+    one_of,
+    read_toml,
+    refuse_unknown_keys,
+    refuse_unknown_sections,
+    seconds,
+    text,
+)
 from agent.contract.topics import DEVICE_ID_RE
 from agent.errors import ConfigError
 from agent.link.common import MqttConfig, parse_mqtt
@@ -69,6 +82,9 @@ class AgentConfig:
     simulate: SimulateConfig
     #: Parsed optional sections owned by other modules (see PLUGGED_SECTIONS), by name.
     plugged: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: Keys of the file that no section knows (misspelt, or from another version), each with
+    #: its line and the nearest valid key. Empty unless read with strict=False.
+    unknown_keys: tuple[UnknownKey, ...] = ()
 
     def section(self, name: str) -> Any:
         """The parsed object of an optional section owned by another module, or None when
@@ -98,70 +114,96 @@ PLUGGED_SECTIONS: dict[str, str] = {
 }
 
 
-def load_config(path: str | Path) -> AgentConfig:
-    """Read and validate an agent configuration file."""
+class DeviceSection(Schema, kw_only=True):
+    id: text(DEVICE_ID_RE)
+    data_dir: PATH
+    signing_key_file: PATH | None = None
+    signing_alg: one_of(*SIGNING_ALGS) | None = None
+    heartbeat_interval_s: seconds(0.05, 86400) = 60.0
+    config_trial_s: seconds(0.5, 86400) = 120.0
+    signing_key: text() | None = None
+    pkcs11_module: PATH | None = None
+    pkcs11_pin_file: PATH | None = None
+
+
+class KeysSection(Schema, kw_only=True):
+    ingest_public_key_file: PATH
+    backend_public_key_file: PATH | None = None
+    bank_public_key_file: PATH | None = None
+
+
+class OutboxSection(Schema, kw_only=True):
+    capacity_bytes: integer(64 * 1024, 2**40) = 512 * 1024 * 1024
+    alert_reserve_bytes: integer(4096, 2**32) = 1024 * 1024
+    telemetry_batch_ms: integer(0, 10_000) = 200
+
+
+class SimulateSection(Schema, kw_only=True):
+    enabled: FLAG = False
+    interval_s: seconds(0.01, 86400) = 2.0
+
+
+def load_config(path: str | Path, *, strict: bool = True) -> AgentConfig:
+    """Read and validate an agent configuration file. Unknown keys are refused when
+    `strict`, else kept in `unknown_keys` for the caller to report."""
     raw, path = read_toml(path)
-    return parse_config(raw, path)
+    return parse_config(raw, path, strict=strict)
 
 
-def parse_config(raw: dict, path: Path) -> AgentConfig:
+def parse_config(raw: dict, path: Path, *, strict: bool = True,
+                 source: str | None = None) -> AgentConfig:
+    """The configuration in `raw`, read from `path` (whose text is `source` when it is not
+    yet written there). With `strict` (the default: provision, a remote configuration) an
+    unknown key is an error; without it, the keys are left out and listed in
+    `unknown_keys`."""
+    with collecting_unknown_keys(source) as found:
+        config = _parse(raw, path, source)
+    if strict:
+        refuse_unknown_keys(found)
+    return dataclasses.replace(config, unknown_keys=tuple(found))
+
+
+def _parse(raw: dict, path: Path, source: str | None) -> AgentConfig:
     if "tags" in raw:
         raise ConfigError(f"{path}: [tags] is not read by the agent: the warehouse's tag "
                           "readers are [[warehouse.readers]] tables (name, port, protocol, "
                           "antennas, silence_s; docs/warehouse.md)")
-    known = {"device", "mqtt", "keys", "outbox", "simulate", *PLUGGED_SECTIONS}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown section(s) {', '.join(unknown)}; expected {sorted(known)}")
+    refuse_unknown_sections(path, raw, {"device", "mqtt", "keys", "outbox", "simulate",
+                                        *PLUGGED_SECTIONS}, source)
 
-    dev = Section(path, "device", raw.get("device"))
-    data_dir = dev.path("data_dir", REQUIRED)
-    token = _token_key(dev)
+    dev = decode(path, "device", raw.get("device"), DeviceSection)
     device = DeviceConfig(
-        id=dev.str("id", REQUIRED, pattern=DEVICE_ID_RE),
-        data_dir=data_dir,
-        signing_key_file=dev.path("signing_key_file", None) or data_dir / "device-signing.key",
-        signing_alg=dev.choice("signing_alg", SIGNING_ALGS, "ES256" if token else "Ed25519"),
-        heartbeat_interval_s=dev.seconds("heartbeat_interval_s", 60, lo=0.05, hi=86400),
-        config_trial_s=dev.seconds("config_trial_s", 120, lo=0.5, hi=86400),
-        **token,
+        id=dev.id,
+        data_dir=dev.data_dir,
+        signing_key_file=dev.signing_key_file or dev.data_dir / "device-signing.key",
+        signing_alg=dev.signing_alg or ("ES256" if dev.signing_key else "Ed25519"),
+        heartbeat_interval_s=dev.heartbeat_interval_s,
+        config_trial_s=dev.config_trial_s,
+        **_token_key(path, dev),
     )
-
     mqtt = parse_mqtt(path, raw.get("mqtt"))
-
-    ks = Section(path, "keys", raw.get("keys"))
-    keys = KeysConfig(
-        ingest_public_key_file=ks.path("ingest_public_key_file", REQUIRED),
-        backend_public_key_file=ks.path("backend_public_key_file", None),
-        bank_public_key_file=ks.path("bank_public_key_file", None),
-    )
-
-    ob = Section(path, "outbox", raw.get("outbox"), required=False)
-    outbox = OutboxConfig(
-        capacity_bytes=ob.int("capacity_bytes", 512 * 1024 * 1024, lo=64 * 1024, hi=2**40),
-        alert_reserve_bytes=ob.int("alert_reserve_bytes", 1024 * 1024, lo=4096, hi=2**32),
-        telemetry_batch_ms=ob.int("telemetry_batch_ms", 200, lo=0, hi=10_000),
-    )
-
-    sim = Section(path, "simulate", raw.get("simulate"), required=False)
-    simulate = SimulateConfig(
-        enabled=sim.bool("enabled", False),
-        interval_s=sim.seconds("interval_s", 2, lo=0.01, hi=86400),
-    )
+    ks = decode(path, "keys", raw.get("keys"), KeysSection)
+    ob = decode(path, "outbox", raw.get("outbox"), OutboxSection, required=False)
+    sim = decode(path, "simulate", raw.get("simulate"), SimulateSection, required=False)
     plugged = {name: _plugged_parser(name)(path, raw[name])
                for name in PLUGGED_SECTIONS if name in raw}
-    return AgentConfig(path, device, mqtt, keys, outbox, simulate, MappingProxyType(plugged))
+    return AgentConfig(path, device, mqtt,
+                       KeysConfig(**_fields(ks)), OutboxConfig(**_fields(ob)),
+                       SimulateConfig(**_fields(sim)), MappingProxyType(plugged))
 
 
-def _token_key(dev: Section) -> dict:
+def _fields(section: Schema) -> dict:
+    return {name: getattr(section, name) for name in section.__struct_fields__}
+
+
+def _token_key(path: Path, dev: DeviceSection) -> dict:
     """[device] signing_key, pkcs11_module and pkcs11_pin_file: the signing key on a PKCS#11
     token (ES256 only), or {} for the key file."""
-    uri = dev.str("signing_key", None)
+    uri = dev.signing_key
     if uri is None:
         for key in ("pkcs11_module", "pkcs11_pin_file"):
-            if key in dev.table:
-                raise ConfigError(f"{dev.file}: [device] {key}: only with signing_key, the "
+            if getattr(dev, key) is not None:
+                raise ConfigError(f"{path}: [device] {key}: only with signing_key, the "
                                   "PKCS#11 URI of a key on a token")
         return {}
     from agent.contract.pkcs11 import parse_pkcs11_uri
@@ -169,16 +211,20 @@ def _token_key(dev: Section) -> dict:
     try:
         parse_pkcs11_uri(uri)
     except ValueError as exc:
-        raise dev._fail("signing_key", "a PKCS#11 URI such as "
-                        f"\"pkcs11:token=cocoon;object=device-signing\" ({exc})", uri) from None
-    if "signing_key_file" in dev.table:
-        raise ConfigError(f"{dev.file}: [device] signing_key_file: not with signing_key; the "
+        raise ConfigError(f"{path}: [device] signing_key: expected a PKCS#11 URI such as "
+                          f"\"pkcs11:token=cocoon;object=device-signing\" ({exc}), "
+                          f"got {uri!r}") from None
+    if dev.signing_key_file is not None:
+        raise ConfigError(f"{path}: [device] signing_key_file: not with signing_key; the "
                           "key is either on a PKCS#11 token or in a file")
-    if dev.table.get("signing_alg", "ES256") != "ES256":
-        raise dev._fail("signing_alg", "ES256 with a key on a PKCS#11 token (tokens sign "
-                        "ECDSA P-256, not Ed25519)", dev.table["signing_alg"])
-    return {"signing_key": uri, "pkcs11_module": dev.path("pkcs11_module", REQUIRED),
-            "pkcs11_pin_file": dev.path("pkcs11_pin_file", None)}
+    if dev.signing_alg not in (None, "ES256"):
+        raise ConfigError(f"{path}: [device] signing_alg: expected ES256 with a key on a "
+                          "PKCS#11 token (tokens sign ECDSA P-256, not Ed25519), got "
+                          f"{dev.signing_alg!r}")
+    if dev.pkcs11_module is None:
+        raise ConfigError(f"{path}: [device] pkcs11_module: missing, expected a file path")
+    return {"signing_key": uri, "pkcs11_module": dev.pkcs11_module,
+            "pkcs11_pin_file": dev.pkcs11_pin_file}
 
 
 def _plugged_parser(name: str) -> Callable[[Path, Any], Any]:

@@ -1,13 +1,11 @@
 """The [firmware] configuration section: where the field box's co-processor is wired and which
 vendor key its images must be signed with. Parsed by agent.config (PLUGGED_SECTIONS)."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.contract.settings import REQUIRED, Section
+from agent.contract.settings import PATH, Schema, decode, integer, seconds, text
 
 from .link import DEFAULT_BAUDRATE
 
@@ -22,15 +20,16 @@ class FirmwareConfig:
     boot_timeout_s: float
 
 
+class FirmwareSection(Schema, kw_only=True):
+    port: text()
+    baudrate: integer(300, 4_000_000) = DEFAULT_BAUDRATE
+    vendor_public_key_file: PATH
+    hardware: integer(0, 0xFFFF) | None = None
+    ack_timeout_s: seconds(0.005, 5) = 0.05
+    boot_timeout_s: seconds(0.5, 600) = 20.0
+
+
 def parse_firmware(path: Path, table: Any) -> FirmwareConfig:
     """Parse [firmware]; listed in agent.config.PLUGGED_SECTIONS."""
-    sec = Section(path, "firmware", table)
-    hardware = sec.int("hardware", None, lo=0, hi=0xFFFF) if "hardware" in sec.table else None
-    return FirmwareConfig(
-        port=sec.str("port", REQUIRED),
-        baudrate=sec.int("baudrate", DEFAULT_BAUDRATE, lo=300, hi=4_000_000),
-        vendor_public_key_file=sec.path("vendor_public_key_file", REQUIRED),
-        hardware=hardware,
-        ack_timeout_s=sec.seconds("ack_timeout_s", 0.05, lo=0.005, hi=5),
-        boot_timeout_s=sec.seconds("boot_timeout_s", 20, lo=0.5, hi=600),
-    )
+    sec = decode(path, "firmware", table, FirmwareSection)
+    return FirmwareConfig(**{name: getattr(sec, name) for name in sec.__struct_fields__})

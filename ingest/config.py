@@ -1,14 +1,25 @@
 """The ingest's TOML configuration, validated once into frozen objects."""
 
-from __future__ import annotations
-
+import dataclasses
 import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.contract.errors import ConfigError
-from agent.contract.settings import REQUIRED, Section, read_toml
+from agent.contract.settings import (
+    PATH,
+    Schema,
+    UnknownKey,
+    collecting_unknown_keys,
+    decode,
+    integer,
+    read_toml,
+    refuse_unknown_keys,
+    refuse_unknown_sections,
+    seconds,
+    text,
+)
 from agent.contract.topics import DEVICE_ID_RE
 from agent.link.common import MqttConfig, parse_mqtt
 
@@ -54,6 +65,8 @@ class IngestConfig:
     ingest: IngestSettings | None
     mqtt: MqttConfig
     enrolment: EnrolmentSettings | None = None
+    #: Keys no section knows, each with its line and the nearest valid key (strict=False).
+    unknown_keys: tuple[UnknownKey, ...] = ()
 
     def require_enrolment(self) -> EnrolmentSettings:
         if self.enrolment is None:
@@ -66,35 +79,65 @@ class IngestConfig:
         return self.ingest
 
 
-def load_ingest_config(path: str | Path) -> IngestConfig:
+class IngestSection(Schema, kw_only=True):
+    id: text(DEVICE_ID_RE) = "ingest"
+    worker: text(WORKER_RE) | None = None
+    data_dir: PATH
+    devices_dir: PATH
+    signing_key_file: PATH | None = None
+    group: text(DEVICE_ID_RE) = "ingest"
+    heartbeat_interval_s: seconds(0.05, 86400) = 60.0
+    silence_intervals: integer(1, 1000) = 3
+
+
+class EnrolmentSection(Schema, kw_only=True):
+    id: text(DEVICE_ID_RE) = "enrol"
+    data_dir: PATH
+    devices_dir: PATH
+    ca_cert_file: PATH
+    ca_key_file: PATH
+    cert_days: integer(1, 3650) = 365
+
+
+SECTIONS = {"ingest", "mqtt", "enrolment"}
+
+
+def load_ingest_config(path: str | Path, *, strict: bool = True) -> IngestConfig:
+    """Read and validate the ingest's file. Unknown keys are refused when `strict`, else
+    listed in `unknown_keys` for the caller to report."""
     raw, path = read_toml(path)
-    unknown = sorted(set(raw) - {"ingest", "mqtt", "enrolment"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")
-    settings = None
-    if "ingest" in raw:
-        sec = Section(path, "ingest", raw["ingest"])
-        data_dir = sec.path("data_dir", REQUIRED)
-        settings = IngestSettings(
-            id=sec.str("id", "ingest", pattern=DEVICE_ID_RE),
-            worker=sec.str("worker", socket.gethostname().split(".")[0].lower() or "w",
-                           pattern=WORKER_RE),
-            data_dir=data_dir,
-            devices_dir=sec.path("devices_dir", REQUIRED),
-            signing_key_file=sec.path("signing_key_file", None) or data_dir / "ingest-signing.key",
-            group=sec.str("group", "ingest", pattern=DEVICE_ID_RE),
-            heartbeat_interval_s=sec.seconds("heartbeat_interval_s", 60, lo=0.05, hi=86400),
-            silence_intervals=sec.int("silence_intervals", 3, lo=1, hi=1000),
-        )
-    enrolment = None
-    if "enrolment" in raw:
-        en = Section(path, "enrolment", raw["enrolment"])
-        enrolment = EnrolmentSettings(
-            id=en.str("id", "enrol", pattern=DEVICE_ID_RE),
-            data_dir=en.path("data_dir", REQUIRED),
-            devices_dir=en.path("devices_dir", REQUIRED),
-            ca_cert_file=en.path("ca_cert_file", REQUIRED, must_exist=True),
-            ca_key_file=en.path("ca_key_file", REQUIRED, must_exist=True),
-            cert_days=en.int("cert_days", 365, lo=1, hi=3650),
-        )
-    return IngestConfig(path, settings, parse_mqtt(path, raw.get("mqtt")), enrolment)
+    refuse_unknown_sections(path, raw, SECTIONS)
+    with collecting_unknown_keys() as found:
+        config = IngestConfig(path, _ingest(path, raw.get("ingest")),
+                              parse_mqtt(path, raw.get("mqtt")),
+                              _enrolment(path, raw.get("enrolment")))
+    if strict:
+        refuse_unknown_keys(found)
+    return dataclasses.replace(config, unknown_keys=tuple(found))
+
+
+def _ingest(path: Path, table) -> IngestSettings | None:
+    if table is None:
+        return None
+    sec = decode(path, "ingest", table, IngestSection)
+    return IngestSettings(
+        id=sec.id,
+        worker=sec.worker or socket.gethostname().split(".")[0].lower() or "w",
+        data_dir=sec.data_dir,
+        devices_dir=sec.devices_dir,
+        signing_key_file=sec.signing_key_file or sec.data_dir / "ingest-signing.key",
+        group=sec.group,
+        heartbeat_interval_s=sec.heartbeat_interval_s,
+        silence_intervals=sec.silence_intervals,
+    )
+
+
+def _enrolment(path: Path, table) -> EnrolmentSettings | None:
+    if table is None:
+        return None
+    en = decode(path, "enrolment", table, EnrolmentSection)
+    for key in ("ca_cert_file", "ca_key_file"):
+        if not getattr(en, key).exists():
+            raise ConfigError(f"{path}: [enrolment] {key}: file {getattr(en, key)} does not "
+                              "exist")
+    return EnrolmentSettings(**{name: getattr(en, name) for name in en.__struct_fields__})

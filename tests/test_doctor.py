@@ -252,8 +252,8 @@ def test_a_scale_port_that_does_not_exist(tmp_path):
 
 def test_only_configured_parts_are_checked(device, tmp_path):
     names = [name for name, _ in plan(device[1], DoctorOptions(unit_dirs=(tmp_path,)))]
-    assert names == ["broker", "certificate", "clock", "disk", "outbox", "key files",
-                     "systemd unit"]
+    assert names == ["configuration", "broker", "certificate", "clock", "disk", "outbox",
+                     "key files", "systemd unit"]
 
 
 def test_doctor_command_table_json_and_exit_status(device, tmp_path):
@@ -296,7 +296,7 @@ def test_a_check_that_breaks_does_not_hide_the_others(device, tmp_path):
     results = run(device[1], broken)
     clock = next(r for r in results if r.name == "clock")
     assert clock.status is Status.FAIL and "could not run" in clock.detail
-    assert len(results) == 6 and "clock" in to_table(results)
+    assert len(results) == 7 and "clock" in to_table(results)
 
 
 def test_a_provisioned_device_whose_csr_was_signed_passes_the_broker_checks(site, tmp_path):

@@ -113,6 +113,8 @@ def remote(site, make_outbox):
     ({"device": {"id": "other"}}, r"\[device\] id cannot be changed"),
     ({"mqtt": {"ca_file": "/tmp/ca.pem"}}, r"\[mqtt\] ca_file cannot be changed"),
     ({"outbox": {"telemetry_batch_ms": -5}}, r"telemetry_batch_ms: expected an integer"),
+    ({"outbox": {"telemetry_batch": 5}},
+     r"\[outbox\] telemetry_batch: unknown key; did you mean telemetry_batch_ms\?"),
     ({"outbox": {}}, "must be a table of keys"),
     ({}, "non-empty overlay"),
 ])
@@ -121,6 +123,21 @@ def test_protected_keys_and_invalid_values_are_refused(remote, overlay, words):
     with pytest.raises(ConfigRefused, match=words):
         rc.handle(_cmd(1, overlay))
     assert rc.store.load()["pending"] is None and not rc.restart_requested.is_set()
+
+
+def test_a_key_the_technician_misspelt_does_not_block_the_banks_overlay(remote):
+    """The base file's unknown keys are the device's to report (doctor, run); only a key
+    the overlay itself brings is refused."""
+    rc, config = remote
+    config.path.write_text(config.path.read_text().replace(
+        "[outbox]\n", "[outbox]\ntelemetry_batch = 7\n"))
+    rc.handle(_cmd(1, {"device": {"heartbeat_interval_s": 9}}))
+    assert rc.store.load()["pending"]["version"] == 1
+    with pytest.raises(ConfigRefused, match=r"\[device\] heartbeat: unknown key"):
+        rc.handle(_cmd(2, {"device": {"heartbeat": 9}}))
+    effective = load_effective_config(config.path, strict=False)
+    assert effective.device.heartbeat_interval_s == 9
+    assert [u.key for u in effective.unknown_keys] == ["telemetry_batch"]
 
 
 def test_a_configuration_that_keeps_failing_to_start_is_rolled_back(remote):

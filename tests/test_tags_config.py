@@ -64,7 +64,8 @@ antennas = [1, 2]
     ('port = "10.0.0.5"\nprotocol = "llrp"\n',
      "port: expected llrp://HOST[:5084] for an llrp reader, got '10.0.0.5'"),
     ('port = "/dev/x"\nantennas = [0]\n', "antennas: expected a list"),
-    ('port = "/dev/x"\nsilence = 3\n', "unknown key(s) silence"),
+    ('port = "/dev/x"\nsilence = 3\n',
+     "[warehouse.readers[0]] silence: unknown key; did you mean silence_s?"),
 ])
 def test_reader_errors_name_the_file_the_entry_and_the_key(tmp_path, body, words):
     with pytest.raises(ConfigError) as err:

@@ -45,7 +45,8 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str) -> None:
     Example: cocoon-agent --config /etc/cocoon-agent/agent.toml run
     """
     setup_logging(log_level, EXPECTED)
-    ctx.obj = ConfigContext(config_path, load_effective_config)
+    ctx.obj = ConfigContext(config_path, load_effective_config,
+                            report_unknown=ctx.invoked_subcommand != "doctor")
 
 
 @cli.command()

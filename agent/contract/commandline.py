@@ -5,6 +5,7 @@ a line on stderr and an exit code (a convention scripts rely on).
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 
@@ -22,20 +23,32 @@ def setup_logging(level: str, expected: tuple[type[BaseException], ...] = (Cocoo
     setup(level, expected=expected)
 
 
-class ConfigContext:
-    """Loads the --config file the first time a command needs it."""
+log = logging.getLogger("agent.config")
 
-    def __init__(self, path: str | None, loader: Callable):
+
+class ConfigContext:
+    """Loads the --config file the first time a command needs it.
+
+    `loader(path, strict=False)` leaves unknown keys out and lists them in the configuration's
+    `unknown_keys`: they are logged here as errors, once, and the command goes on (a station
+    upgraded from a version that ignored a misspelt key must go on selling). Commands that
+    report them themselves (the doctor's table) pass `report_unknown=False`."""
+
+    def __init__(self, path: str | None, loader: Callable, *, report_unknown: bool = True):
         self.path = path
         self._loader = loader
         self._config = None
+        self.report_unknown = report_unknown
 
     @property
     def config(self):
         if self._config is None:
             if not self.path:
                 raise click.UsageError("this command needs --config FILE")
-            self._config = self._loader(self.path)
+            self._config = self._loader(self.path, strict=False)
+            if self.report_unknown:
+                for key in self._config.unknown_keys:
+                    log.error("%s (ignored: the default is used)", key)
         return self._config
 
 

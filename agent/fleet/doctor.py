@@ -155,6 +155,7 @@ def plan(config, options: DoctorOptions) -> list[tuple[str, Callable[[], CheckRe
         found = checks.read_unit(options.unit_dirs)
         user = found[1].get("User") if found else None
     todo: list[tuple[str, Callable[[], CheckResult]]] = [
+        ("configuration", lambda: checks.check_configuration(config)),
         ("broker", lambda: checks.check_broker(config, options.broker_timeout_s)),
         ("certificate", lambda: checks.check_certificate(config)),
         ("clock", lambda: checks.check_clock(options.clock)),

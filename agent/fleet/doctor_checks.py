@@ -209,6 +209,16 @@ def check_certificate(config, warn_days: float = 30) -> CheckResult:
 
 # -- this machine ----------------------------------------------------------------------------
 
+def check_configuration(config) -> CheckResult:
+    """Every key of the file is one this version reads. The agent runs without the others,
+    so a misspelt key silently falls back to its default: the technician must hear of it."""
+    unknown = config.unknown_keys
+    if not unknown:
+        return _ok("configuration", f"{config.path}: every key is known")
+    return _fail("configuration", "; ".join(str(u) for u in unknown),
+                 "correct or remove these keys: the agent ignores them and uses the defaults")
+
+
 def check_clock(synced: Callable[[], bool] = wall_clock_synced) -> CheckResult:
     if synced():
         return _ok("clock", "synchronised (NTP)")

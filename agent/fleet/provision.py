@@ -377,7 +377,7 @@ class Provisioner:
         existed = p.config_file.exists()
         text = render_config(p, p.config_file.read_text(encoding="utf-8") if existed else None)
         try:
-            parse_config(tomllib.loads(text), p.config_file)
+            parse_config(tomllib.loads(text), p.config_file, source=text)
         except (ConfigError, tomllib.TOMLDecodeError) as exc:
             raise ProvisionError(f"the configuration would not be valid, nothing written: "
                                  f"{exc}") from None

@@ -35,6 +35,7 @@ from typing import Any
 from agent.config import AgentConfig, parse_config, read_toml
 from agent.contract.durable import fsync_dir
 from agent.contract.events import Draft
+from agent.contract.settings import refuse_unknown_keys
 from agent.errors import CocoonError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -131,15 +132,16 @@ class OverlayStore:
         return doc.get("pending") or doc.get("confirmed")
 
 
-def load_effective_config(path: str | Path) -> AgentConfig:
-    """Read the base file and apply the overlay in its data directory (pending first)."""
+def load_effective_config(path: str | Path, *, strict: bool = True) -> AgentConfig:
+    """Read the base file and apply the overlay in its data directory (pending first).
+    Unknown keys of the file are refused when `strict`, else listed in `unknown_keys`."""
     raw, path = read_toml(path)
-    base = parse_config(raw, path)
+    base = parse_config(raw, path, strict=strict)
     entry = OverlayStore.effective(OverlayStore(base.device.data_dir).load())
     if entry is None:
         return base
     try:
-        return parse_config(merge(raw, entry["overlay"]), path)
+        return parse_config(merge(raw, entry["overlay"]), path, strict=strict)
     except ConfigError as exc:
         # Valid when accepted; the base file changed since. The technician's file wins.
         log.error("configuration overlay v%s no longer fits %s (%s); running with the base "
@@ -183,9 +185,15 @@ class RemoteConfig:
             raise ConfigRefused(f"configuration version {version} is not newer than {newest}")
         base_entry = doc.get("confirmed")
         combined = merge(base_entry["overlay"], overlay) if base_entry else overlay
-        new_raw = merge(self._base_raw(), combined)
+        base_raw = self._base_raw()
+        new_raw = merge(base_raw, combined)
         try:
-            parse_config(new_raw, self.config.path)
+            new = parse_config(new_raw, self.config.path, strict=False)
+            # Keys the technician's file already has are reported on the device; a key the
+            # bank's overlay brings must be one this version reads.
+            old = parse_config(base_raw, self.config.path, strict=False).unknown_keys
+            refuse_unknown_keys([u for u in new.unknown_keys
+                                 if (u.section, u.key) not in {(o.section, o.key) for o in old}])
         except ConfigError as exc:
             raise ConfigRefused(f"the new configuration is not valid: {exc}") from None
         old_hash = config_hash(self._raw_of(doc))

@@ -5,15 +5,13 @@ when the link runs in a process of its own (agent.link.process), so it never loa
 TLS stack for nothing.
 """
 
-from __future__ import annotations
-
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.contract.errors import ConfigError
-from agent.contract.settings import REQUIRED, Section
+from agent.contract.settings import PATH, Schema, decode, integer, one_of, seconds, text
 
 
 @dataclass(frozen=True)
@@ -35,23 +33,27 @@ class MqttConfig:
 LINK_MODES = ("process", "thread")
 
 
+class MqttSection(Schema, kw_only=True):
+    """[mqtt] as written in the file."""
+
+    host: text()
+    port: integer(1, 65535) = 8883
+    ca_file: PATH
+    cert_file: PATH
+    key_file: PATH
+    keepalive_s: integer(1, 3600) = 30
+    inflight: integer(1, 1000) = 32
+    connack_timeout_s: seconds(0.5, 300) = 10.0
+    ack_timeout_s: seconds(0.5, 86400) = 60.0
+    reconnect_min_s: seconds(0.01, 3600) = 1.0
+    reconnect_max_s: seconds(0.01, 86400) = 60.0
+    link: one_of(*LINK_MODES) = "process"
+
+
 def parse_mqtt(path: Path, table: Any) -> MqttConfig:
     """The [mqtt] section, shared by the agent and the ingest."""
-    mq = Section(path, "mqtt", table)
-    mqtt = MqttConfig(
-        host=mq.str("host", REQUIRED),
-        port=mq.int("port", 8883, lo=1, hi=65535),
-        ca_file=mq.path("ca_file", REQUIRED),
-        cert_file=mq.path("cert_file", REQUIRED),
-        key_file=mq.path("key_file", REQUIRED),
-        keepalive_s=mq.int("keepalive_s", 30, lo=1, hi=3600),
-        inflight=mq.int("inflight", 32, lo=1, hi=1000),
-        connack_timeout_s=mq.seconds("connack_timeout_s", 10, lo=0.5, hi=300),
-        ack_timeout_s=mq.seconds("ack_timeout_s", 60, lo=0.5, hi=86400),
-        reconnect_min_s=mq.seconds("reconnect_min_s", 1, lo=0.01, hi=3600),
-        reconnect_max_s=mq.seconds("reconnect_max_s", 60, lo=0.01, hi=86400),
-        link=mq.choice("link", LINK_MODES, "process"),
-    )
+    mq = decode(path, "mqtt", table, MqttSection)
+    mqtt = MqttConfig(**{name: getattr(mq, name) for name in mq.__struct_fields__})
     if mqtt.reconnect_max_s < mqtt.reconnect_min_s:
         raise ConfigError(f"{path}: [mqtt] reconnect_max_s must not be below reconnect_min_s")
     return mqtt
@@ -74,7 +76,7 @@ class LinkSettings:
     session_expiry_s: int = 3600
 
     @classmethod
-    def from_config(cls, client_id: str, mqtt) -> LinkSettings:
+    def from_config(cls, client_id: str, mqtt) -> "LinkSettings":
         return cls(
             client_id=client_id, host=mqtt.host, port=mqtt.port, ca_file=mqtt.ca_file,
             cert_file=mqtt.cert_file, key_file=mqtt.key_file, keepalive_s=mqtt.keepalive_s,

@@ -24,8 +24,6 @@ metrics name the device's state, and a station's network is not the place to off
     cocoon_alerts_open{source="warehouse"}    open warehouse alerts (on a warehouse)
 """
 
-from __future__ import annotations
-
 import ipaddress
 import logging
 import threading
@@ -36,7 +34,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from agent.contract.settings import Section
+from agent.contract.settings import Schema, decode, text
 from agent.errors import ConfigError
 from agent.link.meter import LATENCY_BUCKETS_S
 
@@ -52,10 +50,13 @@ class MetricsConfig:
     port: int       # 0: any free port (tests)
 
 
+class MetricsSection(Schema, kw_only=True):
+    listen: text() = DEFAULT_LISTEN
+
+
 def parse_metrics(path: Path, table) -> MetricsConfig:
     """The [metrics] section: `listen` as HOST:PORT on a loopback address."""
-    section = Section(path, "metrics", table)
-    listen = section.str("listen", DEFAULT_LISTEN)
+    listen = decode(path, "metrics", table, MetricsSection).listen
     host, sep, port = listen.rpartition(":")
     host = host.strip("[]")
     expected = 'HOST:PORT on a loopback address, e.g. "127.0.0.1:9464"'

@@ -202,6 +202,11 @@ class Agent:
         notifier = notifier or Notifier()
         log.info("agent %s starting; outbox %s", self.config.device.id, self.outbox.path)
         self.outbox.append(Draft("agent.started", "telemetry", {"version": _version()}))
+        if self.config.unknown_keys:
+            # Logged when the file was read; the bank hears of it once per start.
+            self.outbox.append(Draft("config.unknown_keys", "alert", {
+                "file": str(self.config.path),
+                "keys": [key.as_dict() for key in self.config.unknown_keys]}))
         for producer in self.producers:
             producer.start(stop)
         for part in self.parts:

@@ -6,15 +6,23 @@ has a [station] section; [card] and [scale] are then required, [printer] and [si
 optional (no printer: the voucher is shown on screen only).
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from datetime import tzinfo
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfoNotFoundError
 
-from agent.contract.settings import REQUIRED, Section
+from agent.contract.settings import (
+    DECIMAL,
+    FLAG,
+    PATH,
+    Schema,
+    decode,
+    integer,
+    one_of,
+    seconds,
+    text,
+)
 from agent.errors import ConfigError
 from agent.station.purchase import Timeouts
 from agent.station.sales import DEFAULT_TIMEZONE, local_zone
@@ -65,21 +73,28 @@ class SignalsConfig:
     factory: str
 
 
+class StationSection(Schema, kw_only=True):
+    signed_in_s: seconds(1, 86400) = Timeouts.signed_in_s
+    weighing_s: seconds(1, 86400) = Timeouts.weighing_s
+    grading_s: seconds(1, 86400) = Timeouts.grading_s
+    confirming_s: seconds(1, 86400) = Timeouts.confirming_s
+    duplicate_window_s: seconds(1, 86400) = Timeouts.duplicate_window_s
+    card_write_s: seconds(1, 86400) = Timeouts.card_write_s
+    price_tables_dir: PATH | None = None
+    staff_reader: str = ""
+    timezone: text() = DEFAULT_TIMEZONE
+
+
 def parse_station(path: Path, table) -> StationConfig:
-    st = Section(path, "station", table)
-    defaults = Timeouts()
-    timeouts = Timeouts(**{
-        name: st.seconds(name, getattr(defaults, name), lo=1, hi=86400)
-        for name in ("signed_in_s", "weighing_s", "grading_s", "confirming_s",
-                     "duplicate_window_s", "card_write_s")})
-    return StationConfig(timeouts=timeouts,
-                         price_tables_dir=st.path("price_tables_dir", None),
-                         staff_reader=st.str("staff_reader", ""),
-                         timezone=_timezone(path, st))
+    st = decode(path, "station", table, StationSection)
+    timeouts = Timeouts(**{name: float(getattr(st, name)) for name in (
+        "signed_in_s", "weighing_s", "grading_s", "confirming_s", "duplicate_window_s",
+        "card_write_s")})
+    return StationConfig(timeouts=timeouts, price_tables_dir=st.price_tables_dir,
+                         staff_reader=st.staff_reader, timezone=_timezone(path, st.timezone))
 
 
-def _timezone(path: Path, st: Section) -> tzinfo:
-    name = st.str("timezone", DEFAULT_TIMEZONE)
+def _timezone(path: Path, name: str) -> tzinfo:
     try:
         return local_zone(name)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
@@ -87,31 +102,44 @@ def _timezone(path: Path, st: Section) -> tzinfo:
                           f"as {DEFAULT_TIMEZONE!r}, got {name!r} ({exc})") from None
 
 
+class CardSection(Schema, kw_only=True):
+    reader: str = ""
+    issuer_public_key_file: PATH
+    m1_master_key_file: PATH | None = None
+    internal_authenticate: FLAG = False
+
+
 def parse_card(path: Path, table) -> CardConfig:
-    cd = Section(path, "card", table)
-    return CardConfig(
-        reader=cd.str("reader", ""),
-        issuer_public_key_file=cd.path("issuer_public_key_file", REQUIRED),
-        m1_master_key_file=cd.path("m1_master_key_file", None),
-        internal_authenticate=cd.bool("internal_authenticate", False),
-    )
+    cd = decode(path, "card", table, CardSection)
+    return CardConfig(**{name: getattr(cd, name) for name in cd.__struct_fields__})
+
+
+class ScaleSection(Schema, kw_only=True):
+    port: text()
+    protocol: text()
+    id: text() = "scale-1"
+    baudrate: integer(300, 921600) | None = None
+    division_g: DECIMAL = Decimal("20")
+    min_divisions: integer(0, 100_000) = 20
+    capacity_g: DECIMAL | None = None
+    tare_g: integer(0, 10_000_000) = 0
+    stable_count: integer(1, 1000) = 5
+    stable_window_s: seconds(0.05, 60) = 1.0
 
 
 def parse_scale(path: Path, table) -> ScaleConfig:
-    sc = Section(path, "scale", table)
-    tare = sc.int("tare_g", 0, lo=0, hi=10_000_000)
+    sc = decode(path, "scale", table, ScaleSection)
     config = ScaleConfig(
-        port=sc.str("port", REQUIRED),
-        protocol=_scale_protocol(path, sc),
-        scale_id=sc.str("id", "scale-1"),
-        baudrate=sc.int("baudrate", None, lo=300, hi=921600) if "baudrate" in sc.table
-        else None,
-        division_g=sc.decimal("division_g", Decimal("20")),
-        min_divisions=sc.int("min_divisions", 20, lo=0, hi=100_000),
-        capacity_g=sc.decimal("capacity_g", None),
-        tare_g=tare,
-        stable_count=sc.int("stable_count", 5, lo=1, hi=1000),
-        stable_window_s=sc.seconds("stable_window_s", 1.0, lo=0.05, hi=60),
+        port=sc.port,
+        protocol=_scale_protocol(path, sc.protocol),
+        scale_id=sc.id,
+        baudrate=sc.baudrate,
+        division_g=Decimal(sc.division_g),
+        min_divisions=sc.min_divisions,
+        capacity_g=None if sc.capacity_g is None else Decimal(sc.capacity_g),
+        tare_g=sc.tare_g,
+        stable_count=sc.stable_count,
+        stable_window_s=sc.stable_window_s,
     )
     if config.capacity_g is not None and config.capacity_g <= config.division_g:
         raise ConfigError(f"{path}: [scale] capacity_g must be above division_g")
@@ -129,13 +157,12 @@ def _reports_overload(spec: str) -> bool:
     return spec == COPROC or get_protocol(spec).overload_flag
 
 
-def _scale_protocol(path: Path, sc: Section) -> str:
+def _scale_protocol(path: Path, spec: str) -> str:
     """The protocol spec as `cocoon-agent scale watch --protocol` takes it: a name with its
     options (`xk3190-a9?mode=command&unit=g`, `toledo?model=wildcat`), checked here so that a
     wrong name or option is a configuration error, not a scale that never reads."""
     from drivers.scale import NAMES, ProtocolNotFound, get_protocol
 
-    spec = sc.str("protocol", REQUIRED)
     if spec == COPROC:
         return spec
     try:
@@ -148,19 +175,24 @@ def _scale_protocol(path: Path, sc: Section) -> str:
     return spec
 
 
+class PrinterSection(Schema, kw_only=True):
+    url: text()
+
+
 def parse_printer(path: Path, table) -> PrinterConfig:
-    pr = Section(path, "printer", table)
-    url = pr.str("url", REQUIRED)
+    url = decode(path, "printer", table, PrinterSection).url
     if url.split("://", 1)[0] not in ("usb", "serial", "file", "dummy") or "://" not in url:
         raise ConfigError(f"{path}: [printer] url: expected usb://VID:PID, serial://DEVICE, "
                           f"file://PATH or dummy://, got {url!r}")
     return PrinterConfig(url)
 
 
+class SignalsSection(Schema, kw_only=True):
+    status_light: integer(0, 53)
+    buzzer: integer(0, 53)
+    factory: one_of(*GPIO_FACTORIES) = ""
+
+
 def parse_signals(path: Path, table) -> SignalsConfig:
-    sg = Section(path, "signals", table)
-    return SignalsConfig(
-        status_light=sg.int("status_light", REQUIRED, lo=0, hi=53),
-        buzzer=sg.int("buzzer", REQUIRED, lo=0, hi=53),
-        factory=sg.choice("factory", GPIO_FACTORIES, ""),
-    )
+    sg = decode(path, "signals", table, SignalsSection)
+    return SignalsConfig(sg.status_light, sg.buzzer, sg.factory)

@@ -26,23 +26,19 @@
 Every key is optional; see docs/warehouse.md for the rest.
 """
 
-from __future__ import annotations
-
 import re
 import shlex
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from agent.contract.settings import Section
+from agent.contract.settings import FLAG, PERCENT, Schema, decode, integer, one_of, seconds, text
 from agent.errors import ConfigError
 from agent.warehouse.climate import ClimateSettings
 from agent.warehouse.doors import Hours
 from agent.warehouse.presence import PresenceSettings
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-READER_KEYS = {"name", "port", "protocol", "antennas", "silence_s"}
 LEVELS = ("high", "low")
 
 
@@ -83,142 +79,160 @@ class WarehouseConfig:
     climate: ClimateSettings
 
 
-def _pin(sec: Section, key: str) -> int | None:
-    return sec.int(key, None, lo=0, hi=53) if key in sec.table else None
-
-
-def _pct(sec: Section, key: str, default: str) -> int:
-    value = sec.table.get(key, default)
-    try:
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise InvalidOperation
-        hundredths = Decimal(str(value)) * 100
-        if hundredths != hundredths.to_integral_value() or not 0 <= hundredths <= 10000:
-            raise InvalidOperation
-    except InvalidOperation:
-        raise sec._fail(key, "a percentage from 0 to 100 with at most 2 decimals, "
-                        'as a string like "65.5"', value) from None
-    return int(hundredths)
-
-
 CLIMATE_BUS_HELP = ('an I2C bus number ("1"), "/dev/i2c-1", "sim" (a simulated SHT3x), or '
                     '"coproc:" and the field box\'s port URL ("coproc:/dev/ttyAMA0") for its '
                     'climate sensor')
 
 
-def _climate_bus(path: Path, sec: Section) -> str | None:
-    bus = sec.str("climate_bus", None)
+def _climate_bus(path: Path, bus: str | None) -> str | None:
     if bus is None:
         return None
     port = bus.removeprefix("coproc:")
     if (not bus.startswith("coproc:") and bus != "sim"
             and not bus.removeprefix("/dev/i2c-").isdigit()) or not port.strip():
-        raise sec._fail("climate_bus", CLIMATE_BUS_HELP, bus)
+        raise ConfigError(f"{path}: [warehouse] climate_bus: expected {CLIMATE_BUS_HELP}, "
+                          f"got {bus!r}")
     return bus
 
 
-def parse_warehouse(path: Path, table: Any) -> WarehouseConfig:
-    w = Section(path, "warehouse", table)
-    known = {"departed_after_s", "moved_min_reads", "moved_window_s", "moved_margin_db",
-             "rssi_window", "reader_silent_s", "check_interval_s", "snapshot_interval_s",
-             "readers", "open_hours", "gpio_factory", "doors", "tamper_pin", "power_pin",
-             "door_open_level", "tamper_level", "power_lost_level", "pull_up", "debounce_ms",
-             "gpio_poll_ms", "siren_pin", "light_pin", "siren_s", "power_grace_s",
-             "shutdown_command", "climate_bus", "climate_address", "climate_poll_s", "rh_low",
-             "rh_high", "rh_hysteresis", "climate_telemetry_s", "forget_departed_s"}
-    unknown = sorted(set(w.table) - known)
-    if unknown:
-        raise ConfigError(f"{path}: [warehouse] unknown key(s) {', '.join(unknown)}")
-    presence = PresenceSettings(
-        departed_after_ms=int(w.seconds("departed_after_s", 600, lo=1, hi=7 * 86400) * 1000),
-        moved_min_reads=w.int("moved_min_reads", 2, lo=1, hi=1000),
-        moved_window_ms=int(w.seconds("moved_window_s", 60, lo=1, hi=86400) * 1000),
-        moved_margin_db=w.int("moved_margin_db", 0, lo=0, hi=60),
-        rssi_window=w.int("rssi_window", 5, lo=1, hi=1000),
-        forget_departed_ms=int(w.seconds("forget_departed_s", 30 * 86400, lo=0,
-                                         hi=10 * 365 * 86400) * 1000),
-        reader_silent_ms=int(w.seconds("reader_silent_s", 600, lo=0, hi=7 * 86400) * 1000),
-    )
-    readers = []
-    raw_readers = w.table.get("readers", [])
-    if not isinstance(raw_readers, list):
-        raise ConfigError(f"{path}: [warehouse] readers: use [[warehouse.readers]] tables")
+PIN = integer(0, 53)
+LEVEL = one_of(*LEVELS)
+
+
+class ReaderSection(Schema, kw_only=True):
+    name: text(NAME_RE) | None = None
+    port: str = ""
+    protocol: text() = "bb7e"
+    antennas: tuple[int, ...] = ()
+    silence_s: seconds(0.1, 3600) | None = None
+
+
+class WarehouseSection(Schema, kw_only=True):
+    departed_after_s: seconds(1, 7 * 86400) = 600.0
+    moved_min_reads: integer(1, 1000) = 2
+    moved_window_s: seconds(1, 86400) = 60.0
+    moved_margin_db: integer(0, 60) = 0
+    rssi_window: integer(1, 1000) = 5
+    forget_departed_s: seconds(0, 10 * 365 * 86400) = 30 * 86400.0
+    reader_silent_s: seconds(0, 7 * 86400) = 600.0
+    check_interval_s: seconds(0.01, 86400) = 30.0
+    snapshot_interval_s: seconds(1, 7 * 86400) = 3600.0
+    readers: tuple[ReaderSection, ...] = ()
+    open_hours: str = "07:00-19:00"
+    gpio_factory: one_of("", "rpigpio", "lgpio", "mock") = ""
+    doors: dict[str, int] = {}
+    tamper_pin: PIN | None = None
+    power_pin: PIN | None = None
+    door_open_level: LEVEL = "high"
+    tamper_level: LEVEL = "high"
+    power_lost_level: LEVEL = "low"
+    pull_up: FLAG = True
+    debounce_ms: integer(0, 10_000) = 50
+    gpio_poll_ms: integer(1, 10_000) = 20
+    siren_pin: PIN | None = None
+    light_pin: PIN | None = None
+    siren_s: seconds(0.01, 3600) = 60.0
+    power_grace_s: seconds(0, 600) = 20.0
+    shutdown_command: text() | None = None
+    climate_bus: text() | None = None
+    climate_address: integer(0x44, 0x45) = 0x44
+    climate_poll_s: seconds(0.05, 3600) = 10.0
+    rh_low: PERCENT = 6000
+    rh_high: PERCENT = 7000
+    rh_hysteresis: PERCENT = 200
+    climate_telemetry_s: seconds(0, 86400) = 300.0
+
+
+def _readers(path: Path, table: Any, sections: tuple[ReaderSection, ...]) -> tuple:
     from drivers.tags.llrp_reader import parse_url
     from firmware_bridge.sources import TAG_PROTOCOLS as PROTOCOLS
 
-    for i, raw in enumerate(raw_readers):
-        r = Section(path, f"warehouse.readers[{i}]", raw)
-        unknown = sorted(set(r.table) - READER_KEYS)
-        if unknown:
-            raise ConfigError(f"{path}: [warehouse.readers[{i}]] unknown key(s) "
-                              f"{', '.join(unknown)}; expected {', '.join(sorted(READER_KEYS))}")
-        antennas = r.table.get("antennas", [])
-        if not isinstance(antennas, list) or not all(
-                isinstance(a, int) and not isinstance(a, bool) and 1 <= a <= 64
-                for a in antennas):
+    readers = []
+    for i, r in enumerate(sections):
+        where = f"{path}: [warehouse.readers[{i}]]"
+        if r.protocol not in PROTOCOLS:
+            raise ConfigError(f"{where} protocol: expected one of {', '.join(PROTOCOLS)}, "
+                              f"got {r.protocol!r}")
+        if not all(1 <= a <= 64 for a in r.antennas):
             raise ConfigError(f"{path}: [warehouse.readers] antennas: expected a list of "
                               "antenna numbers from 1 to 64, e.g. [1, 2]")
-        spec = ReaderSpec(r.str("name", f"reader-{i + 1}", pattern=NAME_RE),
-                          r.str("port", None) or "", r.choice("protocol", tuple(PROTOCOLS),
-                                                              "bb7e"),
-                          tuple(antennas),
-                          r.seconds("silence_s", None, lo=0.1, hi=3600)
-                          if "silence_s" in r.table else None)
+        spec = ReaderSpec(r.name or f"reader-{i + 1}", r.port, r.protocol, r.antennas,
+                          r.silence_s)
         if not spec.port:
             raise ConfigError(f"{path}: [warehouse.readers] {spec.name}: port is missing")
         if spec.protocol == "llrp":
             try:
                 parse_url(spec.port)
             except ValueError:
-                raise r._fail("port", "llrp://HOST[:5084] for an llrp reader",
-                              spec.port) from None
+                raise ConfigError(f"{where} port: expected llrp://HOST[:5084] for an llrp "
+                                  f"reader, got {spec.port!r}") from None
         readers.append(spec)
     if len({r.name for r in readers}) != len(readers):
         raise ConfigError(f"{path}: [warehouse.readers] names must be unique")
-    doors = w.table.get("doors", {})
-    if not isinstance(doors, dict) or not all(
-            NAME_RE.match(k) and isinstance(v, int) and not isinstance(v, bool)
-            and 0 <= v <= 53 for k, v in doors.items()):
-        raise ConfigError(f"{path}: [warehouse] doors: expected a table of name = BCM pin, "
-                          "e.g. doors = { main = 5, back = 12 }")
-    hours = w.table.get("open_hours", "07:00-19:00")
+    return tuple(readers)
+
+
+def parse_warehouse(path: Path, table: Any) -> WarehouseConfig:
+    if isinstance(table, dict):
+        if "readers" in table and not isinstance(table["readers"], list):
+            raise ConfigError(f"{path}: [warehouse] readers: use [[warehouse.readers]] tables")
+        for raw in table.get("readers", ()):
+            antennas = raw.get("antennas", []) if isinstance(raw, dict) else []
+            if not isinstance(antennas, list) or any(
+                    isinstance(a, bool) or not isinstance(a, int) for a in antennas):
+                raise ConfigError(f"{path}: [warehouse.readers] antennas: expected a list of "
+                                  "antenna numbers from 1 to 64, e.g. [1, 2]")
+        doors = table.get("doors", {})
+        if not isinstance(doors, dict) or not all(
+                NAME_RE.match(k) and isinstance(v, int) and not isinstance(v, bool)
+                and 0 <= v <= 53 for k, v in doors.items()):
+            raise ConfigError(f"{path}: [warehouse] doors: expected a table of name = BCM "
+                              "pin, e.g. doors = { main = 5, back = 12 }")
+    w = decode(path, "warehouse", table, WarehouseSection)
+    presence = PresenceSettings(
+        departed_after_ms=int(w.departed_after_s * 1000),
+        moved_min_reads=w.moved_min_reads,
+        moved_window_ms=int(w.moved_window_s * 1000),
+        moved_margin_db=w.moved_margin_db,
+        rssi_window=w.rssi_window,
+        forget_departed_ms=int(w.forget_departed_s * 1000),
+        reader_silent_ms=int(w.reader_silent_s * 1000),
+    )
     try:
-        open_hours = Hours.parse(hours)
+        open_hours = Hours.parse(w.open_hours)
     except ConfigError as exc:
         raise ConfigError(f"{path}: [warehouse] {exc}") from None
-    shutdown = w.str("shutdown_command", None)
-    low, high = _pct(w, "rh_low", "60"), _pct(w, "rh_high", "70")
+    low, high = int(w.rh_low), int(w.rh_high)
     if low >= high:
         raise ConfigError(f"{path}: [warehouse] rh_low must be below rh_high")
     config = WarehouseConfig(
         presence=presence,
-        check_interval_s=w.seconds("check_interval_s", 30, lo=0.01, hi=86400),
-        snapshot_interval_s=w.seconds("snapshot_interval_s", 3600, lo=1, hi=7 * 86400),
-        readers=tuple(readers),
+        check_interval_s=w.check_interval_s,
+        snapshot_interval_s=w.snapshot_interval_s,
+        readers=_readers(path, table, w.readers),
         open_hours=open_hours,
-        gpio_factory=w.choice("gpio_factory", ("", "rpigpio", "lgpio", "mock"), ""),
-        doors=tuple(sorted(doors.items())),
-        tamper_pin=_pin(w, "tamper_pin"),
-        power_pin=_pin(w, "power_pin"),
-        door_open_level=w.choice("door_open_level", LEVELS, "high"),
-        tamper_level=w.choice("tamper_level", LEVELS, "high"),
-        power_lost_level=w.choice("power_lost_level", LEVELS, "low"),
-        pull_up=w.bool("pull_up", True),
-        debounce_ms=w.int("debounce_ms", 50, lo=0, hi=10_000),
-        gpio_poll_ms=w.int("gpio_poll_ms", 20, lo=1, hi=10_000),
-        siren_pin=_pin(w, "siren_pin"),
-        light_pin=_pin(w, "light_pin"),
-        siren_s=w.seconds("siren_s", 60, lo=0.01, hi=3600),
-        power_grace_s=w.seconds("power_grace_s", 20, lo=0, hi=600),
-        shutdown_command=tuple(shlex.split(shutdown)) if shutdown else (),
-        climate_bus=_climate_bus(path, w),
-        climate_address=w.int("climate_address", 0x44, lo=0x44, hi=0x45),
-        climate_poll_s=w.seconds("climate_poll_s", 10, lo=0.05, hi=3600),
+        gpio_factory=w.gpio_factory,
+        doors=tuple(sorted(w.doors.items())),
+        tamper_pin=w.tamper_pin,
+        power_pin=w.power_pin,
+        door_open_level=w.door_open_level,
+        tamper_level=w.tamper_level,
+        power_lost_level=w.power_lost_level,
+        pull_up=w.pull_up,
+        debounce_ms=w.debounce_ms,
+        gpio_poll_ms=w.gpio_poll_ms,
+        siren_pin=w.siren_pin,
+        light_pin=w.light_pin,
+        siren_s=w.siren_s,
+        power_grace_s=w.power_grace_s,
+        shutdown_command=tuple(shlex.split(w.shutdown_command)) if w.shutdown_command else (),
+        climate_bus=_climate_bus(path, w.climate_bus),
+        climate_address=w.climate_address,
+        climate_poll_s=w.climate_poll_s,
         climate=ClimateSettings(
             rh_low_c100=low, rh_high_c100=high,
-            hysteresis_c100=_pct(w, "rh_hysteresis", "2"),
-            telemetry_every_ms=int(w.seconds("climate_telemetry_s", 300, lo=0, hi=86400)
-                                   * 1000)),
+            hysteresis_c100=int(w.rh_hysteresis),
+            telemetry_every_ms=int(w.climate_telemetry_s * 1000)),
     )
     pins = [p for _, p in config.doors] + [p for p in (
         config.tamper_pin, config.power_pin, config.siren_pin, config.light_pin)

@@ -13,8 +13,6 @@ new link, never none. The Debian package installs its version the same way, so t
 self-updates share one layout.
 """
 
-from __future__ import annotations
-
 import json
 import os
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.contract.durable import fsync_dir
-from agent.contract.settings import Section
+from agent.contract.settings import PATH, Schema, decode, integer, seconds, strings, text
 from agent.errors import ConfigError
 from agent.fleet.release.bundle import BundleRefused, parse_version
 
@@ -50,36 +48,43 @@ def systemd_running() -> bool:
     return os.path.isdir("/run/systemd/system")
 
 
-def _command(sec: Section, key: str, default: tuple[str, ...] | None):
-    value = sec.table.get(key)
+COMMAND = strings("a list of strings (a command and its arguments)")
+
+
+class UpdateSection(Schema, kw_only=True):
+    vendor_public_key_file: PATH = Path("/etc/cocoon-agent/vendor.pub")
+    root: PATH = DEFAULT_ROOT
+    health_deadline_s: seconds(5, 3600) = 300.0
+    python: text() = "/usr/bin/python3"
+    pip_args: strings("a list of strings") = ()
+    keep_releases: integer(2, 20) = 3
+    stop_command: COMMAND | None = None     # [] for none
+    start_command: COMMAND | None = None
+
+
+def _command(path: Path, key: str, value: tuple[str, ...] | None, default):
     if value is None:
         return default
-    if value == []:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{sec.file}: [update] {key}: expected a list of strings "
-                          f"(a command and its arguments), got {value!r}")
-    return tuple(value)
+    if not all(value):
+        raise ConfigError(f"{path}: [update] {key}: expected a list of strings (a command "
+                          f"and its arguments), got {list(value)!r}")
+    return value or None
 
 
 def parse_update(path: Path, table: Any) -> UpdateConfig:
     """Parse [update]; listed in agent.config.PLUGGED_SECTIONS."""
-    sec = Section(path, "update", table)
+    sec = decode(path, "update", table, UpdateSection)
     systemd = systemd_running()
-    pip_args = sec.table.get("pip_args", [])
-    if not isinstance(pip_args, list) or not all(isinstance(a, str) for a in pip_args):
-        raise ConfigError(f"{path}: [update] pip_args: expected a list of strings")
     return UpdateConfig(
-        vendor_public_key_file=sec.path("vendor_public_key_file",
-                                        Path("/etc/cocoon-agent/vendor.pub")),
-        root=sec.path("root", DEFAULT_ROOT),
-        health_deadline_s=sec.seconds("health_deadline_s", 300, lo=5, hi=3600),
-        python=sec.str("python", "/usr/bin/python3"),
-        pip_args=tuple(pip_args),
-        keep_releases=sec.int("keep_releases", 3, lo=2, hi=20),
-        stop_command=_command(sec, "stop_command",
+        vendor_public_key_file=sec.vendor_public_key_file,
+        root=sec.root,
+        health_deadline_s=sec.health_deadline_s,
+        python=sec.python,
+        pip_args=sec.pip_args,
+        keep_releases=sec.keep_releases,
+        stop_command=_command(path, "stop_command", sec.stop_command,
                               ("systemctl", "stop", UNIT) if systemd else None),
-        start_command=_command(sec, "start_command",
+        start_command=_command(path, "start_command", sec.start_command,
                                ("systemctl", "start", UNIT) if systemd else None),
     )
 
