@@ -110,7 +110,7 @@ PLUGGED_SECTIONS: dict[str, str] = {
     "signals": "agent.station.config:parse_signals",
     "update": "agent.fleet.release.layout:parse_update",
     "firmware": "firmware_bridge.config:parse_firmware",
-    "metrics": "agent.ops.metrics:parse_metrics",
+    "metrics": "agent.ops.metrics_config:parse_metrics",
 }
 
 

@@ -24,52 +24,20 @@ metrics name the device's state, and a station's network is not the place to off
     cocoon_alerts_open{source="warehouse"}    open warehouse alerts (on a warehouse)
 """
 
-import ipaddress
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from agent.contract.settings import Schema, decode, text
-from agent.errors import ConfigError
 from agent.link.meter import LATENCY_BUCKETS_S
+from agent.ops.metrics_config import MetricsConfig, parse_metrics  # noqa: F401 (its home)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LISTEN = "127.0.0.1:9464"
 PROC_IO = Path("/proc/self/io")
-
-
-@dataclass(frozen=True)
-class MetricsConfig:
-    host: str
-    port: int       # 0: any free port (tests)
-
-
-class MetricsSection(Schema, kw_only=True):
-    listen: text() = DEFAULT_LISTEN
-
-
-def parse_metrics(path: Path, table) -> MetricsConfig:
-    """The [metrics] section: `listen` as HOST:PORT on a loopback address."""
-    listen = decode(path, "metrics", table, MetricsSection).listen
-    host, sep, port = listen.rpartition(":")
-    host = host.strip("[]")
-    expected = 'HOST:PORT on a loopback address, e.g. "127.0.0.1:9464"'
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{path}: [metrics] listen: expected {expected}, got {listen!r}")
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ConfigError(f"{path}: [metrics] listen: metrics are served on localhost only; "
-                          f"expected {expected}, got {listen!r}")
-    return MetricsConfig(host, int(port))
 
 
 def storage_written_bytes(path: Path = PROC_IO) -> int | None:

@@ -24,8 +24,8 @@ from agent.contract.settings import (
     text,
 )
 from agent.errors import ConfigError
-from agent.station.purchase import Timeouts
 from agent.station.sales import DEFAULT_TIMEZONE, local_zone
+from agent.station.timeouts import Timeouts
 
 COPROC = "coproc"  # the field box's load cell (opened by firmware_bridge.sources)
 GPIO_FACTORIES = ("", "rpigpio", "lgpio", "mock")

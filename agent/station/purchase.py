@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 
+from agent.station.timeouts import Timeouts
+
 
 class Phase(Enum):
     IDLE = "idle"  # nobody signed in
@@ -250,19 +252,6 @@ class PrintVoucher:
 
 
 # -- the machine --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    signed_in_s: float = 1800.0  # clerk idle at the bench
-    weighing_s: float = 300.0
-    grading_s: float = 600.0
-    confirming_s: float = 180.0
-    duplicate_window_s: float = 600.0
-    # Writing the sale to the card: a card (or reader) that has not answered by then counts as
-    # a failed write (CardWriteFailed): the sale stands and is owed to the card. The station
-    # enforces it, since the write blocks the thread that would see a deadline pass.
-    card_write_s: float = 10.0
 
 
 @dataclass
