@@ -139,9 +139,12 @@ class ReopeningReader:
 
     # -- for the protocol -----------------------------------------------------------------------
 
-    def reopen(self) -> None:
+    def reopen(self, *, later: bool = False) -> None:
         """End this port's session (a device that stopped answering): the port is closed and
-        opened again after the backoff wait."""
+        opened again after the backoff wait; the longest one if `later` (a device that will
+        not change its mind soon, such as one speaking another protocol version)."""
+        if later:
+            self._delay = self.backoff_max
         self._reopen.set()
 
     def reset_backoff(self) -> None:

@@ -1,10 +1,12 @@
 """The agent's side of one field box: keeps the link up, knows the running firmware, and hands
 every message to its subscribers.
 
-The connection loop opens the port, shakes hands, asks for Hello, and watches the heartbeat.
-A port that fails, a box that stops answering or restarts, and a box that speaks another
-protocol version are reported as a `BridgeStatus` and retried with backoff: nothing here
-raises for a fault of the box or its cable. The driver adapters in `readers.py` turn the
+The port is kept read by the serial drivers' one reopening loop (`drivers.serialport.
+ReopeningReader`), which hands the bytes to the link and reopens the port with backoff when it
+fails. For each session a watcher thread shakes hands, asks for Hello, and watches the
+heartbeat. A port that fails, a box that stops answering or restarts, and a box that speaks
+another protocol version are reported as a `BridgeStatus` and retried with backoff: nothing
+here raises for a fault of the box or its cable. The driver adapters in `readers.py` turn the
 messages into the readings of the station's and warehouse's own interfaces.
 """
 
@@ -16,6 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from drivers.serialport import PortProtocol, ReopeningReader
 
 from . import messages as m
 from .errors import LinkError, LinkTimeout, MessageError, ProtocolVersionError
@@ -70,12 +74,11 @@ class Bridge:
         self._subscribers: list[Callable[[Item], None]] = []
         self._waiters: list[_Waiter] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._hello_wanted = threading.Event()
         self._last_rx = time.monotonic()
         self._users = 0
         self._pinned = False
-        self._thread: threading.Thread | None = None
+        self._reader: ReopeningReader | None = None
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -86,21 +89,20 @@ class Bridge:
 
     def _start(self) -> Bridge:
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._stop.clear()
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name=f"bridge {self.url}")
-                self._thread.start()
+            if self._reader is None or not self._reader.running:
+                self._reader = ReopeningReader(
+                    self.url, _BoxSession(self), read_timeout=0.02,
+                    settings={"baudrate": self.baudrate}, open_port=self._open,
+                    backoff_initial=self.backoff_initial, backoff_max=self.backoff_max,
+                    name=f"bridge {self.url}")
+                self._reader.start()   # after the assignment: the session asks for it
         return self
 
     def stop(self) -> None:
         self._pinned = False
-        self._stop.set()
-        link = self.link
-        if link is not None:
-            link.close()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5)
+        reader = self._reader
+        if reader is not None:
+            reader.stop()
 
     def __enter__(self) -> Bridge:
         return self.start()
@@ -199,59 +201,46 @@ class Bridge:
                                 and x.level == level)
                      or (isinstance(x, m.Error) and x.about == m.SetOutput.TYPE), timeout)
 
-    # -- the connection loop ---------------------------------------------------------------
+    # -- the connection ---------------------------------------------------------------------
 
-    def _run(self) -> None:
-        delay = self.backoff_initial
+    def _open(self, url: str, *, timeout: float, baudrate: int):
+        """The reader's way to open the port: the bridge's opener, whose LinkError (with the
+        port's name) the reader treats as a port that cannot be opened yet."""
         try:
-            while not self._stop.is_set():
-                if self.status.state not in (BridgeState.LOST, BridgeState.INCOMPATIBLE):
-                    self._set_status(BridgeState.CONNECTING)
-                try:
-                    port = self._port_opener(self.url, self.baudrate)
-                except LinkError as exc:
-                    self._set_status(BridgeState.LOST, str(exc))
-                    self._stop.wait(delay)
-                    delay = min(delay * 2, self.backoff_max)
-                    continue
-                link = Link(port, on_message=self._on_payload, on_peer_reset=self._on_reset,
-                            ack_timeout=self.ack_timeout, name=f"field box {self.url}")
-                self.link = link  # before the handshake: the box's Hello may follow at once
-                try:
-                    link.handshake(self.handshake_timeout_s)
-                    self._last_rx = time.monotonic()
-                    self._hello_wanted.set()
-                    self._watch(link)
-                    delay = self.backoff_initial
-                except ProtocolVersionError as exc:
-                    self._set_status(BridgeState.INCOMPATIBLE, str(exc))
-                    delay = self.backoff_max
-                except LinkError as exc:
-                    self._set_status(BridgeState.LOST, str(exc))
-                finally:
-                    self.link = None
-                    link.close()
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.backoff_max)
-        finally:
-            self._set_status(BridgeState.CLOSED)
+            return self._port_opener(url, baudrate)
+        except LinkError as exc:
+            raise OSError(str(exc)) from None
 
-    def _watch(self, link: Link) -> None:
-        """While the link lives: ask for Hello when needed, notice a silent box."""
-        while not self._stop.is_set():
-            if link.failure is not None:
-                raise link.failure
-            if self._hello_wanted.is_set():
-                self._hello_wanted.clear()
-                try:
-                    link.send(m.encode(m.HelloRequest(PROTOCOL_VERSION)))
-                except LinkTimeout:
-                    self._hello_wanted.set()
-            silent = time.monotonic() - self._last_rx
-            if silent > self.heartbeat_timeout_s and self.status.state is BridgeState.ONLINE:
-                self._set_status(BridgeState.SILENT,
-                                 f"nothing from the box for {self.heartbeat_timeout_s:g} s")
-            self._stop.wait(0.02)
+    def _watch(self, link: Link, reader: ReopeningReader, ended: threading.Event) -> None:
+        """One session's watcher: shake hands, then ask for Hello when needed and notice a
+        silent box, until the session ends. Runs beside the reader, which delivers the box's
+        answers (a send waits for its ACK, so it must not run on the reader's thread)."""
+        try:
+            link.handshake(self.handshake_timeout_s)
+            self._last_rx = time.monotonic()
+            self._hello_wanted.set()
+            reader.reset_backoff()
+            while not ended.is_set():
+                if link.failure is not None:
+                    raise link.failure
+                if self._hello_wanted.is_set():
+                    self._hello_wanted.clear()
+                    try:
+                        link.send(m.encode(m.HelloRequest(PROTOCOL_VERSION)))
+                    except LinkTimeout:
+                        self._hello_wanted.set()
+                silent = time.monotonic() - self._last_rx
+                if silent > self.heartbeat_timeout_s and self.status.state is BridgeState.ONLINE:
+                    self._set_status(BridgeState.SILENT,
+                                     f"nothing from the box for {self.heartbeat_timeout_s:g} s")
+                ended.wait(0.02)
+        except ProtocolVersionError as exc:
+            self._set_status(BridgeState.INCOMPATIBLE, str(exc))
+            reader.reopen(later=True)
+        except LinkError as exc:
+            if not ended.is_set():
+                self._set_status(BridgeState.LOST, str(exc))
+                reader.reopen()
 
     def _on_reset(self, peer) -> None:
         if self.hello is not None:
@@ -302,3 +291,50 @@ class Bridge:
                 callback(item)
             except Exception:  # a subscriber's bug must not stop the box
                 log.exception("field box on %s: subscriber failed", self.url)
+
+
+class _BoxSession(PortProtocol):
+    """What the bridge's `ReopeningReader` calls for each port it opens: a new `Link` over
+    the port, fed by the reader, and a watcher thread for the session."""
+
+    def __init__(self, bridge: Bridge):
+        self.bridge = bridge
+        self._ended = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def open_failed(self, exc: Exception) -> None:
+        self.bridge._set_status(BridgeState.LOST, str(exc))
+
+    def connection_made(self, port) -> None:
+        bridge = self.bridge
+        if bridge.status.state not in (BridgeState.LOST, BridgeState.INCOMPATIBLE):
+            bridge._set_status(BridgeState.CONNECTING)
+        link = Link(port, reads=False, on_message=bridge._on_payload,
+                    on_peer_reset=bridge._on_reset, ack_timeout=bridge.ack_timeout,
+                    name=f"field box {bridge.url}")
+        bridge.link = link.start()   # before the handshake: the box's Hello may follow at once
+        self._ended = threading.Event()
+        self._watcher = threading.Thread(target=bridge._watch,
+                                         args=(link, bridge._reader, self._ended),
+                                         daemon=True, name=f"bridge {bridge.url} watch")
+        self._watcher.start()
+
+    def data_received(self, data: bytes) -> None:
+        link = self.bridge.link
+        if link is not None:
+            link.feed(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        bridge, link = self.bridge, self.bridge.link
+        self._ended.set()
+        if link is not None:
+            if exc is not None:
+                link.port_failed(exc)
+                bridge._set_status(BridgeState.LOST, str(link.failure or exc))
+            link.detach()
+        if self._watcher is not None:
+            self._watcher.join(5)
+        bridge.link = None
+
+    def finished(self) -> None:
+        self.bridge._set_status(BridgeState.CLOSED)

@@ -81,7 +81,10 @@ class Link:
                  on_fault: Callable[[LinkError], None] | None = None,
                  ack_timeout: float = 0.05, retries: int = 40,
                  version: int = PROTOCOL_VERSION, boot_id: int | None = None,
-                 name: str = "link"):
+                 name: str = "link", reads: bool = True):
+        """`reads`: the link reads its port in a thread of its own; False when the port's
+        reader is someone else's (the bridge's `ReopeningReader`), which hands the bytes to
+        `feed` and reports a failed port with `port_failed`."""
         self.port = port
         self.name = name
         self.on_message, self.on_peer_reset, self.on_fault = on_message, on_peer_reset, on_fault
@@ -103,15 +106,16 @@ class Link:
         self._closed = threading.Event()
         self._inbox: queue.Queue = queue.Queue()
         self._reader = threading.Thread(target=self._read_loop, daemon=True,
-                                         name=f"{name} reader")
+                                         name=f"{name} reader") if reads else None
         self._dispatcher = threading.Thread(target=self._dispatch_loop, daemon=True,
                                             name=f"{name} dispatch")
 
     # -- life cycle ------------------------------------------------------------------------
 
     def start(self) -> Link:
-        if self._reader.ident is None:
-            self._reader.start()
+        if self._dispatcher.ident is None:
+            if self._reader is not None:
+                self._reader.start()
             self._dispatcher.start()
         return self
 
@@ -156,7 +160,8 @@ class Link:
                 pass
         self._inbox.put(None)
         for thread in (self._reader, self._dispatcher):
-            if thread.ident is not None and thread is not threading.current_thread():
+            if thread is not None and thread.ident is not None \
+                    and thread is not threading.current_thread():
                 thread.join(2)
 
     def __enter__(self) -> Link:
@@ -216,18 +221,26 @@ class Link:
 
     # -- receiving -------------------------------------------------------------------------
 
+    def feed(self, data: bytes) -> None:
+        """Bytes read from the port, in order (frames may be cut anywhere)."""
+        for item in self._splitter.feed(data):
+            self._handle(item)
+
+    def port_failed(self, exc: Exception) -> None:
+        """The port failed under the reader: pending and later sends fail with LinkError."""
+        if not self._closed.is_set():
+            self._fail(LinkError(f"{self.name}: the port failed: {exc}"))
+
     def _read_loop(self) -> None:
         while not self._closed.is_set():
             try:
                 data = self.port.read(self.port.in_waiting or 1)
             except (*PORT_ERRORS, TypeError, AttributeError) as exc:
                 # pyserial raises TypeError/AttributeError when the port is closed under it
-                if not self._closed.is_set():
-                    self._fail(LinkError(f"{self.name}: the port failed: {exc}"))
+                self.port_failed(exc)
                 return
             if data:
-                for item in self._splitter.feed(data):
-                    self._handle(item)
+                self.feed(data)
 
     def _handle(self, item: Frame | FrameError) -> None:
         if isinstance(item, FrameError):
