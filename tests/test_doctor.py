@@ -215,6 +215,16 @@ def test_a_scale_answering_with_stable_frames(tmp_path, pty_pair):
     assert result.status is Status.OK and "stable 12.34 kg" in result.detail, result
 
 
+def test_a_balance_that_answers_only_when_asked(tmp_path, pty_pair):
+    """MT-SICS sends nothing by itself: the doctor's reader asks it, as the station's does."""
+    from drivers.scale.simulator import Simulator
+
+    with Simulator(str(pty_pair.peer), "mt-sics", rate_hz=40) as sim:
+        sim.set_target("12.34")
+        result = checks.check_scale(_scale(tmp_path, pty_pair.device, "mt-sics"), seconds=5)
+    assert result.status is Status.OK and "stable 12.34 kg" in result.detail, result
+
+
 def test_a_silent_scale(tmp_path, pty_pair):
     result = checks.check_scale(_scale(tmp_path, pty_pair.device), seconds=0.5)
     assert result.status is Status.FAIL and "sent nothing" in result.detail

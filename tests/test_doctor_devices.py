@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from agent.fleet.doctor import _coprocessor, _gpio, gpio_pins
 from agent.fleet.doctor_checks import Status
 
-pytest_plugins = ("tests.support.coprocessor",)
+pytest_plugins = ("tests.support.coprocessor", "tests.support.pty")
 
 
 def firmware(port: str):
@@ -48,14 +48,44 @@ def test_gpio_on_a_machine_without_it_fails_with_a_hint():
         assert result.status is Status.FAIL and result.hint
 
 
-def test_a_box_load_cell_is_checked_through_the_bridge(field_box):
-    from agent.fleet.doctor import _box_scale
+def test_a_box_load_cell_is_checked_through_the_bridge(field_box, tmp_path):
+    """The doctor opens the scale as the station does: `coproc` is the box's load cell."""
+    from agent.fleet.doctor_checks import check_scale
+    from agent.station.config import parse_scale
 
     box, _ = field_box(bridge=False)
-    scale = SimpleNamespace(port=str(field_box.pair.device), baudrate=None)
+    scale = parse_scale(tmp_path / "a.toml", {"port": str(field_box.pair.device),
+                                              "protocol": "coproc", "stable_count": 3,
+                                              "stable_window_s": 0.5})
     box.set_weight(12_340, stable=True)
-    ok = _box_scale(scale, 5)
-    assert ok.status is Status.OK and "12340 g, stable" in ok.detail
+    ok = check_scale(scale, 5)
+    assert ok.status is Status.OK and "stable 12340 g" in ok.detail, ok
     box.set_weight(None)
-    silent = _box_scale(scale, 1.5)
-    assert silent.status is Status.FAIL and "load cell" in silent.hint
+    silent = check_scale(scale, 1.5)
+    assert silent.status is Status.FAIL and "load cell" in silent.hint, silent
+
+
+def _reader_spec(port, protocol, **kw):
+    from agent.warehouse.config import ReaderSpec
+
+    return ReaderSpec("dock", str(port), protocol, **kw)
+
+
+def test_a_tag_reader_is_checked_by_its_health_whatever_it_is(pty_pair):
+    """A serial module watching an empty field, an LLRP reader on the network and a port with
+    nothing behind it: the doctor opens each as the warehouse does and waits for it to report
+    itself online."""
+    from agent.fleet.doctor import _tag_reader
+    from drivers.tags.sim_field import TagField
+    from drivers.tags.simulator import BB7ESimulator
+    from tests.support.llrp_sim import LLRPSimulator
+
+    with BB7ESimulator(str(pty_pair.peer), TagField(4, seed=1)):
+        module = _tag_reader(_reader_spec(pty_pair.device, "bb7e"))
+    assert module.status is Status.OK and "online" in module.detail, module
+    with LLRPSimulator(TagField(4, seed=2)) as sim:
+        network = _tag_reader(_reader_spec(sim.url, "llrp", silence_s=3.0))
+    assert network.status is Status.OK, network
+    silent = _tag_reader(_reader_spec(pty_pair.device, "bb7e", silence_s=0.5), timeout_s=1.5)
+    assert silent.status is Status.FAIL and "not online" in silent.detail, silent
+    assert "[[warehouse.readers]]" in silent.hint

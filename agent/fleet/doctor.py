@@ -19,7 +19,6 @@ from pathlib import Path
 from agent.contract.clock import wall_clock_synced
 from agent.fleet import doctor_checks as checks
 from agent.fleet.doctor_checks import CheckResult, Status
-from firmware_bridge.sources import COPROC
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +41,47 @@ def configured(config, name: str):
         return None
 
 
-def _tag_reader(spec) -> CheckResult:
-    from drivers.serialport import open_port
-    from drivers.tags import PortError
+def _tag_reader(spec, timeout_s: float = 5.0) -> CheckResult:
+    """The reader answers: opened as the warehouse opens it (its port, an LLRP address or
+    the field box), it reports itself online within `timeout_s`. A port that opens says
+    nothing of the module behind it; a reader's health does."""
+    import queue
+    import threading
 
-    name = f"tag reader {getattr(spec, 'name', '')}".strip()
+    from firmware_bridge.sources import TAG_READER, open_source
+
+    name = f"tag reader {spec.name}"
+    where = f"{spec.port} ({spec.protocol})"
+    health: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    reads: list = []
+    # Within the check's time: a module watching an empty field sends nothing until the
+    # reader probes it, after half its silence.
+    silence_s = min(spec.silence_s or timeout_s, timeout_s)
+    reader = open_source(TAG_READER, spec.port, spec.protocol, name=spec.name,
+                         antennas=spec.antennas, silence_s=silence_s)
+    runner = threading.Thread(target=reader.run, args=(reads.append, health.put, stop),
+                              daemon=True, name=f"doctor {name}")
+    runner.start()
+    last = ""
     try:
-        open_port(spec.port, error=PortError, timeout=0.1).close()
-    except PortError as exc:
-        return CheckResult(name, Status.FAIL, str(exc),
-                           "check the USB adapter and the reader's port in [warehouse]")
-    return CheckResult(name, Status.OK, f"{spec.port} opens ({spec.protocol}; reads are "
-                       "checked with cocoon-agent tags watch)")
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                report = health.get(timeout=left)
+            except queue.Empty:
+                break
+            if report.online:
+                return CheckResult(name, Status.OK, f"{where}: online, {len(reads)} read(s) "
+                                   "so far (cocoon-agent tags watch shows them)")
+            last = report.detail or last
+    finally:
+        stop.set()
+        runner.join(10)
+    return CheckResult(name, Status.FAIL, f"{where}: not online within {timeout_s:g} s"
+                       + (f" ({last})" if last else ""),
+                       "check the reader's power, its cable or network, and its port and "
+                       "protocol in [[warehouse.readers]]")
 
 
 def _coprocessor(firmware, timeout_s: float = 5.0) -> CheckResult:
@@ -78,35 +106,6 @@ def _coprocessor(firmware, timeout_s: float = 5.0) -> CheckResult:
     slot = "AB"[hello.active_slot] if hello.active_slot in (0, 1) else hello.active_slot
     return CheckResult(name, Status.OK, f"firmware {hello.major}.{hello.minor}.{hello.patch} "
                        f"(slot {slot}, board {hello.hardware}) on {firmware.port}")
-
-
-def _box_scale(scale, seconds: float) -> CheckResult:
-    """The field box's load cell sends a stable weight within `seconds`."""
-    import queue
-
-    from drivers.scale import Reading
-    from firmware_bridge.sources import SCALE, open_source
-
-    readings: queue.Queue = queue.Queue()
-    reader = open_source(SCALE, scale.port, COPROC, baudrate=scale.baudrate,
-                         on_event=lambda e: readings.put(e) if isinstance(e, Reading) else None)
-    try:
-        reader.start()
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                reading = readings.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if reading.stable:
-                return CheckResult("scale", Status.OK, f"field box load cell on {scale.port}: "
-                                   f"{reading.weight} {reading.unit.value}, stable")
-    finally:
-        reader.stop()
-    return CheckResult("scale", Status.FAIL, f"no stable weight from the field box's load "
-                       f"cell on {scale.port} within {seconds:g} s",
-                       "check the co-processor (see its check) and the load cell's wiring; "
-                       "nothing may move on the platform")
 
 
 def _gpio(factory_name: str, pins: list[int]) -> CheckResult:
@@ -172,9 +171,7 @@ def plan(config, options: DoctorOptions) -> list[tuple[str, Callable[[], CheckRe
     if card is not None:
         todo.append(("card reader", lambda: checks.check_card_reader(card)))
     scale = configured(config, "scale")
-    if scale is not None and scale.protocol == COPROC:  # checked through the box
-        todo.append(("scale", lambda: _box_scale(scale, options.scale_seconds)))
-    elif scale is not None:
+    if scale is not None:
         todo.append(("scale", lambda: checks.check_scale(scale, options.scale_seconds)))
     firmware = configured(config, "firmware")
     if firmware is not None:

@@ -402,39 +402,24 @@ def check_card_reader(card) -> CheckResult:
     return _ok(name, f"{found!r} present ({len(readers)} reader(s) in all)")
 
 
-ASK_COMMANDS = {"mt-sics": "SI", "xk3190-a9": "gross"}
-
-
 def check_scale(scale, seconds: float = 3.0) -> CheckResult:
-    """Read the scale's port with its protocol until a stable weight or `seconds` pass."""
-    from drivers.scale import (
-        FrameError,
-        LinkEvent,
-        LinkState,
-        Reading,
-        ScaleError,
-        ScaleReader,
-        StabilityDetector,
-    )
+    """Read the scale, wherever it is (its port, or the field box's load cell: the source is
+    opened as the station opens it), until a stable weight or `seconds` pass. Indicators that
+    answer only when asked are asked by their reader."""
+    from drivers.scale import FrameError, LinkEvent, LinkState, Reading, StabilityDetector
+    from firmware_bridge.sources import COPROC, SCALE, open_source
 
     name, where = "scale", f"{scale.port} ({scale.protocol})"
     events: queue.Queue = queue.Queue()
-    reader = ScaleReader(scale.port, scale.protocol, events.put, baudrate=scale.baudrate,
-                         silence_s=None, name="doctor-scale")
+    reader = open_source(SCALE, scale.port, scale.protocol, on_event=events.put,
+                         baudrate=scale.baudrate, name="doctor-scale")
     detector = StabilityDetector(scale.stable_count, scale.stable_window_s)
-    ask = None if reader.protocol.continuous else ASK_COMMANDS.get(reader.protocol.name)
     readings = rejected = 0
     last_error, link_detail, stable = "", "", None
     deadline = time.monotonic() + seconds
-    next_ask = 0.0
-    with reader:
-        while stable is None and (now := time.monotonic()) < deadline:
-            if ask and reader.state is LinkState.OPEN and now >= next_ask:
-                next_ask = now + 0.3
-                try:
-                    reader.request(ask, timeout=min(0.5, max(0.05, deadline - now)))
-                except ScaleError as exc:
-                    last_error = str(exc)
+    reader.start()
+    try:
+        while stable is None and time.monotonic() < deadline:
             try:
                 event = events.get(timeout=0.05)
             except queue.Empty:
@@ -451,6 +436,8 @@ def check_scale(scale, seconds: float = 3.0) -> CheckResult:
                 readings += 1
                 if detector.feed(event, time.monotonic()).stable:
                     stable = event
+    finally:
+        reader.stop()
     if stable is not None:
         return _ok(name, f"{where}: stable {stable.weight} {stable.unit.value} after "
                    f"{readings} reading(s), {rejected} frame(s) rejected")
@@ -466,6 +453,10 @@ def check_scale(scale, seconds: float = 3.0) -> CheckResult:
     if link_detail:
         return _fail(name, f"{where}: {link_detail}", "check the USB adapter and cable, and "
                      "[scale] port (ls /dev/ttyUSB*); the service user needs group dialout")
+    if scale.protocol == COPROC:
+        return _fail(name, f"{where}: no weight from the field box's load cell in "
+                     f"{seconds:g} s", "check the co-processor (see its check) and the load "
+                     "cell's wiring")
     return _fail(name, f"{where}: the port opened but the scale sent nothing in {seconds:g} s"
                  + (f" ({last_error})" if last_error else ""),
                  "switch the indicator on and check its serial output setting and baud rate")
