@@ -38,5 +38,10 @@ class StaleAck(OutboxError):
     since it prunes nothing."""
 
 
+class OutboxBusy(OutboxError):
+    """Another process holds the outbox (a running agent): the caller must not quarantine it
+    or run a second agent on it."""
+
+
 class OutboxCorrupt(OutboxError):
     """The outbox database failed its integrity check."""

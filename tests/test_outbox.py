@@ -32,7 +32,8 @@ def test_append_is_durable_and_numbered_from_one(make_outbox, tmp_path):
     assert rows == [(1, "money", 0), (2, "money", 0), (3, "money", 0)]
     names = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
     assert names == {"0001-events-and-meta", "0002-seen-commands", "0003-station-sales",
-                     "0004-events-sent-index", "0005-station-cards"}
+                     "0004-events-sent-index", "0005-station-cards",
+                     "0006-emit-keys-and-command-clock"}
 
 
 def test_chain_links_and_signatures(make_outbox, signer):

@@ -156,22 +156,32 @@ def identity(obj: ConfigContext, public_key: bool) -> None:
 @click.option("--type", "type_", required=True, help="Event type, e.g. test.manual.")
 @click.option("--priority", required=True, type=click.Choice(["money", "alert", "telemetry"]))
 @click.option("--body", required=True, help="The event body as a JSON object.")
+@click.option("--idempotency-key", "key", metavar="KEY",
+              help="Record the event once: a retry with the same KEY (after a crash, a "
+                   "timeout) records nothing and prints the first sequence number. Keys are "
+                   "kept 30 days.")
 @click.pass_obj
-def emit(obj: ConfigContext, type_: str, priority: str, body: str) -> None:
+def emit(obj: ConfigContext, type_: str, priority: str, body: str, key: str | None) -> None:
     """Sign and durably append one event to the outbox; print its sequence number.
 
     Safe while `run` is running: both get distinct, gap-free sequence numbers.
 
     Example: cocoon-agent --config agent.toml emit --type test.manual --priority alert
-    --body '{"note": "door checked"}'
+    --body '{"note": "door checked"}' --idempotency-key door-2026-12-07
     """
     from agent.contract.envelope import parse_json_object
     from agent.ops.service import open_outbox
+    from agent.spine.idempotency import AlreadyRecorded, check_key, record_once
 
     draft = Draft(type_, priority, parse_json_object(body, "--body"))
+    within = record_once(check_key(key)) if key is not None else None
     outbox, _ = open_outbox(obj.config)
     with outbox:
-        click.echo(outbox.append(draft))
+        try:
+            seq = outbox.append(draft, within=within)
+        except AlreadyRecorded as done:
+            seq = done.seq
+        click.echo(seq)
 
 
 @cli.command()

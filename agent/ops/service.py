@@ -17,6 +17,7 @@ from agent.contract.clock import wall_clock_synced
 from agent.contract.commands import BACKEND, BANK
 from agent.contract.events import Draft
 from agent.contract.signing import Verifier, load_device_signer
+from agent.errors import OutboxBusy
 from agent.fleet.remote_config import RESTART_EXIT_CODE, RemoteConfig, RestartRequested
 from agent.fleet.time_hint import time_hint_handler
 from agent.link.common import LinkSettings
@@ -25,6 +26,7 @@ from agent.link.uplink import Uplink
 from agent.ops.sdnotify import Notifier, Watchdog, watchdog_interval_s
 from agent.spine import recovery
 from agent.spine.dispatcher import Dispatcher
+from agent.spine.holder import OutboxHolder
 from agent.spine.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -33,21 +35,30 @@ RENEW_WITHIN_DAYS = 30      # renew the TLS certificate once it expires within t
 RENEWAL_CHECK_S = 6 * 3600
 
 
-def open_outbox(config: AgentConfig, signer=None) -> tuple[Outbox, recovery.Salvage | None]:
-    """Open the device's outbox, quarantining it first if it fails its integrity check."""
+def open_outbox(config: AgentConfig, signer=None, holder: OutboxHolder | None = None
+                ) -> tuple[Outbox, recovery.Salvage | None]:
+    """Open the device's outbox, quarantining it first if it fails its integrity check.
+
+    Only the outbox's holder quarantines: the agent passes its `holder`; any other caller
+    (`emit`, a command) takes the lock for the time of the quarantine, and refuses with
+    OutboxBusy while a running agent holds it."""
     signer = signer or load_device_signer(config.device)
     path = config.outbox_path
     problem = recovery.check(path)
-    salvage = recovery.quarantine(path) if problem else None
-    outbox = Outbox(
-        path,
-        device=config.device.id,
-        signer=signer,
-        capacity_bytes=config.outbox.capacity_bytes,
-        alert_reserve_bytes=config.outbox.alert_reserve_bytes,
-        telemetry_batch_ms=config.outbox.telemetry_batch_ms,
-    )
-    if salvage is not None:
+    if not problem:
+        return _open(config, signer), None
+    own = holder is None
+    holder = holder or OutboxHolder(path)
+    if not holder.try_acquire():
+        pid = holder.holder_pid()
+        raise OutboxBusy(
+            f"{path} failed its integrity check ({problem[:200]}) and the running agent"
+            f"{f' (pid {pid})' if pid else ''} holds it: nothing was recorded. Restart the "
+            "agent (systemctl restart cocoon-agent); it will quarantine the outbox, keeping "
+            "what can still be read. Then try again.")
+    try:
+        salvage = recovery.quarantine(path)
+        outbox = _open(config, signer)
         recovery.restore(outbox, salvage)
         outbox.append(Draft("outbox.quarantined", "alert", {
             "problem": problem[:500],
@@ -56,7 +67,21 @@ def open_outbox(config: AgentConfig, signer=None) -> tuple[Outbox, recovery.Salv
             "chain_continues_from": salvage.head_seq,
             "read_errors": [e[:200] for e in salvage.errors],
         }))
+    finally:
+        if own:
+            holder.release()
     return outbox, salvage
+
+
+def _open(config: AgentConfig, signer) -> Outbox:
+    return Outbox(
+        config.outbox_path,
+        device=config.device.id,
+        signer=signer,
+        capacity_bytes=config.outbox.capacity_bytes,
+        alert_reserve_bytes=config.outbox.alert_reserve_bytes,
+        telemetry_batch_ms=config.outbox.telemetry_batch_ms,
+    )
 
 
 def build_link(config: AgentConfig, outbox: Outbox, *, on_command=None):
@@ -108,7 +133,21 @@ class Agent:
     def __init__(self, config: AgentConfig):
         self.config = config
         self.signer = load_device_signer(config.device)
-        self.outbox, _ = open_outbox(config, self.signer)
+        # Held while this agent runs: no other process quarantines the outbox under it.
+        self.holder = OutboxHolder(config.outbox_path)
+        if not self.holder.try_acquire():
+            pid = self.holder.holder_pid()
+            raise OutboxBusy(f"another agent{f' (pid {pid})' if pid else ''} is running on "
+                             f"{config.outbox_path}; stop it first (systemctl stop "
+                             "cocoon-agent)")
+        try:
+            self._build(config)
+        except BaseException:
+            self.holder.release()
+            raise
+
+    def _build(self, config: AgentConfig) -> None:
+        self.outbox, _ = open_outbox(config, self.signer, self.holder)
         keys = config.keys
         verifiers = {
             BANK: _optional_verifier(keys.bank_public_key_file),
@@ -228,6 +267,7 @@ class Agent:
             if isinstance(self.uplink, Uplink):
                 self.uplink.close()
             self.outbox.close()
+            self.holder.release()
 
 
 #: Optional parts of the agent, started when their configuration section is present:

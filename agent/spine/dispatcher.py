@@ -2,7 +2,8 @@
 
 A command is admitted only when its signature verifies against the key its type requires (the
 bank's key for money and collateral decisions, the backend's key for operational data), it is
-addressed to this device, it is within its validity window, and its id has not been seen
+addressed to this device, it is within its validity window (by the device's clock, and by the
+bank's: the latest `issued` of the commands accepted so far), and its id has not been seen
 before. The seen id is stored in the same transaction as the `command.accepted` event, so a
 replay is refused even after a power cut. Every acceptance and every refusal is a signed event.
 """
@@ -98,6 +99,10 @@ class Dispatcher:
         now = self._now()
         if expires <= now:
             raise CommandRejected(f"command expired at {msg['expires']}")
+        bank_now = self._command_clock()
+        if bank_now is not None and expires <= bank_now:
+            raise CommandRejected(f"command expired at {msg['expires']}: the bank's own later "
+                                  f"commands show that {utc_timestamp(bank_now)} has passed")
         if issued > now + CLOCK_SKEW:
             raise CommandRejected(f"command issued in the future ({msg['issued']})")
         if expires <= issued:
@@ -105,8 +110,23 @@ class Dispatcher:
         return Command(msg["id"], msg["device"], msg["type"], issued, expires, msg["body"],
                        msg["kid"])
 
+    def _command_clock(self) -> datetime | None:
+        """The latest `issued` of an accepted command: the bank's time as the device last
+        heard it. Unlike the device's wall clock (fake-hwclock, a wrong NTP answer) it never
+        goes back, so seen ids are forgotten by it, and a command it shows to have expired is
+        refused whatever the wall clock says."""
+        rows = self.outbox.read("SELECT value FROM meta WHERE key = 'command_clock'")
+        return parse_utc_timestamp(rows[0][0]) if rows and rows[0][0] else None
+
     def _remember(self, execute, cmd: Command) -> None:
-        execute("DELETE FROM seen_commands WHERE expires < ?", (utc_timestamp(self._now()),))
+        row = execute("SELECT value FROM meta WHERE key = 'command_clock'").fetchone()
+        clock = cmd.issued
+        if row and row[0]:
+            clock = max(clock, parse_utc_timestamp(row[0]))
+        # An id is forgotten only once the bank's own clock is past its expiry: from then on
+        # the command is refused as expired anyway, however the device's clock moves.
+        execute("DELETE FROM seen_commands WHERE expires < ?", (utc_timestamp(clock),))
+        execute("UPDATE meta SET value = ? WHERE key = 'command_clock'", (utc_timestamp(clock),))
         try:
             execute(
                 "INSERT INTO seen_commands (id, expires, seen_at) VALUES (?, ?, ?)",

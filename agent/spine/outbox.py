@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -128,7 +129,7 @@ class Outbox:
         self._write_lock = threading.Lock()
         self._full_alerted = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
+        created = make_private(self.path)
         self._conn = self._open()
         self._reader = self._open()
         # Row states (sent, acknowledged) need no fsync of their own: losing one only means an
@@ -666,6 +667,27 @@ _UPDATE_HEAD = (
     " WHEN 'used_bytes' THEN ?3 ELSE ?4 END"
     " WHERE key IN ('head_seq', 'head_hash', 'used_bytes', 'evicted_total')"
 )
+def make_private(path: Path) -> bool:
+    """Create `path` empty with mode 0600 if it is missing (True then), and take read access
+    from group and others on it and its -wal and -shm: the outbox holds farmer ids and
+    amounts. SQLite gives the -wal and -shm files the mode of the database file, so a file
+    made here keeps them private too. A file this process may not change keeps its mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return True
+    except FileExistsError:
+        pass
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            log.warning("%s is readable by others and cannot be made private", name)
+    return False
+
+
 _INSERT_CHUNK = 64  # rows per INSERT statement: 512 parameters, well under SQLite's limits
 
 

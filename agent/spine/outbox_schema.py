@@ -74,10 +74,19 @@ def _m005_station_cards(db: sqlite_utils.Database) -> None:
     db["meta"].insert({"key": "blacklist_version", "value": "0"})
 
 
+def _m006_emit_keys_and_command_clock(db: sqlite_utils.Database) -> None:
+    # `emit --idempotency-key`: the seq each key recorded, so that a retry records nothing new.
+    db["emit_keys"].create({"key": str, "seq": int, "created": float}, pk="key")
+    # The latest `issued` of an accepted command: the bank's clock as the device last heard
+    # it, which never goes back; seen command ids are forgotten by it, not by the wall clock.
+    db["meta"].insert({"key": "command_clock", "value": ""})
+
+
 MIGRATIONS = [
     ("0001-events-and-meta", _m001_events),
     ("0002-seen-commands", _m002_seen_commands),
     ("0003-station-sales", _m003_sales),
     ("0004-events-sent-index", _m004_sent_index),
     ("0005-station-cards", _m005_station_cards),
+    ("0006-emit-keys-and-command-clock", _m006_emit_keys_and_command_clock),
 ]
