@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from agent.config import AgentConfig
 from agent.contract.clock import wall_clock_synced
@@ -37,45 +38,49 @@ RENEWAL_CHECK_S = 6 * 3600
 
 def open_outbox(config: AgentConfig, signer=None, holder: OutboxHolder | None = None
                 ) -> tuple[Outbox, recovery.Salvage | None]:
-    """Open the device's outbox, quarantining it first if it fails its integrity check.
+    """Open the device's outbox, quarantining it first if it fails its integrity check (or
+    completing a quarantine that a crash cut short).
 
     Only the outbox's holder quarantines: the agent passes its `holder`; any other caller
     (`emit`, a command) takes the lock for the time of the quarantine, and refuses with
     OutboxBusy while a running agent holds it."""
     signer = signer or load_device_signer(config.device)
     path = config.outbox_path
-    problem = recovery.check(path)
-    if not problem:
+    problem = None if recovery.interrupted(path) else recovery.check(path)
+    if not problem and not recovery.interrupted(path):
         return _open(config, signer), None
     own = holder is None
     holder = holder or OutboxHolder(path)
     if not holder.try_acquire():
         pid = holder.holder_pid()
         raise OutboxBusy(
-            f"{path} failed its integrity check ({problem[:200]}) and the running agent"
-            f"{f' (pid {pid})' if pid else ''} holds it: nothing was recorded. Restart the "
-            "agent (systemctl restart cocoon-agent); it will quarantine the outbox, keeping "
-            "what can still be read. Then try again.")
+            f"{path} failed its integrity check ({(problem or 'quarantine unfinished')[:200]})"
+            f" and the running agent{f' (pid {pid})' if pid else ''} holds it: nothing was "
+            "recorded. Restart the agent (systemctl restart cocoon-agent); it will quarantine "
+            "the outbox, keeping what can still be read. Then try again.")
+    salvage = None
     try:
-        salvage = recovery.quarantine(path)
-        outbox = _open(config, signer)
-        recovery.restore(outbox, salvage)
-        outbox.append(Draft("outbox.quarantined", "alert", {
-            "problem": problem[:500],
-            "moved_to": salvage.quarantined_to.name,
-            "salvaged_events": len(salvage.rows),
-            "chain_continues_from": salvage.head_seq,
-            "read_errors": [e[:200] for e in salvage.errors],
-        }))
+        recovery.finish(path)
+        problem = recovery.check(path)
+        if problem:
+            salvage = recovery.quarantine(
+                path, lambda where: _open(config, signer, where),
+                lambda found: Draft("outbox.quarantined", "alert", {
+                    "problem": problem[:500],
+                    "moved_to": found.quarantined_to.name,
+                    "salvaged_events": len(found.rows),
+                    "chain_continues_from": found.head_seq,
+                    "read_errors": [e[:200] for e in found.errors],
+                }))
+        return _open(config, signer), salvage
     finally:
         if own:
             holder.release()
-    return outbox, salvage
 
 
-def _open(config: AgentConfig, signer) -> Outbox:
+def _open(config: AgentConfig, signer, path: Path | None = None) -> Outbox:
     return Outbox(
-        config.outbox_path,
+        path or config.outbox_path,
         device=config.device.id,
         signer=signer,
         capacity_bytes=config.outbox.capacity_bytes,
