@@ -6,7 +6,9 @@ after reconnects). An event is stored only if its signature verifies against the
 registered key, its seq is new (the same seq with other content is a replay or a forgery), and
 it agrees with every neighbour already stored: `prev` must equal the hash of seq-1 (or the
 `last_hash` of a declared skipped range ending at seq-1), and seq+1's `prev` must equal its hash.
-Whatever fails is counted, logged and kept out of the events table.
+A `chain.resumed` event links to the last event its device vouches for instead, and declares the
+seqs it lost: the watermark passes over them, and the next event's `prev` is not checked
+against a lost one. Whatever fails is counted, logged and kept out of the events table.
 """
 
 from __future__ import annotations
@@ -119,12 +121,36 @@ class IngestStore:
                 "INSERT OR IGNORE INTO skipped (device, first, last, last_hash, declared_by)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [(device, a, b, h, seq) for a, b, h in events.skipped_ranges(event)])
+        elif event["type"] == events.CHAIN_RESUMED:
+            # Declared lost on the device's signed word: no hash is known past them. What the
+            # bank already holds of them stays; the watermark passes over the rest.
+            after_seq, _, lost = events.resumed_chain(event)
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO skipped (device, first, last, last_hash, declared_by)"
+                " VALUES (?, ?, ?, NULL, ?)", [(device, a, b, seq) for a, b in lost])
+            count = sum(b - a + 1 for a, b in lost)
+            self.open_alert(device, events.CHAIN_RESUMED,
+                            f"the device resumed its chain at seq {seq} after seq {after_seq}; "
+                            f"it declares {count} seq(s) lost: "
+                            + ", ".join(f"{a}-{b}" for a, b in lost)[:300])
         self._count(device, "accepted")
         return Outcome(ACCEPTED, device, seq, event["type"], event["priority"])
 
     def _chain_problem(self, device: str, event: dict, digest: str) -> str | None:
         seq, prev = event["seq"], event["prev"]
-        if seq == 1:
+        if event["type"] == events.CHAIN_RESUMED:
+            # It links to the last event the device vouches for, not to seq - 1.
+            try:
+                after_seq, after_hash, _ = events.resumed_chain(event)
+            except EventFormatError as exc:
+                return str(exc)
+            if after_seq == 0 and after_hash != events.GENESIS_PREV:
+                return "a chain resumed after seq 0 must name 64 zeros"
+            vouched = self.conn.execute("SELECT hash FROM events WHERE device=? AND seq=?",
+                                        (device, after_seq)).fetchone()
+            if vouched and vouched[0] != after_hash:
+                return f"after_hash does not match the stored seq {after_seq}"
+        elif seq == 1:
             if prev != events.GENESIS_PREV:
                 return "seq 1 must chain to 64 zeros"
         else:
@@ -135,11 +161,11 @@ class IngestStore:
             declared = self.conn.execute(
                 "SELECT last_hash FROM skipped WHERE device=? AND last=?", (device, seq - 1)
             ).fetchone()
-            if not before and declared and declared[0] != prev:
+            if not before and declared and declared[0] is not None and declared[0] != prev:
                 return f"prev does not match the declared hash before the skipped seq {seq - 1}"
-        after = self.conn.execute("SELECT prev FROM events WHERE device=? AND seq=?",
+        after = self.conn.execute("SELECT prev, type FROM events WHERE device=? AND seq=?",
                                   (device, seq + 1)).fetchone()
-        if after and after[0] != digest:
+        if after and after[1] != events.CHAIN_RESUMED and after[0] != digest:
             return f"the stored seq {seq + 1} does not chain to this event"
         if event["type"] == events.SEQ_SKIPPED:
             try:

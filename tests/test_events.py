@@ -47,6 +47,35 @@ def test_documented_vector_byte_for_byte():
     events.verify(event, verifier)
 
 
+def test_the_chain_resumed_vector_verifies_parses_and_is_accepted(tmp_path):
+    """The documented chain.resumed follows the documented event across a declared loss:
+    its signature, its body, and the ingest's watermark over the lost seqs."""
+    from ingest.store import IngestStore
+
+    signer = vector_signer()
+    resumed = json.loads(doc_block("vector:resumed-event"))
+    unsigned = {k: v for k, v in resumed.items() if k != "sig"}
+    assert sign_object(unsigned, signer)["sig"] == resumed["sig"]
+    assert events.event_hash(resumed) == doc_block("vector:resumed-hash").strip()
+    after_seq, after_hash, lost = events.resumed_chain(resumed)
+    assert (after_seq, lost) == (42, [(43, 1065)])
+    assert after_hash == resumed["prev"] == doc_block("vector:hash").strip()
+    store = IngestStore(tmp_path / "ingest.sqlite")
+    registry = {"station-01": Verifier.from_pem(signer.public_key_pem())}
+    topic = "cocoon/v1/station-01/events"
+    before = json.dumps(json.loads(doc_block("vector:event"))).encode()
+    # seq 42 alone: the watermark waits for 1..41
+    outcomes, _ = store.process_batch([(topic, before)], registry)
+    assert outcomes[0].status == "accepted"
+    store.conn.execute("INSERT INTO skipped (device, first, last, last_hash, declared_by) "
+                       "VALUES ('station-01', 1, 41, NULL, 0)")   # as an earlier resume would
+    outcomes, _ = store.process_batch([(topic, json.dumps(resumed).encode())], registry)
+    assert outcomes[0].status == "accepted", outcomes[0].reason
+    assert store.watermark("station-01") == (1066, doc_block("vector:resumed-hash").strip())
+    assert [a["kind"] for a in store.open_alerts("station-01")] == ["chain.resumed"]
+    store.close()
+
+
 def test_seal_reproduces_the_vector():
     doc = json.loads(doc_block("vector:event"))
     sealed = events.seal(

@@ -59,9 +59,16 @@ def test_corrupt_outbox_is_quarantined_and_the_chain_continues(tmp_path):
         assert len(quarantined) == 1 and quarantined[0].stat().st_size > 300 * 300  # kept
         assert salvage.head_seq == 300 and salvage.errors
         stored = [parse_json_object(s.payload) for s in ob.pending(10**6)]
-        alert = stored[-1]
-        assert alert["type"] == "outbox.quarantined" and alert["seq"] == 301
+        resumed, alert = stored[-2:]
+        assert alert["type"] == "outbox.quarantined" and alert["seq"] == 302
         assert alert["body"]["chain_continues_from"] == 300
+        # the rows of the destroyed page are declared, the chain goes on after seq 300
+        missing = set(range(11, 301)) - {e["seq"] for e in stored}
+        assert resumed["type"] == "chain.resumed" and resumed["seq"] == 301
+        assert resumed["body"]["after_seq"] == 300
+        assert resumed["prev"] == resumed["body"]["after_hash"] == ob.event_hash(300)
+        declared = {n for r in resumed["body"]["lost"] for n in range(r["from"], r["to"] + 1)}
+        assert missing and declared == missing
         assert alert["body"]["salvaged_events"] == len(salvage.rows) > 0
         # every salvaged event is still unacknowledged and intact
         salvaged = [e for e in stored if e["type"] == "test.money"]
@@ -69,6 +76,6 @@ def test_corrupt_outbox_is_quarantined_and_the_chain_continues(tmp_path):
         report = check_capture([s.payload for s in ob.pending(10**6)],
                                Verifier.from_pem(signer.public_key_pem()))
         assert report.counts["bad_signature"] == 0 and report.counts["broken_link"] == 0
-        assert ob.append(Draft("test.money", "money", {})) == 302
+        assert ob.append(Draft("test.money", "money", {})) == 303
     finally:
         ob.close()

@@ -31,6 +31,7 @@ FIELDS = (
 )  # fmt: skip
 
 SEQ_SKIPPED = "seq.skipped"
+CHAIN_RESUMED = "chain.resumed"
 
 
 @dataclass(frozen=True)
@@ -187,3 +188,31 @@ def skipped_ranges(event: dict) -> list[tuple[int, int, str]]:
             raise EventFormatError("seq.skipped last_hash must be 64 hex digits")
         out.append((first, last, last_hash))
     return out
+
+
+def resumed_chain(event: dict) -> tuple[int, str, list[tuple[int, int]]]:
+    """(after_seq, after_hash, lost ranges) of a `chain.resumed` event, validated.
+
+    The device vouches for its chain up to `after_seq` (whose hash is `after_hash`, and which
+    this event's `prev` names), and declares the ranges in `lost` as seqs it cannot vouch for:
+    events it may have recorded and can no longer read. Those are never sent again."""
+    body = event.get("body", {})
+    after_seq, after_hash, lost = body.get("after_seq"), body.get("after_hash"), body.get("lost")
+    if not (type(after_seq) is int and 0 <= after_seq < event["seq"]):
+        raise EventFormatError("chain.resumed after_seq must be a seq before the event")
+    if not (isinstance(after_hash, str) and HEX64_RE.match(after_hash)):
+        raise EventFormatError("chain.resumed after_hash must be 64 hex digits")
+    if event.get("prev") != after_hash:
+        raise EventFormatError("chain.resumed prev must be its after_hash")
+    if not isinstance(lost, list):
+        raise EventFormatError("chain.resumed lost must be a list of ranges")
+    out = []
+    for r in lost:
+        try:
+            first, last = r["from"], r["to"]
+        except (TypeError, KeyError):
+            raise EventFormatError("chain.resumed lost range needs from and to") from None
+        if not (type(first) is int and type(last) is int and 1 <= first <= last < event["seq"]):
+            raise EventFormatError("chain.resumed lost range must lie before the event")
+        out.append((first, last))
+    return after_seq, after_hash, out

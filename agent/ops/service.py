@@ -28,7 +28,7 @@ from agent.ops.sdnotify import Notifier, Watchdog, watchdog_interval_s
 from agent.spine import recovery
 from agent.spine.dispatcher import Dispatcher
 from agent.spine.holder import OutboxHolder
-from agent.spine.outbox import Outbox
+from agent.spine.outbox import Outbox, high_water_path
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ def open_outbox(config: AgentConfig, signer=None, holder: OutboxHolder | None = 
 def _open(config: AgentConfig, signer, path: Path | None = None) -> Outbox:
     return Outbox(
         path or config.outbox_path,
+        high_water=high_water_path(config.outbox_path),
         device=config.device.id,
         signer=signer,
         capacity_bytes=config.outbox.capacity_bytes,

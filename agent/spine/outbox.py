@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.contract import events
-from agent.contract.durable import fsync_dir
+from agent.contract.durable import fsync_dir, write_private
 from agent.contract.events import Draft
 from agent.contract.signing import Signer
 from agent.errors import CocoonError, OutboxError, OutboxFull, StaleAck
@@ -107,8 +107,11 @@ class Outbox:
         alert_reserve_bytes: int = 1024 * 1024,
         telemetry_batch_ms: int = 200,
         connect: Callable[[Path], object] = connect_sqlite,
+        high_water: Path | None = None,
     ):
         self.path = Path(path)
+        #: The high-water file (see read_high_water); a rebuild's is the outbox's it replaces.
+        self.high_water = Path(high_water) if high_water else high_water_path(self.path)
         self.device = device
         self.signer = signer
         self.capacity_bytes = capacity_bytes
@@ -128,6 +131,7 @@ class Outbox:
         # which stalls the uplink behind every commit. Other processes still meet busy_timeout.
         self._write_lock = threading.Lock()
         self._full_alerted = False
+        self._reserved = read_high_water(self.high_water)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = make_private(self.path)
         self._conn = self._open()
@@ -354,6 +358,8 @@ class Outbox:
             self._insert(conn, rows)
             if evicted:
                 self._declare_evictions(conn, state, evicted)
+            if state.seq > self._reserved:
+                self._reserve(state.seq)
             conn.execute(_UPDATE_HEAD, (str(state.seq), state.hash, str(state.used),
                                         str(int(meta.get("evicted_total", 0)) + len(evicted))))
         except BaseException as exc:
@@ -367,6 +373,15 @@ class Outbox:
             return False
         self._predicted = (state.seq, state.hash)
         return True
+
+    def _reserve(self, seq: int) -> None:
+        """Before a seq above the reserved block is committed: reserve the next block in the
+        high-water file, durably (one fsync per HIGH_WATER_BLOCK events). Under the write lock
+        of the database, so that writers in other processes take turns; each reads the file
+        again, in case another went further."""
+        reserved = max(read_high_water(self.high_water), seq) + HIGH_WATER_BLOCK
+        write_private(self.high_water, f"{reserved}\n".encode())
+        self._reserved = reserved
 
     def _fail_all(self, batch, exc) -> None:
         log.error("outbox commit failed: %s", exc)
@@ -667,6 +682,28 @@ _UPDATE_HEAD = (
     " WHEN 'used_bytes' THEN ?3 ELSE ?4 END"
     " WHERE key IN ('head_seq', 'head_hash', 'used_bytes', 'evicted_total')"
 )
+#: Sequence numbers reserved at a time in the high-water file.
+HIGH_WATER_BLOCK = 1024
+
+
+def high_water_path(path: Path) -> Path:
+    return Path(f"{path}.hwm")
+
+
+def read_high_water(hwm: Path) -> int:
+    """The seq that no event of the outbox has gone beyond, from its high-water file `hwm`
+    (reserved in blocks, written before the events): a witness of the chain's head outside
+    the database, so that a damaged or replaced database cannot make the device use a seq
+    twice. 0 when unknown."""
+    try:
+        return int(Path(hwm).read_text().split()[0])
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError, IndexError) as exc:
+        log.warning("%s unreadable (%s): the chain's high-water mark is unknown", hwm, exc)
+        return 0
+
+
 def make_private(path: Path) -> bool:
     """Create `path` empty with mode 0600 if it is missing (True then), and take read access
     from group and others on it and its -wal and -shm: the outbox holds farmer ids and

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.contract.durable import fsync_dir
+from agent.contract.events import CHAIN_RESUMED, GENESIS_PREV, Draft
+from agent.spine.outbox import high_water_path, read_high_water
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +86,19 @@ def interrupted(path: Path) -> bool:
 def quarantine(path: Path, open_fresh: Callable[[Path], object],
                alert: Callable[[Salvage], object]) -> Salvage:
     """Replace the corrupt outbox at `path` with a rebuilt one (see the module's docstring).
-    `open_fresh(path)` opens a new, migrated Outbox there; `alert(salvage)` is the Draft of
-    the `outbox.quarantined` alert."""
+    `open_fresh(path)` opens a new, migrated Outbox there, whose high-water file is the
+    damaged outbox's; `alert(salvage)` is the Draft of the `outbox.quarantined` alert."""
     scratch = Path(f"{path}{REBUILDING}")
     _remove(scratch)
     salvage = read(path)
     salvage.quarantined_to = path.with_name(
         f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    resume = plan_resume(salvage, read_high_water(high_water_path(path)))
     outbox = open_fresh(scratch)
     try:
-        restore(outbox, salvage)
+        restore(outbox, salvage, resume)
+        if resume is not None:
+            outbox.append(Draft(CHAIN_RESUMED, "alert", resume.body()))
         outbox.append(alert(salvage))
     finally:
         outbox.close()
@@ -129,12 +134,19 @@ def finish(path: Path) -> bool:
 
 
 def read(path: Path) -> Salvage:
-    """Everything still readable in the outbox at `path`, read where it lies."""
+    """Everything still readable in the outbox at `path`, read where it lies (or, when the
+    file was cut short, from a copy padded back to its stated size: SQLite reads nothing of
+    a file shorter than its header says, though its first pages are intact)."""
     salvage = Salvage(path)
+    padded = _padded_copy(path)
+    if padded is not None:
+        salvage.errors.append(f"file: truncated to {path.stat().st_size} bytes")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{padded or path}?mode=ro", uri=True)
     except sqlite3.DatabaseError as exc:
         salvage.errors.append(f"open: {exc}")
+        if padded is not None:
+            _remove(padded)
         return salvage
     try:
         try:
@@ -148,18 +160,73 @@ def read(path: Path) -> Salvage:
         _read_tables(conn, salvage)
     finally:
         conn.close()
+        if padded is not None:
+            _remove(padded)
     if salvage.rows and salvage.rows[-1][0] > salvage.head_seq:
         salvage.head_seq, salvage.head_hash = salvage.rows[-1][0], salvage.rows[-1][3]
     return salvage
 
 
-def restore(outbox, salvage: Salvage) -> None:
+@dataclass(frozen=True)
+class Resume:
+    """Where the chain goes on when the damaged outbox cannot vouch for all of it: after
+    `after_seq` (hash `after_hash`), with a `chain.resumed` event at `head + 1`, and the seqs
+    in `lost` declared as recorded-perhaps but unreadable."""
+
+    after_seq: int
+    after_hash: str
+    head: int                       # the seq before the chain.resumed event
+    lost: tuple[tuple[int, int], ...]
+    reason: str
+
+    def body(self) -> dict:
+        return {"after_seq": self.after_seq, "after_hash": self.after_hash,
+                "lost": [{"from": a, "to": b} for a, b in self.lost],
+                "reason": self.reason[:300]}
+
+
+def plan_resume(salvage: Salvage, high_water: int) -> Resume | None:
+    """None when the salvage has the whole unacknowledged chain; else where to resume.
+
+    The seqs the device can no longer vouch for are the unreadable ones among those it had
+    (holes in the salvaged rows), and those above the last readable event that it may have
+    used: up to the head the readable `meta` states, or, without it, up to the high-water
+    mark (the seqs reserved outside the database). A restored copy older than the high-water
+    mark is caught the same way, when its `meta` cannot be read."""
+    acked = salvage.acked_seq if salvage.acked_hash else 0
+    hashes = {r[0]: r[3] for r in salvage.rows if r[0] > acked}
+    top = max(hashes, default=acked)
+    meta_ok = not any(e.startswith("meta") for e in salvage.errors)
+    claimed = int(salvage.meta.get("head_seq", 0) or 0) if meta_ok else 0
+    head = max(top, claimed, 0 if meta_ok else high_water)
+    lost = _ranges([n for n in range(acked + 1, head + 1) if n not in hashes])
+    if not lost:
+        return None
+    after_hash = hashes[top] if top != acked else (salvage.acked_hash or GENESIS_PREV)
+    why = "; ".join(salvage.errors) or "the outbox failed its integrity check"
+    return Resume(top, after_hash, head, tuple(lost), f"outbox quarantined: {why}")
+
+
+def _ranges(numbers: list[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for n in numbers:
+        if out and out[-1][1] == n - 1:
+            out[-1] = (out[-1][0], n)
+        else:
+            out.append((n, n))
+    return out
+
+
+def restore(outbox, salvage: Salvage, resume: Resume | None = None) -> None:
     """Write the salvaged head, the unacknowledged events and every other table's rows into
-    a fresh, migrated outbox, in one transaction (through the outbox's own `write_all`)."""
+    a fresh, migrated outbox, in one transaction (through the outbox's own `write_all`). With
+    a `resume`, the head is set so that the next event (the chain.resumed) follows it."""
     rows = [r for r in salvage.rows if r[0] > salvage.acked_seq]
     meta = {k: v for k, v in salvage.meta.items()
             if k not in ("head_seq", "head_hash", "acked_seq", "acked_hash", "used_bytes")}
     meta["used_bytes"] = str(sum(r[5] for r in rows))
+    if resume is not None:
+        salvage.head_seq, salvage.head_hash = resume.head, resume.after_hash
     if salvage.head_hash:
         meta.update(head_seq=str(salvage.head_seq), head_hash=salvage.head_hash)
     if salvage.acked_hash:
@@ -253,6 +320,35 @@ def _probe(conn, name: str, salvage: Salvage) -> tuple[list[str], list[tuple]]:
 
 
 # -- files ----------------------------------------------------------------------------------
+
+def _padded_copy(path: Path) -> Path | None:
+    """A copy of a database shorter than its header's page count, with zero pages added up
+    to that count (and its WAL beside it), or None when the file is not cut short."""
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(100)
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        return None
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    stated = int.from_bytes(header[28:32], "big") * page_size
+    if page_size < 512 or stated <= size:
+        return None
+    copy = Path(f"{path}.salvage")
+    _remove(copy)
+    with open(path, "rb") as src, open(copy, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+        dst.truncate(stated)
+    if Path(f"{path}-wal").exists():
+        with open(f"{path}-wal", "rb") as src, open(f"{copy}-wal", "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+    return copy
+
 
 def _remove(path: Path) -> None:
     for suffix in SUFFIXES:
