@@ -76,7 +76,7 @@ class Uplink:
         self._inflight.clear()
         self._acked_mids.clear()
         self._marks.join()  # marks from the previous connection land before the requeue
-        requeued = self.outbox.requeue_sent()
+        requeued = self._requeue()
         if requeued:
             log.info("uplink: %d sent-but-unacknowledged events will be sent again", requeued)
         self._reset_cursors()
@@ -115,7 +115,7 @@ class Uplink:
         now = time.monotonic()
         if now - self._last_timeout_check >= min(5.0, self.ack_timeout_s / 2):
             self._last_timeout_check = now
-            if self.outbox.requeue_sent(older_than_s=self.ack_timeout_s):
+            if self._requeue(self.ack_timeout_s):
                 log.info("uplink: no ack within %.0f s; sending again", self.ack_timeout_s)
                 self._reset_cursors()
             elif not self._inflight:
@@ -133,6 +133,15 @@ class Uplink:
         self._live_cursor = self._live_mark
         self._backlog_buf.clear()
         self._live_buf.clear()
+
+    def _requeue(self, older_than_s: float | None = None) -> int:
+        """Sent rows made pending again; 0 when the outbox cannot write it (a full disk: the
+        link goes on sending what is pending, and the acks prune)."""
+        try:
+            return self.outbox.requeue_sent(older_than_s)
+        except CocoonError as exc:
+            log.warning("uplink: could not requeue sent events: %s", exc)
+            return 0
 
     def _flush_pubacks(self, force: bool = False) -> None:
         # Marking rows sent needs no hurry (a row not yet marked is at worst sent again), so

@@ -18,7 +18,7 @@ from agent.contract.clock import wall_clock_synced
 from agent.contract.commands import BACKEND, BANK
 from agent.contract.events import Draft
 from agent.contract.signing import Verifier, load_device_signer
-from agent.errors import OutboxBusy
+from agent.errors import OutboxBusy, OutboxError, OutboxFull
 from agent.fleet.remote_config import RESTART_EXIT_CODE, RemoteConfig, RestartRequested
 from agent.fleet.time_hint import time_hint_handler
 from agent.link.common import LinkSettings
@@ -28,7 +28,7 @@ from agent.ops.sdnotify import Notifier, Watchdog, watchdog_interval_s
 from agent.spine import recovery
 from agent.spine.dispatcher import Dispatcher
 from agent.spine.holder import OutboxHolder
-from agent.spine.outbox import Outbox, high_water_path
+from agent.spine.outbox import Outbox, high_water_path, room_to_open
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ def open_outbox(config: AgentConfig, signer=None, holder: OutboxHolder | None = 
     OutboxBusy while a running agent holds it."""
     signer = signer or load_device_signer(config.device)
     path = config.outbox_path
+    room_to_open(path)
     problem = None if recovery.interrupted(path) else recovery.check(path)
     if not problem and not recovery.interrupted(path):
         return _open(config, signer), None
@@ -189,17 +190,20 @@ class Agent:
         # has start(stop) and close(), and registers its command handlers on the dispatcher.
         self.parts = [_load_part(name)(self) for name in PARTS if config.plugged.get(name)]
 
-    def heartbeat(self) -> int:
+    def heartbeat(self) -> int | None:
         stats = self.outbox.stats()
         oldest = stats.oldest_pending_age_s
-        return self.outbox.append(Draft("device.heartbeat", "telemetry", {
-            "uptime_s": int(time.monotonic() - self._started),
-            "outbox_depth": stats.counts["pending"] + stats.counts["sent"],
-            "oldest_pending_age_s": None if oldest is None else int(oldest),
-            "outbox_used_bytes": stats.used_bytes,
-            "clock_synced": wall_clock_synced(),
-            "link_connected": self.link.status.connected,
-        }))
+        try:
+            return self.outbox.append(Draft("device.heartbeat", "telemetry", {
+                "uptime_s": int(time.monotonic() - self._started),
+                "outbox_depth": stats.counts["pending"] + stats.counts["sent"],
+                "oldest_pending_age_s": None if oldest is None else int(oldest),
+                "outbox_used_bytes": stats.used_bytes,
+                "clock_synced": wall_clock_synced(),
+                "link_connected": self.link.status.connected,
+            }))
+        except OutboxFull:   # the outbox has reported the full disk once; no heartbeat then
+            return None
 
     def _restart_when_asked(self, stop: threading.Event) -> None:
         """A new configuration was accepted or rolled back: stop, so that the service
@@ -246,7 +250,10 @@ class Agent:
     def run(self, stop: threading.Event, notifier: Notifier | None = None) -> None:
         notifier = notifier or Notifier()
         log.info("agent %s starting; outbox %s", self.config.device.id, self.outbox.path)
-        self.outbox.append(Draft("agent.started", "telemetry", {"version": _version()}))
+        try:
+            self.outbox.append(Draft("agent.started", "telemetry", {"version": _version()}))
+        except OutboxError as exc:  # a full disk: the link must still run to send and prune
+            log.error("agent.started not recorded: %s", exc)
         if self.config.unknown_keys:
             # Logged when the file was read; the bank hears of it once per start.
             self.outbox.append(Draft("config.unknown_keys", "alert", {

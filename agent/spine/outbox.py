@@ -20,6 +20,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -132,7 +133,11 @@ class Outbox:
         self._write_lock = threading.Lock()
         self._full_alerted = False
         self._reserved = read_high_water(self.high_water)
+        #: Space kept for the alert, the acks and the prune on a full disk (see disk_full).
+        self._disk_full = False
+        self._reserve_checked = 0.0
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        room_to_open(self.path)
         created = make_private(self.path)
         self._conn = self._open()
         self._reader = self._open()
@@ -143,6 +148,8 @@ class Outbox:
         self._state = self._open(synchronous="NORMAL")
         if created:
             fsync_dir(self.path.parent)  # SQLite does not sync the new file's directory entry
+        self._disk_full = not self._keep_reserve()
+        self._reserve_checked = time.monotonic()
 
     # -- opening -------------------------------------------------------------------------
 
@@ -188,6 +195,9 @@ class Outbox:
         such as a voucher). If it raises a CocoonError, nothing of this request is stored and the
         error is re-raised.
         """
+        if draft.priority != "alert" and not self._room_for(draft):
+            self._on_disk_full([], "the reserve beside the outbox is not whole")
+            raise OutboxFull(self._disk_full_message())
         req = self._enqueue(_Request(draft, within))
         req.wait()
         if req.error is not None:
@@ -374,6 +384,132 @@ class Outbox:
         self._predicted = (state.seq, state.hash)
         return True
 
+    # -- a full disk ---------------------------------------------------------------------
+    #
+    # On a full disk SQLite cannot even delete (a WAL frame is a write), so a device that
+    # cannot write cannot send and prune its way out either. The outbox keeps a reserve file
+    # (RESERVE_BYTES) beside the database; the first write that meets a full disk gives it
+    # back, and with that room the outbox.full alert, the acks and the prunes are written.
+    # Money and telemetry are refused with OutboxFull until there is room for the reserve again.
+
+    def _keep_reserve(self) -> bool:
+        """Make the reserve's missing chunks while the disk has room for each and as much
+        again; True when the whole reserve is in place (the disk is no longer full)."""
+        whole = True
+        for chunk in reserve_chunks(self.path):
+            if chunk.exists():
+                continue
+            try:
+                st = os.statvfs(self.path.parent)
+                if st.f_bavail * st.f_frsize < 2 * RESERVE_CHUNK:
+                    whole = False
+                    break
+                fd = os.open(chunk, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.posix_fallocate(fd, 0, RESERVE_CHUNK)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                chunk.unlink(missing_ok=True)
+                if disk_full(exc):
+                    whole = False
+                else:   # not a matter of room: no reserve here, and no refusal for it
+                    log.warning("no reserve beside the outbox %s: %s", self.path, exc)
+                break
+        if whole and self._disk_full:
+            log.warning("outbox %s: the disk has room again", self.path)
+            self._disk_full, self._full_alerted = False, False
+            try:   # the next full disk is a new one, with its own alert
+                with self._write_lock:
+                    self._state.execute("UPDATE meta SET value = '' WHERE key = 'disk_full'")
+            except sqlite3.Error:
+                log.debug("could not clear the full-disk mark", exc_info=True)
+        return whole
+
+    def _room_for(self, draft: Draft) -> bool:
+        """Whether the disk has room for a money or telemetry event: the reserve (whose room
+        is for the alert, the acks and the prunes) is whole, or can be made whole again.
+        Looked at once a second, or at every event while the disk is full: another process
+        of the device may have given chunks back meanwhile."""
+        now = time.monotonic()
+        if self._disk_full or now >= self._reserve_checked + 1.0:
+            self._reserve_checked = now
+            if not self._keep_reserve():
+                self._disk_full = True
+        return not self._disk_full
+
+    def _give_back_reserve(self) -> bool:
+        """Delete one chunk of the reserve; True when there was one to give."""
+        return give_back_chunk(self.path)
+
+    def _disk_full_message(self) -> str:
+        return (f"the disk is full ({self.path.parent}): the event was not recorded. Free "
+                "space there (old logs, files that do not belong), and keep the link to the "
+                "bank up: what it acknowledges is pruned. Nothing recorded is lost.")
+
+    def _on_disk_full(self, batch, exc) -> None:
+        first = not self._disk_full
+        self._disk_full = True
+        if first:
+            log.error("outbox %s: %s (%s)", self.path, self._disk_full_message(), exc)
+        for r in batch:
+            r.error = OutboxFull(self._disk_full_message())
+        if self._full_alerted:
+            return
+        self._full_alerted = True
+        self._give_back_reserve()
+        alert = _Request(Draft("outbox.full", "alert", {
+            "used_bytes": 0, "capacity_bytes": self.capacity_bytes,
+            "message": f"disk full: money events are refused until there is room ({exc})"[:300],
+        }), _once_per_full_disk, threading.Event())
+        try:    # recorded by the committer, in the room the reserve gave back
+            self._enqueue(alert)
+        except OutboxError:
+            log.error("the outbox is closed: the outbox.full alert is not recorded")
+
+    def _with_room(self, work: Callable[[], object], *, essential: bool = True) -> object:
+        """Run `work` (a transaction). On a full disk an essential one (an ack and its prune)
+        is run again after the WAL is checkpointed and, as long as that is not enough, after
+        each chunk of the reserve is given back; any other (the rows' sent marks, which only
+        save a resend) is refused with OutboxFull and spends nothing of the reserve."""
+        if self._disk_full and not essential and not self._keep_reserve():
+            raise OutboxFull(self._disk_full_message())
+        checkpointed = False
+        while True:
+            try:
+                return work()
+            except sqlite3.Error as exc:
+                if not disk_full(exc):
+                    raise
+                if not self._disk_full:
+                    log.error("outbox %s: %s (%s)", self.path, self._disk_full_message(), exc)
+                self._disk_full = True
+                if not essential:
+                    raise OutboxFull(self._disk_full_message()) from exc
+                if not checkpointed:
+                    checkpointed = True
+                    if self._checkpoint():
+                        continue
+                if not self._give_back_reserve():
+                    raise OutboxFull(self._disk_full_message()) from exc
+                log.warning("outbox %s: disk full; a chunk of the reserve given back for the "
+                            "link", self.path)
+
+    def _checkpoint(self) -> bool:
+        """Copy the WAL into the database and truncate it: on a full disk, the WAL's own
+        pages are the room a prune needs (SQLite would otherwise let it grow to 4 MiB before
+        reusing it). True when the WAL was emptied."""
+        try:
+            with self._write_lock:
+                busy, _, _ = self._state.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return busy == 0
+        except sqlite3.Error:
+            log.debug("checkpoint failed", exc_info=True)
+            return False
+
     def _reserve(self, seq: int) -> None:
         """Before a seq above the reserved block is committed: reserve the next block in the
         high-water file, durably (one fsync per HIGH_WATER_BLOCK events). Under the write lock
@@ -384,6 +520,9 @@ class Outbox:
         self._reserved = reserved
 
     def _fail_all(self, batch, exc) -> None:
+        if disk_full(exc):
+            self._on_disk_full(batch, exc)
+            return
         log.error("outbox commit failed: %s", exc)
         for req in batch:
             req.seq = None
@@ -556,16 +695,17 @@ class Outbox:
         self._write(
             "UPDATE events SET state = 1, sent_at = ?, attempts = attempts + 1"
             " WHERE seq BETWEEN ? AND ? AND state = 0",
-            [(now, first, last) for first, last in runs],
+            [(now, first, last) for first, last in runs], essential=False,
         )
 
     def requeue_sent(self, older_than_s: float | None = None) -> int:
         """Make sent-but-unacknowledged events pending again (after a reconnect or timeout)."""
         if older_than_s is None:
-            return self._write("UPDATE events SET state = 0 WHERE state = 1")
+            return self._write("UPDATE events SET state = 0 WHERE state = 1", essential=False)
         cutoff = time.time() - older_than_s
         return self._write(
-            "UPDATE events SET state = 0 WHERE state = 1 AND sent_at < ?", [(cutoff,)]
+            "UPDATE events SET state = 0 WHERE state = 1 AND sent_at < ?", [(cutoff,)],
+            essential=False,
         )
 
     def event_hash(self, seq: int) -> str | None:
@@ -590,6 +730,25 @@ class Outbox:
         OutboxError when the ack does not match what this outbox holds (a forged or replayed
         ack must never prune anything).
         """
+        if not self._disk_full:
+            try:
+                return self._with_room(lambda: self._acknowledge(seq, hash_hex))
+            except OutboxFull:
+                pass
+        # On a full disk the prune goes in small steps, each checkpointed: every step's WAL
+        # frames fit in one chunk of the reserve, and the checkpoint hands them back.
+        pruned, step = 0, None
+        while step != 0:
+            step = self._with_room(
+                lambda: self._acknowledge(seq, hash_hex, at_most=PRUNE_STEP))
+            pruned += step
+            self._checkpoint()
+        self._keep_reserve()
+        return pruned
+
+    def _acknowledge(self, seq: int, hash_hex: str, at_most: int | None = None) -> int:
+        """One transaction of the prune: all of it, or (`at_most`) its next rows, the ack
+        point moving only with the last of them."""
         with self._write_lock:
             conn = self._state
             conn.execute("BEGIN IMMEDIATE")
@@ -604,18 +763,23 @@ class Outbox:
                 expected = row[0] if row else (meta["acked_hash"] if seq == acked else None)
                 if expected != hash_hex:
                     raise OutboxError(f"ack for seq {seq} names a hash this device never sent")
+                upto = seq
+                if at_most is not None:
+                    last = conn.execute(
+                        "SELECT max(seq) FROM (SELECT seq FROM events WHERE seq <= ? "
+                        "ORDER BY seq LIMIT ?)", (seq, at_most)).fetchone()[0]
+                    upto = seq if last is None else last
                 freed = conn.execute(
-                    "SELECT count(*), coalesce(sum(size), 0) FROM events WHERE seq <= ?", (seq,)
+                    "SELECT count(*), coalesce(sum(size), 0) FROM events WHERE seq <= ?", (upto,)
                 ).fetchone()
-                conn.execute("DELETE FROM events WHERE seq <= ?", (seq,))
-                conn.executemany(
-                    "UPDATE meta SET value = ? WHERE key = ?",
-                    [(str(seq), "acked_seq"), (hash_hex, "acked_hash"),
-                     (str(int(meta["used_bytes"]) - freed[1]), "used_bytes")],
-                )
+                conn.execute("DELETE FROM events WHERE seq <= ?", (upto,))
+                moves = [(str(int(meta["used_bytes"]) - freed[1]), "used_bytes")]
+                if upto == seq:
+                    moves += [(str(seq), "acked_seq"), (hash_hex, "acked_hash")]
+                conn.executemany("UPDATE meta SET value = ? WHERE key = ?", moves)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         return freed[0]
 
@@ -632,23 +796,31 @@ class Outbox:
         """Run several statements (each with its rows, or None) in one transaction."""
         return self._write(steps)
 
-    def _write(self, sql: str | list, rows: list | None = None) -> int:
+    def _write(self, sql: str | list, rows: list | None = None, *,
+               essential: bool = True) -> int:
         steps = sql if isinstance(sql, list) else [(sql, rows)]
-        with self._write_lock:
-            conn = self._state
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                before = conn.execute("SELECT total_changes()").fetchone()[0]
-                for statement, args in steps:
-                    if args is None:
-                        conn.execute(statement)
-                    else:
-                        conn.executemany(statement, args)
-                changed = conn.execute("SELECT total_changes()").fetchone()[0] - before
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+
+        def work() -> int:
+            with self._write_lock:
+                conn = self._state
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    before = conn.execute("SELECT total_changes()").fetchone()[0]
+                    for statement, args in steps:
+                        if args is None:
+                            conn.execute(statement)
+                        else:
+                            conn.executemany(statement, args)
+                    changed = conn.execute("SELECT total_changes()").fetchone()[0] - before
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
+            return changed
+
+        changed = self._with_room(work, essential=essential)
+        if self._disk_full:
+            self._keep_reserve()
         return changed
 
     # -- inspection ------------------------------------------------------------------------
@@ -682,6 +854,75 @@ _UPDATE_HEAD = (
     " WHEN 'used_bytes' THEN ?3 ELSE ?4 END"
     " WHERE key IN ('head_seq', 'head_hash', 'used_bytes', 'evicted_total')"
 )
+#: Room kept beside the outbox for opening it, the alert, the acks and the prunes on a full
+#: disk, in chunks given back one at a time as they are needed.
+RESERVE_CHUNK = 256 * 1024
+RESERVE_CHUNKS = 4
+
+
+def reserve_chunks(path: Path) -> list[Path]:
+    return [Path(f"{path}.reserve{i}") for i in range(RESERVE_CHUNKS)]
+
+
+def give_back_chunk(path: Path) -> bool:
+    """Delete the last chunk of the reserve beside the outbox at `path`; True if there was
+    one."""
+    for chunk in reversed(reserve_chunks(path)):
+        try:
+            chunk.unlink()
+        except FileNotFoundError:
+            continue
+        return True
+    return False
+
+
+def room_to_open(path: Path) -> None:
+    """On a disk too full to open the outbox (SQLite must create its -wal and -shm files),
+    give a chunk of the reserve back first: a device that cannot open its outbox cannot send
+    and prune its way out."""
+    try:
+        st = os.statvfs(Path(path).parent)
+        if st.f_bavail * st.f_frsize < RESERVE_CHUNK // 2 and give_back_chunk(Path(path)):
+            log.warning("the disk is full: gave back a chunk of the reserve beside %s to "
+                        "open it", path)
+    except OSError:
+        pass
+
+
+def disk_full(exc: BaseException) -> bool:
+    """SQLite's "database or disk is full", or the system's ENOSPC."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return isinstance(exc, sqlite3.Error) and (
+        getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
+        or "database or disk is full" in str(exc))
+
+
+class _AlreadyAlerted(CocoonError):
+    """Another process of this device has raised the outbox.full alert of this full disk."""
+
+
+def _once_per_full_disk(execute, seq: int) -> None:
+    """`within` of the outbox.full alert: one per full disk, whichever process meets it."""
+    row = execute("SELECT value FROM meta WHERE key = 'disk_full'").fetchone()
+    if row and row[0]:
+        raise _AlreadyAlerted(f"outbox.full raised already (seq {row[0]})")
+    execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('disk_full', ?)", (str(seq),))
+
+
+def _rollback(conn) -> None:
+    """Roll back what is open. SQLite may have rolled back itself (a full disk does), and
+    "cannot rollback - no transaction is active" must not hide the error that caused it."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.debug("rollback failed", exc_info=True)
+
+
+#: Rows pruned per transaction on a full disk.
+PRUNE_STEP = 32
+
 #: Sequence numbers reserved at a time in the high-water file.
 HIGH_WATER_BLOCK = 1024
 

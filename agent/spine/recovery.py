@@ -31,7 +31,12 @@ from pathlib import Path
 
 from agent.contract.durable import fsync_dir
 from agent.contract.events import CHAIN_RESUMED, GENESIS_PREV, Draft
-from agent.spine.outbox import high_water_path, read_high_water
+from agent.spine.outbox import (
+    RESERVE_CHUNKS,
+    high_water_path,
+    read_high_water,
+    reserve_chunks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +108,8 @@ def quarantine(path: Path, open_fresh: Callable[[Path], object],
     finally:
         outbox.close()
     _settle(scratch)
+    for chunk in reserve_chunks(scratch):
+        chunk.unlink(missing_ok=True)
     os.replace(scratch, Path(f"{path}{REBUILT}"))
     fsync_dir(path.parent)
     finish(path)
@@ -351,7 +358,8 @@ def _padded_copy(path: Path) -> Path | None:
 
 
 def _remove(path: Path) -> None:
-    for suffix in SUFFIXES:
+    """Delete a scratch database (a rebuild, a padded copy) with its WAL and reserve."""
+    for suffix in (*SUFFIXES, *(f".reserve{i}" for i in range(RESERVE_CHUNKS))):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
