@@ -7,12 +7,14 @@ verifies and handles them (their acceptance and refusal are events, and only the
 appends).
 
 Conversation with the agent, one JSON object per line:
-- stdin: first the spec (what to connect to, which outbox); then `stop` for an orderly stop
-  (the last PUBACK marks are written). End of file means the agent is gone: the process exits
-  at once, as if killed, which the outbox is built to survive.
+- stdin: first the spec (what to connect to, which outbox); then `ack N` once the agent has
+  recorded command N (only then is it acknowledged to the broker), and `stop` for an orderly
+  stop (the last PUBACK marks are written). End of file means the agent is gone: the process
+  exits at once, as if killed, which the outbox is built to survive.
 - stdout: `status` (link state and counters, on change and at least every STATUS_EVERY_S; its
   `loops` moves only while the link's loop turns, so the agent's watchdog sees a stuck loop),
-  `command` (a payload from the commands topic, base64), and `bye` (final counters).
+  `command` (a payload from the commands topic, base64, and its `ack` number), and `bye`
+  (final counters).
 - stderr: log lines, in the agent's format, to the same journal.
 """
 
@@ -27,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from agent.contract import logs
+from agent.contract import logs, topics
 from agent.contract.signing import Verifier
 from agent.errors import EXPECTED
 from agent.link.mqtt import LinkSettings, MqttLink
@@ -123,12 +125,19 @@ def _ingest_verifier(key: dict) -> Verifier:
     return Verifier.from_file(key["file"])  # an ES256 key: that needs `cryptography`
 
 
-def _watch_stdin(stop: threading.Event) -> None:
-    """`stop` asks for an orderly stop; end of file means the agent died: leave at once."""
+def _watch_stdin(stop: threading.Event, acks: dict) -> None:
+    """`stop` asks for an orderly stop; `ack N`, that the agent has recorded command N (it
+    is acknowledged to the broker); end of file means the agent died: leave at once, with
+    the commands it did not record unacknowledged, so that the broker sends them again."""
     for line in sys.stdin:
-        if line.strip() == "stop":
+        word, _, arg = line.strip().partition(" ")
+        if word == "stop":
             stop.set()
             return
+        if word == "ack" and arg.isdigit():
+            ack = acks.pop(int(arg), None)
+            if ack is not None:
+                ack()
     os._exit(0)
 
 
@@ -139,17 +148,25 @@ def run(spec: dict) -> int:
     # The agent opened (and if need be migrated or recovered) the outbox before starting us.
     outbox = Outbox(spec["outbox"], device=spec["device"], signer=None)
 
-    def forward(payload: bytes) -> None:
-        reporter.send({"t": "command", "payload": base64.b64encode(payload).decode()})
+    acks: dict[int, object] = {}
+    tokens = iter(range(1, 1 << 62))
+
+    def forward(payload: bytes, ack) -> None:
+        token = next(tokens)
+        acks[token] = ack
+        reporter.send({"t": "command", "payload": base64.b64encode(payload).decode(),
+                       "ack": token})
 
     uplink = Uplink(spec["device"], outbox, _ingest_verifier(spec["ingest_key"]),
                     window=spec["window"], ack_timeout_s=spec["ack_timeout_s"],
                     on_command=forward if spec.get("commands") else None,
                     commands_worker=False)
     handler = ReportingHandler(uplink, reporter)
-    link = MqttLink(settings, handler)
+    commands = topics.commands(spec["device"])
+    link = MqttLink(settings, handler, acks_later=lambda topic: topic == commands)
     stop = threading.Event()
-    threading.Thread(target=_watch_stdin, args=(stop,), name="agent-pipe", daemon=True).start()
+    threading.Thread(target=_watch_stdin, args=(stop, acks), name="agent-pipe",
+                     daemon=True).start()
     threading.Thread(target=handler.report_until, args=(link, stop), name="link-status",
                      daemon=True).start()
     handler.report(link, force=True)  # started: the agent may count from here

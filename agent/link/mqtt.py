@@ -16,6 +16,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import paho.mqtt.client as paho
@@ -56,9 +57,21 @@ def _certificate_refused(exc: BaseException) -> bool:
 
 
 class MqttLink:
-    def __init__(self, settings: LinkSettings, handler: LinkHandler):
+    """One MQTT 5 connection over TLS, kept up by `run`.
+
+    `acks_later(topic)` names the topics whose messages the handler acknowledges itself, once
+    it has made them durable: for those, paho's automatic PUBACK is off, the handler gets the
+    message's acknowledgement from `defer_ack()` (in `on_message`) and calls it when done, and
+    a message it never acknowledges (its process died) is sent again by the broker on the
+    next connection of the persistent session."""
+
+    def __init__(self, settings: LinkSettings, handler: LinkHandler,
+                 acks_later: Callable[[str], bool] | None = None):
         self.settings = settings
         self.handler = handler
+        self._acks_later = acks_later
+        self._message: tuple[int, int] | None = None   # (mid, qos) in on_message
+        self._generation = 0                           # one per connection
         self.status = LinkStatus()
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
         self._client: paho.Client | None = None
@@ -87,6 +100,8 @@ class MqttLink:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_socket_open = self._on_socket_open
+        if self._acks_later is not None:
+            client.manual_ack_set(True)
         return client
 
     # -- paho callbacks (run inside client.loop(), i.e. in our thread) ------------------
@@ -110,7 +125,31 @@ class MqttLink:
             self.handler.on_disconnected(self, str(reason_code))
 
     def _on_message(self, client, userdata, message) -> None:
-        self.handler.on_message(self, message.topic, bytes(message.payload), bool(message.retain))
+        later = self._acks_later is not None and self._acks_later(message.topic)
+        self._message = (message.mid, message.qos) if later else None
+        try:
+            self.handler.on_message(self, message.topic, bytes(message.payload),
+                                    bool(message.retain))
+        finally:
+            self._message = None
+        if self._acks_later is not None and not later and message.qos > 0:
+            client.ack(message.mid, message.qos)
+
+    def defer_ack(self) -> Callable[[], None]:
+        """In `on_message`, for a topic acknowledged later: the function that acknowledges
+        this message (from any thread). On a later connection it does nothing: the broker
+        sends the message again, and the handler's record of it recognises the copy."""
+        mid, qos = self._message or (None, 0)
+        client, generation = self._client, self._generation
+
+        def ack() -> None:
+            if mid is None or qos == 0 or generation != self._generation:
+                return
+            try:
+                client.ack(mid, qos)
+            except Exception:  # the connection is going: the broker sends it again
+                log.debug("mqtt: late acknowledgement of message %s failed", mid, exc_info=True)
+        return ack
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         code = int(getattr(reason_code, "value", reason_code) or 0)
@@ -170,6 +209,7 @@ class MqttLink:
         # that were in flight; the outbox decides what is sent again. The broker keeps the
         # session (subscriptions and queued commands) across reconnects.
         self._client = self._make_client()
+        self._generation += 1
         try:
             self._client.connect(s.host, s.port, keepalive=s.keepalive_s,
                                  clean_start=s.clean_start, properties=props)

@@ -84,6 +84,7 @@ class LinkProcess:
             "log_level": log_level or logging.getLevelName(logging.getLogger().level),
         }
         self._commands: queue.Queue = queue.Queue()
+        self._proc: subprocess.Popen | None = None   # the child now running
         self._restart = Backoff(RESTART_MIN_S, RESTART_MAX_S)
         self._last: dict = {}  # the current child's last status
         self._moved_at = time.monotonic()  # when the current child's loop last turned
@@ -124,6 +125,7 @@ class LinkProcess:
             [sys.executable, "-m", "agent.link.child"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, env=env, close_fds=True)
         self.pid = proc.pid
+        self._proc = proc
         self._last = {}
         self._moved_at = time.monotonic()
         self.child_started_at = None
@@ -158,6 +160,7 @@ class LinkProcess:
                 for line in lines:
                     self._handle(line)
         code = proc.wait()
+        self._proc = None
         proc.stdin.close()
         proc.stdout.close()
         self.pid = None
@@ -191,7 +194,12 @@ class LinkProcess:
                 self.child_started_at = time.monotonic()
             self._apply_status(message)
         elif kind == "command":
-            self._commands.put(base64.b64decode(message["payload"]))
+            proc, token = self._proc, message.get("ack")
+
+            def ack() -> None:   # to the child that received it, if it still runs
+                if proc is not None and proc is self._proc and isinstance(token, int):
+                    self._tell(proc, f"ack {token}\n".encode())
+            self._commands.put((base64.b64decode(message["payload"]), ack))
         elif kind == "bye":
             self.last_bye = message
 

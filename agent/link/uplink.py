@@ -89,10 +89,13 @@ class Uplink:
         if topic == topics.acks(self.device):
             self._handle_ack(payload)
         elif topic == topics.commands(self.device) and self.on_command is not None:
+            # Acknowledged to the broker only once the agent has recorded it (accepted or
+            # refused): until then the broker keeps it for the device's session.
+            ack = link.defer_ack()
             if self._commands is not None:
-                self._commands.put(payload)
+                self._commands.put((payload, ack))
             else:
-                self.on_command(payload)
+                self.on_command(payload, ack)
         else:
             log.warning("uplink: message on unexpected topic %s ignored", topic)
 
@@ -227,13 +230,18 @@ class Uplink:
 
 
 def serve_commands(commands: queue.Queue, handle) -> None:
-    """Hand each queued command payload to `handle` until None comes; a handler's refusal is
-    logged (the dispatcher has recorded it as an event) and the next command is served."""
+    """Hand each queued (payload, ack) to `handle` until None comes, then acknowledge it to the
+    broker: `handle` returns once the command's acceptance or refusal is a durable event. When
+    it could not be recorded (a full disk), the command is not acknowledged, and the broker
+    sends it again on the next connection."""
     while True:
-        payload = commands.get()
-        if payload is None:
+        item = commands.get()
+        if item is None:
             return
+        payload, ack = item
         try:
             handle(payload)
         except CocoonError as exc:
-            log.error("command handling failed: %s", exc)
+            log.error("command handling failed, not acknowledged to the broker: %s", exc)
+            continue
+        ack()

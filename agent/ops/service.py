@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from agent.config import AgentConfig
+from agent.contract import topics
 from agent.contract.clock import wall_clock_synced
 from agent.contract.commands import BACKEND, BANK
 from agent.contract.events import Draft
@@ -109,7 +110,9 @@ def build_link(config: AgentConfig, outbox: Outbox, *, on_command=None):
     uplink = Uplink(config.device.id, outbox, Verifier.from_file(ingest_key),
                     window=config.mqtt.inflight, ack_timeout_s=config.mqtt.ack_timeout_s,
                     on_command=on_command)
-    return MqttLink(settings, uplink), uplink, uplink.meter.snapshot
+    commands = topics.commands(config.device.id)
+    return (MqttLink(settings, uplink, acks_later=lambda topic: topic == commands), uplink,
+            uplink.meter.snapshot)
 
 
 @dataclass
