@@ -38,6 +38,12 @@ class StaleAck(OutboxError):
     since it prunes nothing."""
 
 
+class ChainForked(OutboxError):
+    """A verified ack from the bank names a seq beyond this outbox's last event, or another
+    hash at a seq it holds: the outbox is an older copy (a restored backup or SD image), and
+    the bank holds events it does not. Repaired by `Outbox.resume_after`."""
+
+
 class OutboxBusy(OutboxError):
     """Another process holds the outbox (a running agent): the caller must not quarantine it
     or run a second agent on it."""

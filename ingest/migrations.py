@@ -25,6 +25,12 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
         "CREATE TABLE alerts (id INTEGER PRIMARY KEY, device TEXT, kind TEXT, detail TEXT, "
         "opened_at REAL, closed_at REAL)",
     )),
+    # A second, validly signed event at a stored seq (a device that ran on a restored copy
+    # of its outbox): kept, never dropped, for people to reconcile.
+    ("0002-forked-records", (
+        "CREATE TABLE forks (device TEXT, seq INTEGER, hash TEXT, type TEXT, priority TEXT, "
+        "payload BLOB, received_at REAL, PRIMARY KEY (device, seq, hash))",
+    )),
 ]
 
 

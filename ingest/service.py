@@ -41,7 +41,7 @@ class Ingest:
         self.batch_max = batch_max
         self._inbox: list[tuple[str, bytes]] = []
         self._last_silence_check = 0.0
-        self.stats = {"accepted": 0, "duplicate": 0, "rejected": 0, "acks": 0}
+        self.stats = {"accepted": 0, "duplicate": 0, "rejected": 0, "forked": 0, "acks": 0}
         self.link = MqttLink(LinkSettings.from_config(self.settings.client_id, config.mqtt), self)
 
     @property

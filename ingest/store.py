@@ -26,7 +26,7 @@ from ingest.migrations import migrate
 
 log = logging.getLogger(__name__)
 
-ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+ACCEPTED, DUPLICATE, REJECTED, FORKED = "accepted", "duplicate", "rejected", "forked"
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,20 @@ class IngestStore:
             if row[0] == digest:
                 self._count(device, "duplicates")
                 return Outcome(DUPLICATE, device, seq, event["type"], event["priority"])
-            return self._reject(device, seq, "seq already stored with other content "
-                                             "(replayed or forged event)")
+            # Validly signed by the device, yet not the event stored at this seq: the device
+            # ran on an older copy of its outbox. A signed sale is a sale: kept as a forked
+            # record with an alert (the device signs it again at a new seq, naming this one,
+            # once it sees the bank's ack; a sale is paid once, by its voucher).
+            self.conn.execute(
+                "INSERT OR IGNORE INTO forks (device, seq, hash, type, priority, payload,"
+                " received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (device, seq, digest, event["type"], event["priority"], payload, time.time()))
+            self.open_alert(device, "chain.forked",
+                            f"seq {seq} arrived again with other content, validly signed: the "
+                            "device ran on an older copy of its outbox; kept as a forked record")
+            log.warning("ingest: %s seq %s: forked record kept", device, seq)
+            return Outcome(FORKED, device, seq, event["type"], event["priority"],
+                           "seq already stored with other content: kept as a forked record")
         problem = self._chain_problem(device, event, digest)
         if problem:
             return self._reject(device, seq, f"out of chain: {problem}")

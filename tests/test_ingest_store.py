@@ -8,7 +8,7 @@ import pytest
 from agent.contract import events
 from agent.contract.events import Draft
 from agent.contract.signing import Ed25519Signer, Verifier
-from ingest.store import ACCEPTED, DUPLICATE, REJECTED, IngestStore
+from ingest.store import ACCEPTED, DUPLICATE, FORKED, REJECTED, IngestStore
 
 
 class Registry:
@@ -98,7 +98,6 @@ def test_forgeries_are_rejected_and_counted(store):
     cases = [
         (msg(flipped), "bad signature"),
         (msg(wrong_key), "bad signature"),
-        (msg(replay), "other content"),
         (msg(bad_link), "out of chain"),
         (msg(evs[0], device="dev-b"), "came on the topic"),
         (msg(chain(other, 1, device="dev-z")[0]), "unknown device"),
@@ -108,9 +107,18 @@ def test_forgeries_are_rejected_and_counted(store):
     out, _ = store.process_batch([m for m, _ in cases], reg)
     for (_, reason), outcome in zip(cases, out, strict=True):
         assert outcome.status == REJECTED and reason in outcome.reason, outcome
+    # validly signed by the device, at a stored seq: a forked record, kept with an alert,
+    # and the stored event unchanged
+    (forked,), _ = store.process_batch([msg(replay)], reg)
+    assert forked.status == FORKED and "other content" in forked.reason
+    assert store.conn.execute("SELECT seq, hash FROM forks").fetchall() == [
+        (2, events.event_hash(replay))]
+    assert [a["kind"] for a in store.open_alerts("dev-a")] == ["chain.forked"]
+    assert store.conn.execute("SELECT hash FROM events WHERE device = 'dev-a' AND seq = 2"
+                              ).fetchone()[0] == events.event_hash(evs[1])
     assert store.stored_seqs("dev-a") == [1, 2, 3]
     dev = {d["device"]: d for d in store.devices()}
-    assert dev["dev-a"]["rejected"] >= 6
+    assert dev["dev-a"]["rejected"] >= 5              # a fork is not a rejection
     assert store.conn.execute("SELECT count(*) FROM rejections").fetchone()[0] == len(cases)
 
 

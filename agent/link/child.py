@@ -13,8 +13,9 @@ Conversation with the agent, one JSON object per line:
   exits at once, as if killed, which the outbox is built to survive.
 - stdout: `status` (link state and counters, on change and at least every STATUS_EVERY_S; its
   `loops` moves only while the link's loop turns, so the agent's watchdog sees a stuck loop),
-  `command` (a payload from the commands topic, base64, and its `ack` number), and `bye`
-  (final counters).
+  `command` (a payload from the commands topic, base64, and its `ack` number), `forked` (a
+  verified ack shows the outbox is older than the bank's copy: the agent, which can sign,
+  repairs it), and `bye` (final counters).
 - stderr: log lines, in the agent's format, to the same journal.
 """
 
@@ -160,7 +161,9 @@ def run(spec: dict) -> int:
     uplink = Uplink(spec["device"], outbox, _ingest_verifier(spec["ingest_key"]),
                     window=spec["window"], ack_timeout_s=spec["ack_timeout_s"],
                     on_command=forward if spec.get("commands") else None,
-                    commands_worker=False)
+                    commands_worker=False,
+                    on_fork=lambda seq, digest, reason: reporter.send(
+                        {"t": "forked", "seq": seq, "hash": digest, "reason": reason}))
     handler = ReportingHandler(uplink, reporter)
     commands = topics.commands(spec["device"])
     link = MqttLink(settings, handler, acks_later=lambda topic: topic == commands)

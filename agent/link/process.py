@@ -29,6 +29,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
+from agent.errors import CocoonError
 from agent.link.common import Backoff, LinkSettings, LinkStatus
 from agent.link.meter import LATENCY_BUCKETS_S
 from agent.link.uplink import serve_commands
@@ -65,7 +66,8 @@ class PublishCounts:
 
 class LinkProcess:
     def __init__(self, settings: LinkSettings, *, device: str, outbox_path, ingest_public_key_file,
-                 window: int, ack_timeout_s: float, on_command=None, log_level: str | None = None):
+                 window: int, ack_timeout_s: float, on_command=None, log_level: str | None = None,
+                 on_fork=None):
         self.settings = settings
         self.status = LinkStatus()
         self.uplink = UplinkCounters()
@@ -75,6 +77,7 @@ class LinkProcess:
         self.last_bye: dict | None = None   # the last child's final figures
         self.child_started_at: float | None = None  # monotonic time of its first status
         self.on_command = on_command
+        self.on_fork = on_fork
         self._spec = {
             "device": device, "outbox": str(outbox_path),
             "settings": {k: str(v) if k.endswith("_file") else v
@@ -200,6 +203,11 @@ class LinkProcess:
                 if proc is not None and proc is self._proc and isinstance(token, int):
                     self._tell(proc, f"ack {token}\n".encode())
             self._commands.put((base64.b64decode(message["payload"]), ack))
+        elif kind == "forked" and self.on_fork is not None:
+            try:
+                self.on_fork(message["seq"], message["hash"], message.get("reason", ""))
+            except (CocoonError, KeyError) as exc:
+                log.error("could not repair the forked chain: %s", exc)
         elif kind == "bye":
             self.last_bye = message
 

@@ -20,7 +20,7 @@ from collections import deque
 from agent.contract import topics
 from agent.contract.acks import parse_ack
 from agent.contract.signing import Verifier
-from agent.errors import CocoonError, StaleAck
+from agent.errors import ChainForked, CocoonError, StaleAck
 from agent.link.meter import PublishMeter
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,11 @@ MARK_BATCH = 1024  # PUBACKs written as sent in one statement (or after half a s
 class Uplink:
     def __init__(self, device: str, outbox, ingest_verifier: Verifier, *, window: int = 32,
                  ack_timeout_s: float = 60.0, on_command=None, commands_worker: bool = True,
-                 meter: PublishMeter | None = None):
+                 meter: PublishMeter | None = None, on_fork=None):
+        #: on_fork(seq, hash, reason): a verified ack shows that the bank holds a chain this
+        #: outbox does not (an older copy was put back): the agent repairs it
+        #: (Outbox.resume_after). Without it the ack is refused, as any other.
+        self.on_fork = on_fork
         self.device = device
         self.outbox = outbox
         self.verifier = ingest_verifier
@@ -204,6 +208,17 @@ class Uplink:
             if ack.seq <= self.acked_seq and ack.seq == self.outbox.acked_seq():
                 return  # the retained ack we already applied
             pruned = self.outbox.acknowledge(ack.seq, ack.hash)
+        except ChainForked as exc:
+            self.rejected_acks += 1
+            if self.on_fork is None:
+                log.warning("uplink: ack rejected: %s", exc)
+                return
+            log.error("uplink: %s: the outbox is older than what the bank holds; repairing",
+                      exc)
+            self.on_fork(ack.seq, ack.hash, str(exc))
+            self._inflight.clear()
+            self._reset_cursors()
+            return
         except StaleAck as exc:
             self.stale_acks += 1
             log.info("uplink: stale ack ignored: %s", exc)

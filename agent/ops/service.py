@@ -103,13 +103,14 @@ def build_link(config: AgentConfig, outbox: Outbox, *, on_command=None):
         link = LinkProcess(
             settings, device=config.device.id, outbox_path=outbox.path,
             ingest_public_key_file=ingest_key, window=config.mqtt.inflight,
-            ack_timeout_s=config.mqtt.ack_timeout_s, on_command=on_command)
+            ack_timeout_s=config.mqtt.ack_timeout_s, on_command=on_command,
+            on_fork=outbox.resume_after)
         return link, link.uplink, lambda: asdict(link.meter)
     from agent.link.mqtt import MqttLink  # paho and TLS only where the link runs
 
     uplink = Uplink(config.device.id, outbox, Verifier.from_file(ingest_key),
                     window=config.mqtt.inflight, ack_timeout_s=config.mqtt.ack_timeout_s,
-                    on_command=on_command)
+                    on_command=on_command, on_fork=outbox.resume_after)
     commands = topics.commands(config.device.id)
     return (MqttLink(settings, uplink, acks_later=lambda topic: topic == commands), uplink,
             uplink.meter.snapshot)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import logging
 import os
 import queue
@@ -36,7 +37,7 @@ from agent.contract import events
 from agent.contract.durable import fsync_dir, write_private
 from agent.contract.events import Draft
 from agent.contract.signing import Signer
-from agent.errors import CocoonError, OutboxError, OutboxFull, StaleAck
+from agent.errors import ChainForked, CocoonError, OutboxError, OutboxFull, StaleAck
 from agent.spine.migrations import migrate
 from agent.spine.outbox_schema import MIGRATIONS
 
@@ -758,9 +759,11 @@ class Outbox:
                 if seq < acked:
                     raise StaleAck(f"ack for seq {seq} is below the watermark {acked}")
                 if seq > head:
-                    raise OutboxError(f"ack for seq {seq} is beyond the last event {head}")
+                    raise ChainForked(f"ack for seq {seq} is beyond the last event {head}")
                 row = conn.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
                 expected = row[0] if row else (meta["acked_hash"] if seq == acked else None)
+                if expected is not None and expected != hash_hex:
+                    raise ChainForked(f"ack for seq {seq} names a hash this device never sent")
                 if expected != hash_hex:
                     raise OutboxError(f"ack for seq {seq} names a hash this device never sent")
                 upto = seq
@@ -782,6 +785,61 @@ class Outbox:
                 _rollback(conn)
                 raise
         return freed[0]
+
+    def resume_after(self, seq: int, hash_hex: str, reason: str) -> int:
+        """Repair a fork (ChainForked): the bank holds the device's chain up to `seq` (hash
+        `hash_hex`), and this outbox is an older copy whose later seqs the bank may hold
+        with other content. In one transaction: a signed `chain.resumed` after the bank's
+        (seq, hash), above every seq this device may have used, and every unacknowledged
+        event signed again after it, each naming the original (`original`: seq and hash;
+        a sale keeps its voucher, so the bank pays it once). Returns the chain.resumed seq."""
+        if self.signer is None:
+            raise OutboxError("this outbox cannot sign (the link's own process): the agent "
+                              "repairs the fork")
+        with self._write_lock:
+            meta = self._meta(self._state)
+            head, acked = int(meta["head_seq"]), int(meta["acked_seq"])
+            old = self._state.execute(
+                "SELECT seq, type, priority, hash, payload FROM events WHERE seq > ? "
+                "ORDER BY seq", (acked,)).fetchall()
+            top = max(head, seq, read_high_water(self.high_water))
+            resumed_at = top + 1
+            self._reserve(resumed_at + len(old))
+            drafts = [Draft(events.CHAIN_RESUMED, "alert", {
+                "after_seq": seq, "after_hash": hash_hex,
+                "lost": [{"from": seq + 1, "to": top}] if top > seq else [],
+                "reason": reason[:300]})]
+            for old_seq, type_, priority, digest, payload in old:
+                body = json.loads(payload)["body"]
+                drafts.append(Draft(type_, priority, {
+                    **body, "original": {"seq": old_seq, "hash": digest}}))
+            rows, prev, now = [], hash_hex, time.time()
+            for n, draft in enumerate(drafts):
+                _, sealed = events.seal_encoded(draft, device=self.device,
+                                                seq=resumed_at + n, prev=prev,
+                                                signer=self.signer)
+                prev = events.sha256_hex(sealed)
+                rows.append((resumed_at + n, draft.priority, draft.type, PENDING, prev, sealed,
+                             len(sealed), now))
+            conn = self._state
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM events WHERE seq > ?", (acked,))
+                conn.execute("DELETE FROM events WHERE seq <= ?", (acked,))
+                conn.executemany(_insert_sql(1), rows)
+                conn.executemany("UPDATE meta SET value = ? WHERE key = ?", [
+                    (str(resumed_at + len(rows) - 1), "head_seq"), (prev, "head_hash"),
+                    (str(seq), "acked_seq"), (hash_hex, "acked_hash"),
+                    (str(sum(r[6] for r in rows)), "used_bytes")])
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            self._predicted = None
+        log.error("outbox %s: the bank holds this device's chain up to seq %d, which this "
+                  "outbox does not (a restored copy?); resumed at seq %d, %d event(s) signed "
+                  "again", self.path, seq, resumed_at, len(old))
+        return resumed_at
 
     def read(self, sql: str, args: tuple | list = ()) -> list[tuple]:
         """Run a read-only query on the outbox's reader connection (for station records)."""
