@@ -93,12 +93,13 @@ def check_capture(lines: Iterable[str | bytes], verifier: Verifier) -> Report:
         if expected is not None and event["prev"] != expected:
             report.add("broken_link", f"seq {seq} does not chain to seq {seq - 1}")
     missing = [s for s in range(first_seq, max_seq + 1) if s not in by_seq and s not in covered]
-    for first, last in _runs(missing):
+    for first, last in runs(missing):
         report.add("gap", f"seq {first}-{last} missing" if last > first else f"seq {first} missing")
     return report
 
 
-def _runs(numbers: list[int]) -> list[tuple[int, int]]:
+def runs(numbers: list[int]) -> list[tuple[int, int]]:
+    """Consecutive numbers as (first, last) ranges: [1, 2, 3, 7] -> [(1, 3), (7, 7)]."""
     runs: list[tuple[int, int]] = []
     for n in numbers:
         if runs and runs[-1][1] == n - 1:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.contract.chain import runs
 from agent.contract.durable import fsync_dir
 from agent.contract.events import CHAIN_RESUMED, GENESIS_PREV, Draft
 from agent.spine.outbox import (
@@ -206,22 +207,12 @@ def plan_resume(salvage: Salvage, high_water: int) -> Resume | None:
     meta_ok = not any(e.startswith("meta") for e in salvage.errors)
     claimed = int(salvage.meta.get("head_seq", 0) or 0) if meta_ok else 0
     head = max(top, claimed, 0 if meta_ok else high_water)
-    lost = _ranges([n for n in range(acked + 1, head + 1) if n not in hashes])
+    lost = runs([n for n in range(acked + 1, head + 1) if n not in hashes])
     if not lost:
         return None
     after_hash = hashes[top] if top != acked else (salvage.acked_hash or GENESIS_PREV)
     why = "; ".join(salvage.errors) or "the outbox failed its integrity check"
     return Resume(top, after_hash, head, tuple(lost), f"outbox quarantined: {why}")
-
-
-def _ranges(numbers: list[int]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for n in numbers:
-        if out and out[-1][1] == n - 1:
-            out[-1] = (out[-1][0], n)
-        else:
-            out.append((n, n))
-    return out
 
 
 def restore(outbox, salvage: Salvage, resume: Resume | None = None) -> None:
