@@ -38,6 +38,11 @@ class StaleAck(OutboxError):
     since it prunes nothing."""
 
 
+class OutboxUncertain(OutboxError):
+    """The event's commit failed at its very end (the disk failed while making it durable):
+    the event may or may not be on disk. Look it up before recording it again."""
+
+
 class ChainForked(OutboxError):
     """A verified ack from the bank names a seq beyond this outbox's last event, or another
     hash at a seq it holds: the outbox is an older copy (a restored backup or SD image), and

@@ -155,3 +155,47 @@ def _no_leftover_umask():
     old = os.umask(0o022)                           # a service's usual umask
     yield
     os.umask(old)
+
+
+# -- a sale the outbox cannot vouch for ---------------------------------------------------
+
+def test_the_clerk_is_told_a_sale_may_have_been_recorded(tmp_path, signer):
+    """The disk fails while the sale's commit is made durable (its sync): the outbox cannot
+    tell whether the sale is stored. The clerk is told, by the catalogue's key, to check
+    today's sales before selling again; the station does not go back to confirming, where a
+    second Confirm could record the sale twice."""
+    import apsw
+
+    from agent.spine.outbox import Outbox
+    from agent.station import purchase as p
+    from agent.station.effects import EffectRunner
+    from drivers.printer import open_printer
+    from tests.support.faults import Faults, FaultVFS
+    from tests.test_station import CLERK, FARMER, GOOD, PRICED, Clock
+
+    path = tmp_path / "outbox.sqlite"
+    Outbox(path, device="station-01", signer=signer).close()         # migrated
+    faults = Faults(only="sync")
+    vfs = FaultVFS(faults, f"uncertain-{os.getpid()}")
+    outbox = Outbox(path, device="station-01", signer=signer, telemetry_batch_ms=0,
+                    connect=lambda p_: apsw.Connection(str(p_), vfs=vfs.vfs_name))
+    try:
+        station = EffectRunner("station-01", outbox, write_card=lambda farmer, sale: None,
+                               printer=open_printer("dummy://"), clock=Clock())
+        for event in (p.StaffCard(CLERK), p.ScaleUpdate(GOOD), p.FarmerCard(FARMER),
+                      p.Graded(PRICED)):
+            station.handle(event)
+        faults.fail_at, faults.kind = faults.steps + 1, "EIO"   # the sale's commit sync
+        station.handle(p.Confirm())
+        assert faults.fired == "sync"
+        assert station.message_key == "sale_may_be_recorded"
+        assert station.flow.phase is p.Phase.READY
+    finally:
+        outbox.close()
+        vfs.unregister()
+    again = Outbox(path, device="station-01", signer=signer)        # after a restart
+    try:
+        assert len(again.read("SELECT seq FROM sales")) <= 1        # once, or not at all
+    finally:
+        again.close()
+

@@ -37,7 +37,14 @@ from agent.contract import events
 from agent.contract.durable import fsync_dir, write_private
 from agent.contract.events import Draft
 from agent.contract.signing import Signer
-from agent.errors import ChainForked, CocoonError, OutboxError, OutboxFull, StaleAck
+from agent.errors import (
+    ChainForked,
+    CocoonError,
+    OutboxError,
+    OutboxFull,
+    OutboxUncertain,
+    StaleAck,
+)
 from agent.spine.migrations import migrate
 from agent.spine.outbox_schema import MIGRATIONS
 
@@ -324,7 +331,7 @@ class Outbox:
                 except Exception:
                     log.debug("rollback failed", exc_info=True)
                 self._predicted = None
-                self._fail_all(batch, exc)
+                self._fail_all(batch, exc, uncertain=True)
             finally:
                 self._write_lock.release()
                 for r in batch:
@@ -520,17 +527,25 @@ class Outbox:
         write_private(self.high_water, f"{reserved}\n".encode())
         self._reserved = reserved
 
-    def _fail_all(self, batch, exc) -> None:
+    def _fail_all(self, batch, exc, *, uncertain: bool = False) -> None:
+        """Fail every caller of `batch`. Before the COMMIT nothing was recorded; a COMMIT
+        that failed (`uncertain`: the disk failed while making it durable) may have
+        recorded it, which only a look at the outbox can tell."""
         if disk_full(exc):
             self._on_disk_full(batch, exc)
             return
         log.error("outbox commit failed: %s", exc)
         for req in batch:
             req.seq = None
-            req.error = exc if isinstance(exc, CocoonError) else OutboxError(
-                f"{self.path}: could not store the event ({exc}); it may not have been "
-                "recorded: check the outbox before recording it again"
-            )
+            if isinstance(exc, CocoonError):
+                req.error = exc
+            elif uncertain:
+                req.error = OutboxUncertain(
+                    f"{self.path}: the event may or may not have been recorded ({exc}): look "
+                    "for it in the outbox before recording it again")
+            else:
+                req.error = OutboxError(
+                    f"{self.path}: could not store the event ({exc}); it was not recorded")
 
     def _append_one(self, conn, req: _Request, state: _Head, evicted: list,
                     rows: list | None = None) -> None:

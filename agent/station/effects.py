@@ -22,7 +22,7 @@ from decimal import Decimal
 from agent.contract.events import Draft
 from agent.contract.pricing.amount import Lot, price
 from agent.contract.pricing.record import pricing_record
-from agent.errors import EXPECTED, CocoonError
+from agent.errors import EXPECTED, CocoonError, OutboxUncertain
 from agent.station import purchase as p
 from agent.station import sales
 
@@ -49,6 +49,7 @@ class EffectRunner:
         self.flow = p.PurchaseFlow(device, timeouts or p.Timeouts())
         self.write_card = write_card
         self.display = display
+        self.message_key: str | None = None   # of the last message shown, when it has one
         self.buzzer = buzzer
         self.printer = printer
         self.prices = prices  # a PriceTableStore
@@ -109,6 +110,7 @@ class EffectRunner:
 
     def _carry_out(self, effect):
         if isinstance(effect, p.Show):
+            self.message_key = effect.key       # what a screen shows in the clerk's language
             self.display(effect.text)
         elif isinstance(effect, p.Beep):
             self.buzzer(effect.kind)
@@ -127,10 +129,19 @@ class EffectRunner:
         return None
 
     def _record_purchase(self, body: dict):
+        now = self.wall_clock()
         try:
             seq = self.outbox.append(Draft("purchase.recorded", "money", body),
-                                     within=sales.recorder(self.device, body,
-                                                           now=self.wall_clock(), tz=self.tz))
+                                     within=sales.recorder(self.device, body, now=now,
+                                                           tz=self.tz))
+        except OutboxUncertain as exc:
+            found = sales.recorded_at(self.outbox, body, now)
+            if found is not None:
+                log.warning("purchase recorded after all (seq %d voucher %s): %s", found.seq,
+                            found.voucher, exc)
+                return p.Recorded(found.seq, found.voucher)
+            log.error("purchase may or may not be recorded: %s", exc)
+            return p.RecordUncertain(str(exc))
         except EXPECTED as exc:
             log.error("purchase not recorded: %s", exc)
             return p.RecordFailed(str(exc))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 
+from agent.station.messages import message
 from agent.station.timeouts import Timeouts
 
 
@@ -153,6 +154,13 @@ class RecordFailed:
 
 
 @dataclass(frozen=True)
+class RecordUncertain:
+    """The outbox cannot tell whether the sale was stored, and looking did not find it."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class CardWritten:
     pass
 
@@ -211,6 +219,7 @@ class Tick:
 @dataclass(frozen=True)
 class Show:
     text: str
+    key: str | None = None      # its key in agent.station.messages, for the screens
 
 
 @dataclass(frozen=True)
@@ -317,6 +326,7 @@ class PurchaseFlow:
             Cancel: self._on_cancel,
             Recorded: self._on_recorded,
             RecordFailed: self._on_record_failed,
+            RecordUncertain: self._on_record_uncertain,
             CardWritten: self._on_card_written,
             CardWriteFailed: self._on_card_write_failed,
         }.get(type(event))
@@ -483,6 +493,16 @@ class PurchaseFlow:
         # Nothing was recorded: go back to confirming so the clerk can retry or cancel.
         self._enter(Phase.CONFIRMING, now + self.timeouts.confirming_s)
         return [Show(f"SALE NOT RECORDED: {event.reason}"), Beep("refuse")]
+
+    def _on_record_uncertain(self, event: RecordUncertain, now: float) -> list:
+        if self.phase is not Phase.RECORDING:
+            raise RuntimeError("RecordUncertain outside RECORDING")
+        # Not back to confirming: a second Confirm could record the sale twice. The clerk
+        # looks at today's sales first.
+        self.correcting = None
+        self._enter(Phase.READY, now + self.timeouts.signed_in_s)
+        return [Show(message("sale_may_be_recorded", reason=event.reason[:200]),
+                     key="sale_may_be_recorded"), Beep("refuse")]
 
     def _on_card_written(self, event, now: float) -> list:
         return self._finish(now, f"Sale recorded: voucher {self.sale.voucher}"

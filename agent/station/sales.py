@@ -113,6 +113,15 @@ def find(outbox, *, seq: int | None = None, voucher: str | None = None) -> Sale:
     return _sale(rows[0])
 
 
+def recorded_at(outbox, body: dict, created: float) -> Sale | None:
+    """The sale of `body` whose row was written at `created` (the time the station gave its
+    recorder), if it is stored: the look that follows an append the outbox could not vouch
+    for (OutboxUncertain)."""
+    rows = outbox.read(f"SELECT {_COLUMNS} FROM sales WHERE card_uid = ? AND created = ? "
+                       "AND amount = ?", (body["farmer"]["card_uid"], created, body["amount"]))
+    return _sale(rows[0]) if rows else None
+
+
 def since(outbox, ts: float) -> list[Sale]:
     return [_sale(r) for r in outbox.read(
         f"SELECT {_COLUMNS} FROM sales WHERE created >= ? ORDER BY seq", (ts,))]

@@ -22,8 +22,10 @@ STEPS = ("write", "truncate", "sync", "hwm")
 class Faults:
     """The step counter and the fault: `fail_at` N (1-based; 0: never), of `kind`."""
 
-    def __init__(self, fail_at: int = 0, kind: str = "ENOSPC"):
-        self.fail_at, self.kind = fail_at, kind
+    def __init__(self, fail_at: int = 0, kind: str = "ENOSPC", *, only: str | None = None):
+        """`only`: count and fail steps of that kind alone, and fail just the one (a single
+        failed sync, say, after which the disk works again)."""
+        self.fail_at, self.kind, self.only = fail_at, kind, only
         self.steps = 0
         self.by_step: dict[str, int] = dict.fromkeys(STEPS, 0)
         self.fired: str | None = None      # the step where the fault began
@@ -34,10 +36,13 @@ class Faults:
     def step(self, what: str) -> None:
         """Count a step; raise the fault from the N-th on (until cleared)."""
         with self._lock:
+            if self.only is not None and what != self.only:
+                return
             self.steps += 1
             self.by_step[what] += 1
             self.first_of.setdefault(what, self.steps)
-            failing = not self.cleared and self.fail_at and self.steps >= self.fail_at
+            failing = not self.cleared and self.fail_at and (
+                self.steps == self.fail_at if self.only else self.steps >= self.fail_at)
             if failing and self.fired is None:
                 self.fired = what
         if failing:

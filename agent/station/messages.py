@@ -1,0 +1,20 @@
+"""The station's messages to the clerk that a screen shows by key, so that each can be given in
+the clerk's language (the screens translate this catalogue; the console shows the English).
+
+Only messages a test or a screen must recognise whatever the language are here; a `Show` names
+its key beside its text.
+"""
+
+from __future__ import annotations
+
+CATALOGUE: dict[str, str] = {
+    # The outbox could not tell whether the sale was stored (the disk failed while making it
+    # durable) and it was not found on looking: it may still appear after a restart.
+    "sale_may_be_recorded": "The sale MAY HAVE BEEN RECORDED: check today's sales list before "
+                            "selling this lot again ({reason})",
+}
+
+
+def message(key: str, **values: str) -> str:
+    """The English text of `key`, with its {values} filled in."""
+    return CATALOGUE[key].format(**values)
