@@ -57,6 +57,19 @@ def garble_the_first_page(path) -> None:
         fh.write(b"\xa5" * 4096)
 
 
+def garble_the_meta_page(path) -> None:
+    """The page of the `meta` table (the chain's head and acknowledged point) unreadable."""
+    checkpoint(path)
+    conn = sqlite3.connect(path)
+    try:
+        (page,) = conn.execute("SELECT pageno FROM dbstat WHERE name = 'meta'").fetchone()
+    finally:
+        conn.close()
+    with open(path, "r+b") as fh:
+        fh.seek(4096 * (page - 1))
+        fh.write(b"\x5a" * 4096)
+
+
 def zero_a_page_of_pending_events(path) -> None:
     leaves = checkpoint(path)
     with open(path, "r+b") as fh:
@@ -65,7 +78,7 @@ def zero_a_page_of_pending_events(path) -> None:
 
 
 @pytest.mark.parametrize("damage", [truncate_to_half, garble_the_first_page,
-                                    zero_a_page_of_pending_events])
+                                    garble_the_meta_page, zero_a_page_of_pending_events])
 def test_the_bank_accepts_the_device_after_any_damage(site, services, damage):
     config = add_device(site, DEV, heartbeat_s=30)
     ingest = services.ingest(site.ingest_config)
