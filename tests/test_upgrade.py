@@ -14,7 +14,6 @@ next link of the device's chain.
 """
 
 import json
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 from agent.config import load_config
 from agent.contract.signing import generate_key_file
 from agent.fleet.release.bundle import build_bundle
+from tests.test_release import make_tree
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "upgrade-0.1.0"
@@ -75,17 +75,7 @@ def test_this_version_sells_on_the_previous_releases_files(tmp_path):
 
 def new_release_bundle(tmp_path: Path, vendor_key: Path, version: str) -> Path:
     """This tree, declaring `version`, signed by the vendor: what a new release ships."""
-    tree = tmp_path / f"src-{version}"
-    for name in ("agent", "drivers", "firmware_bridge", "ingest", "setup.py", "README.md"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, tree / name)
-    init = tree / "agent" / "__init__.py"
-    text = init.read_text()
-    assert '__version__ = "0.1.0"' in text
-    init.write_text(text.replace('__version__ = "0.1.0"', f'__version__ = "{version}"'))
+    tree = make_tree(tmp_path / f"src-{version}", version)
     bundle = tmp_path / f"cocoon-agent-{version}.tar.gz"
     build_bundle(tree, vendor_key, bundle)
     return bundle
