@@ -13,6 +13,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import msgspec
+
 from agent.contract.settings import (
     FLAG,
     PATH,
@@ -193,7 +195,7 @@ def _parse(raw: dict, path: Path, source: str | None) -> AgentConfig:
 
 
 def _fields(section: Schema) -> dict:
-    return {name: getattr(section, name) for name in section.__struct_fields__}
+    return msgspec.structs.asdict(section)
 
 
 def _token_key(path: Path, dev: DeviceSection) -> dict:

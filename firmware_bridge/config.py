@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from agent.contract.settings import PATH, Schema, decode, integer, seconds, text
 
 from .link import DEFAULT_BAUDRATE
@@ -32,4 +34,4 @@ class FirmwareSection(Schema, kw_only=True):
 def parse_firmware(path: Path, table: Any) -> FirmwareConfig:
     """Parse [firmware]; listed in agent.config.PLUGGED_SECTIONS."""
     sec = decode(path, "firmware", table, FirmwareSection)
-    return FirmwareConfig(**{name: getattr(sec, name) for name in sec.__struct_fields__})
+    return FirmwareConfig(**msgspec.structs.asdict(sec))

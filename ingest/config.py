@@ -6,6 +6,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from agent.contract.errors import ConfigError
 from agent.contract.settings import (
     PATH,
@@ -140,4 +142,4 @@ def _enrolment(path: Path, table) -> EnrolmentSettings | None:
         if not getattr(en, key).exists():
             raise ConfigError(f"{path}: [enrolment] {key}: file {getattr(en, key)} does not "
                               "exist")
-    return EnrolmentSettings(**{name: getattr(en, name) for name in en.__struct_fields__})
+    return EnrolmentSettings(**msgspec.structs.asdict(en))

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from agent.contract.errors import ConfigError
 from agent.contract.settings import PATH, Schema, decode, integer, one_of, seconds, text
 
@@ -53,7 +55,7 @@ class MqttSection(Schema, kw_only=True):
 def parse_mqtt(path: Path, table: Any) -> MqttConfig:
     """The [mqtt] section, shared by the agent and the ingest."""
     mq = decode(path, "mqtt", table, MqttSection)
-    mqtt = MqttConfig(**{name: getattr(mq, name) for name in mq.__struct_fields__})
+    mqtt = MqttConfig(**msgspec.structs.asdict(mq))
     if mqtt.reconnect_max_s < mqtt.reconnect_min_s:
         raise ConfigError(f"{path}: [mqtt] reconnect_max_s must not be below reconnect_min_s")
     return mqtt

@@ -48,8 +48,9 @@ def open_outbox(config: AgentConfig, signer=None, holder: OutboxHolder | None = 
     signer = signer or load_device_signer(config.device)
     path = config.outbox_path
     room_to_open(path)
-    problem = None if recovery.interrupted(path) else recovery.check(path)
-    if not problem and not recovery.interrupted(path):
+    interrupted = recovery.interrupted(path)
+    problem = None if interrupted else recovery.check(path)
+    if not problem and not interrupted:
         return _open(config, signer), None
     own = holder is None
     holder = holder or OutboxHolder(path)

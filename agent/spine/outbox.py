@@ -449,6 +449,13 @@ class Outbox:
                 self._disk_full = True
         return not self._disk_full
 
+    def _used_bytes(self) -> int | None:
+        """The outbox's own count, for the alert; None when even a read fails."""
+        try:
+            return self.stats().used_bytes
+        except Exception:
+            return None
+
     def _give_back_reserve(self) -> bool:
         """Delete one chunk of the reserve; True when there was one to give."""
         return give_back_chunk(self.path)
@@ -470,7 +477,7 @@ class Outbox:
         self._full_alerted = True
         self._give_back_reserve()
         alert = _Request(Draft("outbox.full", "alert", {
-            "used_bytes": 0, "capacity_bytes": self.capacity_bytes,
+            "used_bytes": self._used_bytes(), "capacity_bytes": self.capacity_bytes,
             "message": f"disk full: money events are refused until there is room ({exc})"[:300],
         }), _once_per_full_disk, threading.Event())
         try:    # recorded by the committer, in the room the reserve gave back

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -337,14 +338,10 @@ def _padded_copy(path: Path) -> Path | None:
         return None
     copy = Path(f"{path}.salvage")
     _remove(copy)
-    with open(path, "rb") as src, open(copy, "wb") as dst:
-        while chunk := src.read(1 << 20):
-            dst.write(chunk)
-        dst.truncate(stated)
+    shutil.copyfile(path, copy)
+    os.truncate(copy, stated)
     if Path(f"{path}-wal").exists():
-        with open(f"{path}-wal", "rb") as src, open(f"{copy}-wal", "wb") as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
+        shutil.copyfile(f"{path}-wal", f"{copy}-wal")
     return copy
 
 

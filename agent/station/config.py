@@ -12,6 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfoNotFoundError
 
+import msgspec
+
 from agent.contract.settings import (
     DECIMAL,
     FLAG,
@@ -111,7 +113,7 @@ class CardSection(Schema, kw_only=True):
 
 def parse_card(path: Path, table) -> CardConfig:
     cd = decode(path, "card", table, CardSection)
-    return CardConfig(**{name: getattr(cd, name) for name in cd.__struct_fields__})
+    return CardConfig(**msgspec.structs.asdict(cd))
 
 
 class ScaleSection(Schema, kw_only=True):
