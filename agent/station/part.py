@@ -103,7 +103,8 @@ class StationPart:
             scale.scale_id,
             SalePolicy(scale.division_g, scale.min_divisions, scale.capacity_g),
             tare_g=scale.tare_g,
-            detector=StabilityDetector(scale.stable_count, scale.stable_window_s))
+            detector=StabilityDetector(scale.stable_count, scale.stable_window_s),
+            protocol=scale.protocol)
         self.scale_reader = open_scale_reader(scale, self._on_scale)
         self.monitor = CardMonitor(self.desk.observe)
         self.weighing: p.Weighing | None = None

@@ -74,12 +74,16 @@ class Weighing:
 
     scale_id: str
     gross_g: int | None
-    tare_g: int
+    tare_g: int | None
     net_g: int | None
     stable: bool
     sale_ok: bool  # stable and within the sale checks (min load, overload, negative...)
     reason: str = ""  # why not, for the clerk
     frames_digest: str = ""
+    tare_source: str = ""  # drivers.scale.TareSource's value: none, configured, indicator
+    # The weighing parameters in force (protocol, division_g, min_g, max_g): recorded with
+    # each purchase so that a verifier sees which instrument settings weighed it.
+    instrument: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -410,7 +414,7 @@ class PurchaseFlow:
         self.sale.priced = event.priced
         self._enter(Phase.CONFIRMING, now + self.timeouts.confirming_s)
         p = event.priced
-        return [Show(f"Grade {p.grade_label}, {p.unit_price} yuan/kg, amount {p.amount} yuan. "
+        return [Show(f"{amount_sum(self.sale.weighing, p.record)}. Grade {p.grade_label}. "
                      "Farmer confirms?")]
 
     def _on_grade_refused(self, event: GradeRefused, now: float) -> list:
@@ -453,6 +457,8 @@ class PurchaseFlow:
                 "tare_g": str(w.tare_g),
                 "net_g": str(w.net_g),
                 "frames_digest": w.frames_digest,
+                **({"tare_source": w.tare_source} if w.tare_source else {}),
+                **{k: str(v) for k, v in w.instrument.items()},
             },
             "grade": p.grade_label,
             "unit_price": str(p.unit_price),
@@ -481,11 +487,13 @@ class PurchaseFlow:
 
     def _voucher(self) -> dict:
         s = self.sale
+        record = s.priced.record
         return {"voucher": s.voucher, "device": self.station, "seq": s.seq,
                 "farmer": s.farmer.name, "farmer_id": s.farmer.farmer_id,
                 "gross_g": s.weighing.gross_g, "tare_g": s.weighing.tare_g,
                 "net_g": s.weighing.net_g, "grade": s.priced.grade_label,
-                "unit_price": str(s.priced.unit_price), "amount": str(s.priced.amount)}
+                "unit_price": str(s.priced.unit_price), "amount": str(s.priced.amount),
+                **breakdown(record)}
 
     def _on_record_failed(self, event: RecordFailed, now: float) -> list:
         if self.phase is not Phase.RECORDING:
@@ -601,6 +609,41 @@ class PurchaseFlow:
 
     def _enter(self, phase: Phase, deadline: float | None) -> None:
         self.phase, self.deadline = phase, deadline
+
+
+def breakdown(record: dict) -> dict:
+    """What the farmer needs to check the sum, from the pricing record: each deduction that
+    took something (with what was measured), the payable weight, the graded price."""
+    if not isinstance(record, dict) or "payable_g" not in record:
+        return {}
+    return {
+        "deductions": [
+            {"measure": d["measure"], "measured_pct": d["measured_pct"],
+             "applies_to": d["applies_to"], "pct": d["pct"]}
+            for d in record.get("deductions", ()) if Decimal(d["pct"]) != 0],
+        "payable_g": record["payable_g"],
+        "graded_price": record.get("graded_price", ""),
+        "price_unit": record.get("price_unit", ""),
+    }
+
+
+def amount_sum(w: Weighing, record: dict) -> str:
+    """One line that multiplies out: net, each deduction, payable weight x price = amount."""
+    b = breakdown(record)
+    parts = [f"Net {_kg(w.net_g)} kg"]
+    for d in b.get("deductions", ()):
+        what = "weight" if d["applies_to"] == "mass" else "price"
+        parts.append(f"- {d['pct']} % of the {what} ({d['measure']} {d['measured_pct']} %)")
+    payable = _payable_kg(b["payable_g"]) if b else _kg(w.net_g)
+    return (", ".join(parts) + f": payable {payable} kg x {record.get('unit_price')} yuan/kg "
+            f"= {record.get('amount')} yuan")
+
+
+def _payable_kg(payable_g: str) -> str:
+    """Exact: a fraction of a gram stays (51801 g less 3.5 % is 49987.965 g)."""
+    kg = Decimal(payable_g).scaleb(-3)
+    grams = kg.quantize(Decimal("0.001"))
+    return f"{grams:f}" if kg == grams else f"{kg.normalize():f}"
 
 
 def _kg(grams: int | None) -> str:
