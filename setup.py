@@ -68,6 +68,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["agent*", "drivers*", "firmware_bridge*", "ingest*"]),
+    # The list of legally relevant files that `cocoon-agent --version` identifies.
+    package_data={"agent.contract": ["legal_manifest.txt"]},
     install_requires=SHARED + (DEVICE if fielded_device() else []),
     extras_require={
         "device": DEVICE,

@@ -53,6 +53,7 @@ class EffectRunner:
         self.buzzer = buzzer
         self.printer = printer
         self.prices = prices  # a PriceTableStore
+        self.legal_record = None  # an agent.station.legal.LegalRecord, set by the part
         self.clock = clock
         self.inputs: queue.Queue = queue.Queue()
         self.last_voucher: dict | None = None
@@ -120,6 +121,8 @@ class EffectRunner:
             return self._record_void(effect.body)
         elif isinstance(effect, p.RecordEvent):
             self._record(Draft(effect.type, effect.priority, effect.body))
+        elif isinstance(effect, p.AcknowledgeLegal):
+            return self._acknowledge_legal(effect.supervisor)
         elif isinstance(effect, p.WriteCard):
             return self._write_card(effect.farmer, effect.sale)
         elif isinstance(effect, p.PrintVoucher):
@@ -215,6 +218,15 @@ class EffectRunner:
             except EXPECTED as owe_exc:
                 log.error("could not keep the sale owed to the card: %s", owe_exc)
         return p.CardWriteFailed(reason)
+
+    def _acknowledge_legal(self, supervisor: str):
+        try:
+            seq = self.legal_record.acknowledge(supervisor)
+        except EXPECTED as exc:
+            log.error("could not record legal.acknowledged: %s", exc)
+            return p.LegalAckFailed(str(exc))
+        log.warning("legal.acknowledged (seq %d) by supervisor %s", seq, supervisor)
+        return p.LegalAcknowledged(supervisor)
 
     def _record(self, draft: Draft) -> None:
         try:

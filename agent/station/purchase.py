@@ -94,6 +94,7 @@ class Priced:
     unit_price: Decimal  # yuan per kg
     amount: Decimal  # yuan, rounded to the fen
     record: dict
+    chosen_by: str = ""  # how the table in force was chosen: "trusted" or "last_trusted"
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,18 @@ class Tick:
     pass
 
 
+@dataclass(frozen=True)
+class LegalAcknowledged:
+    """The supervisor's acknowledgement of changed legally relevant software is recorded."""
+
+    supervisor: str
+
+
+@dataclass(frozen=True)
+class LegalAckFailed:
+    reason: str
+
+
 # -- what the flow asks for -------------------------------------------------------------
 
 
@@ -251,6 +264,14 @@ class RecordEvent:
     type: str
     priority: str
     body: dict
+
+
+@dataclass(frozen=True)
+class AcknowledgeLegal:
+    """Record `legal.acknowledged` by this supervisor; the outcome is LegalAcknowledged or
+    LegalAckFailed."""
+
+    supervisor: str
 
 
 @dataclass(frozen=True)
@@ -300,6 +321,10 @@ class PurchaseFlow:
     scale: Weighing | None = None
     deadline: float | None = None
     recent: list[tuple[str, int, float]] = field(default_factory=list)  # uid, net_g, time
+    # The legal software identification every purchase records, and whether sales wait for
+    # a supervisor to acknowledge that it changed (agent.station.legal).
+    legal: str = ""
+    legal_hold: bool = False
 
     def handle(self, event, now: float) -> list:
         """Advance on one input; return the effects to carry out, in order."""
@@ -320,6 +345,13 @@ class PurchaseFlow:
             return [Show(f"Voucher {event.voucher} voided (seq {event.seq})"), Beep("accept")]
         if isinstance(event, VoidFailed):
             return [Show(f"Voucher {event.voucher} NOT voided: {event.reason}"), Beep("refuse")]
+        if isinstance(event, LegalAcknowledged):
+            self.legal_hold = False
+            return [Show(f"Supervisor {event.supervisor} acknowledged the new legally relevant "
+                         "software. Swipe the farmer's card."), Beep("accept")]
+        if isinstance(event, LegalAckFailed):
+            return [Show(f"The acknowledgement was NOT recorded: {event.reason}"),
+                    Beep("refuse")]
         handler = {
             FarmerCard: self._on_farmer,
             CardRefused: self._on_refused,
@@ -348,6 +380,8 @@ class PurchaseFlow:
         effects = self._drop_correction("another staff card was swiped")
         self.clerk = staff
         self._enter(Phase.READY, now + self.timeouts.signed_in_s)
+        if self.legal_hold and staff.role == "supervisor":
+            return effects + [AcknowledgeLegal(staff.staff_id)]
         return effects + [Show(f"{staff.name} signed in. Swipe the farmer's card."),
                           Beep("accept")]
 
@@ -365,6 +399,8 @@ class PurchaseFlow:
             return [Show("A clerk must sign in first (staff card)"), Beep("refuse")]
         if self.phase is not Phase.READY:
             return [Show("Finish or cancel the current sale first"), Beep("refuse")]
+        if self.legal_hold:
+            return [Show(message("legal_hold"), key="legal_hold"), Beep("refuse")]
         self.sale = _Sale(event.farmer)
         self._enter(Phase.WEIGHING, now + self.timeouts.weighing_s)
         return [Show(f"Farmer {event.farmer.name} ({event.farmer.farmer_id}). Put the cocoons "
@@ -465,6 +501,8 @@ class PurchaseFlow:
             "amount": str(p.amount),
             "currency": "CNY",
             "pricing": p.record,
+            **({"legal": self.legal} if self.legal else {}),
+            **({"table_chosen_by": p.chosen_by} if p.chosen_by else {}),
             **({"corrects": self.correcting.body()} if self.correcting else {}),
         }
 
