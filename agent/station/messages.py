@@ -14,6 +14,8 @@ CATALOGUE: dict[str, str] = {
                             "selling this lot again ({reason})",
     # The legally relevant software changed since it was last identified (an update, or an
     # edited file): no sale until a supervisor acknowledges it (agent.station.legal).
+    # The price tables failed their check at use (edited on disk, unsigned, unreadable).
+    "cannot_price": "The station CANNOT PRICE: {reason}",
     "legal_hold": "The weighing and pricing software has changed: a supervisor must swipe "
                   "the supervisor's card to acknowledge it before any sale",
 }

@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+from agent.contract.commands import BACKEND
 from agent.contract.legal import running_legal_id
 from agent.contract.signing import Verifier
 from agent.errors import ConfigError
@@ -28,7 +29,12 @@ from agent.station.card_desk import CardDesk
 from agent.station.effects import EffectRunner, payment_handler
 from agent.station.legal import LegalRecord, legal_parameters
 from agent.station.messages import message
-from agent.station.price_store import PriceTableStore, make_price_table_handler
+from agent.station.price_store import (
+    PriceTableRefused,
+    PriceTableStore,
+    make_price_table_handler,
+)
+from agent.station.trusted_time import TrustedTime
 from agent.station.view import StationView, render, sale_lines, start_of_day
 from agent.station.weighing import ScaleJudge
 from drivers.pcsc import CardMonitor
@@ -77,7 +83,8 @@ class StationPart:
         self.message = "Swipe a staff card to start."
         self._changed = threading.Condition()
         self._version = 0
-        self.prices = PriceTableStore(st.price_tables_dir or config.device.data_dir)
+        self.prices = PriceTableStore(st.price_tables_dir or config.device.data_dir,
+                                      agent.dispatcher.verifiers.get(BACKEND), self.device)
         self._install_price_table = make_price_table_handler(self.prices)
         self.blacklist = Blacklist(agent.outbox)
 
@@ -96,10 +103,11 @@ class StationPart:
 
         self.station = EffectRunner(self.device, agent.outbox, write_card=self._write_card,
                                     display=self._show, buzzer=self._beep, printer=printer,
-                                    prices=self.prices, timeouts=st.timeouts, tz=st.timezone)
+                                    prices=self.prices, timeouts=st.timeouts, tz=st.timezone,
+                                    trusted=TrustedTime(agent.outbox, st.untrusted_time_max_h))
         self.scale_config = scale
         self.legal = LegalRecord(agent.outbox, running_legal_id(),
-                                 legal_parameters(scale, self.prices.tables()))
+                                 legal_parameters(scale, self._tables_for_the_record()))
         self.station.legal_record = self.legal
         self.station.flow.legal = self.legal.legal_id
         self.desk = CardDesk(reader=card.reader,
@@ -128,9 +136,18 @@ class StationPart:
     def _price_table_set(self, cmd) -> dict:
         """Install the table, then record the change of the legal parameters it makes."""
         summary = self._install_price_table(cmd)
-        self.legal.parameters = legal_parameters(self.scale_config, self.prices.tables())
+        self.legal.parameters = legal_parameters(self.scale_config,
+                                                 self._tables_for_the_record())
         self.legal.check("price_table.set")
         return summary
+
+    def _tables_for_the_record(self) -> list:
+        """The installed tables that verify (none while they are refused: the refusal is
+        what the record then shows, and pricing says why)."""
+        try:
+            return self.prices.tables()
+        except PriceTableRefused:
+            return []
 
     # -- inputs -----------------------------------------------------------------------------
 
