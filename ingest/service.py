@@ -20,7 +20,7 @@ from agent.link.mqtt import LinkSettings, MqttLink
 
 from .config import IngestConfig
 from .registry import DeviceRegistry
-from .store import ACCEPTED, IngestStore
+from .store import ACCEPTED, open_store
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class Ingest:
         self.settings = config.require_ingest()
         self.signer = load_signer(self.settings.signing_key_file)
         self.registry = DeviceRegistry(self.settings.devices_dir)
-        self.store = IngestStore(self.settings.store_path)
+        self.store = open_store(self.settings)
         self.listening_since: float | None = None   # when the link last came up
         self.echo = echo
         self.batch_max = batch_max
@@ -49,7 +49,7 @@ class Ingest:
         return f"$share/{self.settings.group}/{topics.PREFIX}/+/events"
 
     def run(self, stop: threading.Event) -> None:
-        log.info("ingest %s starting; store %s", self.settings.id, self.store.path)
+        log.info("ingest %s starting; store %s", self.settings.id, self.store.where)
         try:
             self.link.run(stop)
         finally:
