@@ -5,7 +5,8 @@ a fresh database per test.
 PostgreSQL refuses to run as root: as root (CI), the server runs as the `postgres` user the
 package creates (`runuser -u postgres --`), in a directory that user owns; as anyone else it runs
 as that user. Where PostgreSQL (or psycopg) is missing its tests are skipped, unless
-COCOON_REQUIRE_PARTS=1 (CI sets it), which makes them fail instead.
+COCOON_REQUIRE_PARTS=1 (CI sets it), which makes them fail instead. COCOON_PG_BIN names another
+directory of PostgreSQL's programs than Debian's 15.
 
 The server runs with fsync off: these tests check the ingest's rules, not the disk, and a
 database per test is created in milliseconds that way.
@@ -81,7 +82,7 @@ class PostgresServer:
     def _run(self, *args: str) -> subprocess.CompletedProcess:
         prefix = ["runuser", "-u", SERVER_USER, "--"] if os.geteuid() == 0 else []
         return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=120,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, cwd=self.root)
 
     def _check(self, done: subprocess.CompletedProcess, what: str) -> None:
         if done.returncode != 0:
