@@ -46,6 +46,12 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
         "AND a.kind = alerts.kind AND a.closed_at IS NULL)",
         "CREATE UNIQUE INDEX alerts_open ON alerts (device, kind) WHERE closed_at IS NULL",
     )),
+    # A message that fails to be stored every time while the database answers (a poison
+    # message) is parked here with the reason, so that it blocks nothing behind it.
+    ("0004-parked-messages", (
+        "CREATE TABLE parked (id {id}, device TEXT, topic TEXT, payload {blob}, reason TEXT, "
+        "worker TEXT, at {real})",
+    )),
 ]
 
 

@@ -42,6 +42,11 @@ class Outcome:
 MAX_REJECTIONS = 10_000     # rejection records kept (the newest)
 
 
+def _text(value: str) -> str:
+    """Text PostgreSQL can hold (no NUL, no lone surrogate), for what quotes hostile input."""
+    return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def open_store(settings) -> IngestStore:
     """The store an [ingest] configuration names: PostgreSQL when [store] url is set, else
     the SQLite file in data_dir."""
@@ -65,6 +70,31 @@ class IngestStore:
 
     def close(self) -> None:
         self.db.close()
+
+    def answers(self) -> bool:
+        """True if the database can be reached now (reconnecting if need be): a batch that
+        failed while it answers failed because of what it holds."""
+        try:
+            self.db.reconnect()
+            self.conn = self.db.conn
+            self.db.execute("SELECT 1").fetchall()
+            return True
+        except Exception as exc:
+            log.debug("ingest: the store does not answer: %s", exc)
+            return False
+
+    def park(self, topic: str, payload: bytes, reason: str, worker: str = "") -> int:
+        """Keep a message that cannot be stored, with the reason, out of the way; its id."""
+        (row_id,) = self.db.execute(
+            "INSERT INTO parked (device, topic, payload, reason, worker, at)"
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (topics.device_of(topic), _text(topic), payload, _text(reason[:500]), worker,
+             time.time())).fetchall()[0]
+        return row_id
+
+    def watermarks(self, devices) -> dict[str, tuple[int, str]]:
+        """The committed watermarks of `devices`, as another worker may have moved them."""
+        return {d: self.watermark(d) for d in devices}
 
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
         """Rows of a read with `?` placeholders, on either database."""
@@ -208,10 +238,9 @@ class IngestStore:
 
     def _reject(self, device: str | None, seq: int | None, reason: str) -> Outcome:
         log.warning("ingest: rejected %s seq %s: %s", device, seq, reason)
-        # PostgreSQL's text holds no NUL: a reason quoting hostile input must still be kept.
         (row_id,) = self.db.execute(
             "INSERT INTO rejections (device, seq, reason, at) VALUES (?, ?, ?, ?) RETURNING id",
-            (device, seq, reason[:500].replace("\x00", "\\x00"), time.time())).fetchall()[0]
+            (device, seq, _text(reason[:500]), time.time())).fetchall()[0]
         # Keep the latest MAX_REJECTIONS only: a misbehaving (or hostile) publisher must not
         # grow the store without bound. The per-device `rejected` counter keeps the total.
         self.db.execute("DELETE FROM rejections WHERE id <= ?", (row_id - MAX_REJECTIONS,))

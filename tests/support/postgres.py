@@ -125,6 +125,11 @@ class PostgresServer:
         self._admin.execute(f"CREATE DATABASE {name}")
         return name
 
+    def admin(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Run `sql` as the server's superuser, on its `postgres` database."""
+        cur = self._admin.execute(sql, args or None)
+        return cur.fetchall() if cur.description else []
+
     def drop(self, name: str) -> None:
         self._admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

@@ -237,7 +237,8 @@ def ingest_query(site: Site, sql: str, args: tuple = ()) -> list[tuple]:
 
     with closing(psycopg.connect(settings.store_url, autocommit=True)) as conn:
         try:
-            return [tuple(r) for r in conn.execute(sql.replace("?", "%s"), args).fetchall()]
+            cur = conn.execute(sql.replace("?", "%s"), args or None)
+            return [tuple(r) for r in cur.fetchall()] if cur.description else []
         except psycopg.errors.UndefinedTable:
             return []
 
