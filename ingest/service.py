@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 SILENT = "device.silent"
 RETRY_MIN_S, RETRY_MAX_S = 0.1, 10.0   # the backoff after a batch failed to be stored
 POISON_TRIES = 3                        # failures, the database answering, before parking
+PUBACK_WAIT_S = 5.0                     # how long acks hold their devices' locks at most
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Ingest:
         self._failures = 0          # batches failed in a row: the backoff
         self._retry_at = 0.0        # no storing before this (monotonic)
         self._one_by_one = 0        # messages left to try one at a time after a failure
+        self._awaiting: set[int] = set()  # acks published, their PUBACK not yet seen
         self.stats = {"accepted": 0, "duplicate": 0, "rejected": 0, "forked": 0, "acks": 0,
                       "store_failures": 0, "parked": 0}
         self.link = MqttLink(LinkSettings.from_config(self.settings.client_id, config.mqtt), self,
@@ -96,6 +98,7 @@ class Ingest:
         self._inbox.append(Received(topic, payload, link.defer_ack()))
 
     def on_puback(self, link, mid: int, reason_code: int) -> None:
+        self._awaiting.discard(mid)
         if reason_code >= 0x80:
             log.error("ingest: broker refused an ack (reason code %d); check the ACL", reason_code)
 
@@ -140,12 +143,16 @@ class Ingest:
             for device in sorted(heard):
                 if self.store.close_alerts(device, SILENT):
                     log.warning("ingest: device %s is heard again", device)
-            # What the database holds now: another worker may have moved a watermark since
-            # this batch's transaction, and an ack must not lag behind one already sent.
-            moved = self.store.watermarks(moved)
-        except Exception as exc:
+            # What the database holds now (another worker may have moved a watermark since
+            # this batch's transaction), published under the devices' locks.
+            if moved:
+                with self.store.acknowledging(moved) as marks:
+                    self._await_pubacks(link, self._publish_acks(link, marks))
+        except ConnectionError:
+            raise
+        except Exception as exc:  # the store went away after the commit: what the batch saw
             log.warning("ingest: after storing a batch: %s", exc)
-        self._publish_acks(link, moved)
+            self._publish_acks(link, moved)
         return True
 
     def _failed(self, batch: list[Received], exc: Exception) -> None:
@@ -184,16 +191,32 @@ class Ingest:
         log.error("ingest: parked a message of %s that failed %d times (parked id %d): %s",
                   message.topic, message.failures, row, reason[:300])
 
-    def _publish_acks(self, link, moved: dict[str, tuple[int, str]]) -> None:
+    def _publish_acks(self, link, moved: dict[str, tuple[int, str]]) -> set[int]:
+        mids = set()
         for device, (seq, digest) in sorted(moved.items()):
             if seq == 0:
                 continue
             ack = make_ack(device, seq, digest, self.signer)
-            link.publish(topics.acks(device), json.dumps(ack).encode(), qos=1, retain=True)
+            mids.add(link.publish(topics.acks(device), json.dumps(ack).encode(), qos=1,
+                                  retain=True))
             self.stats["acks"] += 1
             log.info("ingest: acknowledged %s up to seq %d", device, seq)
             if self.echo:
                 self.echo(f"acked    {device} up to seq {seq}")
+        return mids
+
+    def _await_pubacks(self, link, mids: set[int]) -> None:
+        """Wait (pumping the link) until the broker has taken the acks `mids`: it has then
+        handed them on, so that an ack another worker publishes once the devices' locks are
+        released reaches the devices after these, never before."""
+        self._awaiting = set(mids)
+        deadline = time.monotonic() + PUBACK_WAIT_S
+        while self._awaiting and time.monotonic() < deadline and link.pump(0.01):
+            pass
+        if self._awaiting:
+            log.warning("ingest: the broker did not confirm %d ack(s) within %.0f s",
+                        len(self._awaiting), PUBACK_WAIT_S)
+        self._awaiting = set()
 
     def check_silence(self) -> None:
         """Alert for each device silent longer than the limit, judged only once the ingest

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,9 +93,14 @@ class IngestStore:
              time.time())).fetchall()[0]
         return row_id
 
-    def watermarks(self, devices) -> dict[str, tuple[int, str]]:
-        """The committed watermarks of `devices`, as another worker may have moved them."""
-        return {d: self.watermark(d) for d in devices}
+    @contextmanager
+    def acknowledging(self, devices):
+        """The committed watermarks of `devices`, read under each device's lock, which stays
+        held while the caller publishes them: a worker's ack of a device is on its way to the
+        broker before another worker can commit (and then acknowledge) more of that device,
+        so the acks a device sees do not go back, however many workers send them."""
+        with self.db.transaction(devices):
+            yield {d: self.watermark(d) for d in sorted(devices)}
 
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
         """Rows of a read with `?` placeholders, on either database."""
