@@ -6,8 +6,9 @@ process) with a backlog and producers that keep appending, and real worker proce
 with its own `[ingest] worker` name. A seeded-random worker is killed a seeded-random time after
 it connected, then started again; with one worker there is no one else to take over. At the end
 every event the devices recorded is stored once, each device's chain verifies end to end,
-nothing was rejected, forked or parked, the watermark is each device's head, and every device
-saw its acks only move forward.
+nothing was forked or parked, the watermark is each device's head, and every device saw its
+acks only move forward. Two forgeries sent in the middle of the kills (a flipped bit; another
+key at a stored seq) are refused, whichever worker gets them.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from types import SimpleNamespace
 import pytest
 import tomlkit
 
-from agent.contract import topics
+from agent.contract import events, topics
 from agent.contract.chain import check_capture
 from agent.contract.events import Draft
-from agent.contract.signing import Verifier
+from agent.contract.signing import Ed25519Signer, Verifier
 from tests.support.mqtt import mqtt_client
 from tests.support.running import (
     BIN,
@@ -39,6 +40,7 @@ from tests.support.running import (
     use_store_url,
 )
 from tests.support.waiting import wait_for
+from tests.test_forgery import device_signer, flip_bit, raw_client
 
 DEVICES = ("dev-a", "dev-b")
 BACKLOG = 1200          # events each device holds before the workers start
@@ -125,6 +127,33 @@ class AckWatcher:
         self.client.loop_stop()
 
 
+def forgeries(site) -> list[bytes]:
+    """A device's event with one bit flipped, and another key's event at a stored seq."""
+    draft = Draft("purchase.recorded", "money", {"marker": "forged", "amount": "999.00"})
+    genuine = events.encode(events.seal(draft, device=DEVICES[0], seq=10**9,
+                                        prev=events.GENESIS_PREV,
+                                        signer=device_signer(site, DEVICES[0])))
+    impostor = events.encode(events.seal(draft, device=DEVICES[0], seq=5,
+                                         prev=events.GENESIS_PREV,
+                                         signer=Ed25519Signer.generate()))
+    return [flip_bit(genuine, b"forged"), impostor]
+
+
+def send_forgeries(site) -> None:
+    """Send the forgeries until both are refused: a broker that has more messages queued for a
+    worker than it keeps drops some (a device sends its own again; a forger has to)."""
+    forged = forgeries(site)
+
+    def refused() -> bool:
+        for payload in forged:
+            raw.publish(topics.events(DEVICES[0]), payload)
+        seqs = {s for (s,) in ingest_query(site, "SELECT seq FROM rejections")}
+        return seqs >= {5, 10**9}
+
+    with raw_client(site, DEVICES[0]) as raw:
+        wait_for(refused, 30, what="both forgeries refused", interval=0.3)
+
+
 def produce(agent, device: str, stop: threading.Event, appended: list[int]) -> None:
     n = 0
     while not stop.is_set():
@@ -162,7 +191,9 @@ def test_workers_killed_at_random_store_every_event_once(site, services, postgre
                 agent, device, stop_producing, appended[device])))
             producers[-1].start()
         stored_during_kills = []
-        for _ in range(KILLS):
+        for kill in range(KILLS):
+            if kill == KILLS // 3:
+                send_forgeries(site)
             victim = rng.choice(pool)
             time.sleep(rng.uniform(0.0, 0.6))
             victim.kill()
@@ -205,7 +236,9 @@ def test_workers_killed_at_random_store_every_event_once(site, services, postgre
         assert ingest_query(site, "SELECT watermark FROM devices WHERE device = ?",
                             (device,)) == [(heads[device],)]
         assert agents[device].uplink.stale_acks == 0
-    assert ingest_query(site, "SELECT count(*) FROM rejections") == [(0,)]
+    rejected = ingest_query(site, "SELECT device, seq, reason FROM rejections")
+    assert {(d, seq) for d, seq, _ in rejected} == {(DEVICES[0], 5), (DEVICES[0], 10**9)}
+    assert all("bad signature" in reason for _, _, reason in rejected), rejected
     assert ingest_query(site, "SELECT count(*) FROM forks") == [(0,)]
     assert ingest_query(site, "SELECT count(*) FROM parked") == [(0,)]
     print(f"{workers} worker(s): {KILLS} kills, heads {heads}, "
