@@ -41,6 +41,8 @@ class Outcome:
 
 
 MAX_REJECTIONS = 10_000     # rejection records kept (the newest)
+ADVANCE_CHUNK = 1000        # events read at once while the watermark moves
+COUNTERS = ("accepted", "duplicates", "rejected")
 
 
 def _text(value: str) -> str:
@@ -116,12 +118,14 @@ class IngestStore:
         """Store a batch durably in one transaction; return outcomes and moved watermarks."""
         outcomes, touched = [], set()
         named = {d for d in (topics.device_of(t) for t, _ in messages) if d}
+        self._counts: dict[str, dict[str, int]] = {}
         with self.db.transaction(named):
             for topic, payload in messages:
                 outcome = self._process(topic, payload, registry)
                 outcomes.append(outcome)
                 if outcome.device and outcome.status != REJECTED:
                     touched.add(outcome.device)
+            self._flush_counts()
             moved = {}
             for device in sorted(touched):
                 before = self.watermark(device)
@@ -221,10 +225,10 @@ class IngestStore:
                                      (device, seq - 1)).fetchone()
             if before and before[0] != prev:
                 return f"prev does not match the hash of seq {seq - 1}"
-            declared = self.db.execute(
+            declared = None if before else self.db.execute(
                 "SELECT last_hash FROM skipped WHERE device=? AND last=?", (device, seq - 1)
             ).fetchone()
-            if not before and declared and declared[0] is not None and declared[0] != prev:
+            if declared and declared[0] is not None and declared[0] != prev:
                 return f"prev does not match the declared hash before the skipped seq {seq - 1}"
         after = self.db.execute("SELECT prev, type FROM events WHERE device=? AND seq=?",
                                 (device, seq + 1)).fetchone()
@@ -255,14 +259,26 @@ class IngestStore:
         return Outcome(REJECTED, device, seq, reason=reason)
 
     def _count(self, device: str, column: str) -> None:
-        self.db.execute(
-            "INSERT INTO devices (device, watermark, watermark_hash, last_seen, accepted,"
-            " duplicates, rejected) VALUES (?, 0, ?, ?, 0, 0, 0) ON CONFLICT(device) DO NOTHING",
-            (device, events.GENESIS_PREV, time.time()))
-        seen = ", last_seen = ?" if column != "rejected" else ""
-        args = (time.time(), device) if seen else (device,)
-        self.db.execute(f"UPDATE devices SET {column} = {column} + 1{seen} WHERE device = ?",
-                        args)
+        """Count an outcome for the device; the batch writes its counts once, at its end."""
+        counts = self._counts.setdefault(device, dict.fromkeys(COUNTERS, 0))
+        counts[column] += 1
+
+    def _flush_counts(self) -> None:
+        now = time.time()
+        for device, counts in sorted(self._counts.items()):
+            self.db.execute(
+                "INSERT INTO devices (device, watermark, watermark_hash, last_seen, accepted,"
+                " duplicates, rejected) VALUES (?, 0, ?, ?, 0, 0, 0)"
+                " ON CONFLICT(device) DO NOTHING",
+                (device, events.GENESIS_PREV, now))
+            heard = counts["accepted"] or counts["duplicates"]     # a rejection is not heard
+            self.db.execute(
+                "UPDATE devices SET accepted = accepted + ?, duplicates = duplicates + ?,"
+                " rejected = rejected + ?" + (", last_seen = ?" if heard else "")
+                + " WHERE device = ?",
+                (counts["accepted"], counts["duplicates"], counts["rejected"],
+                 *((now,) if heard else ()), device))
+        self._counts = {}
 
     # -- watermark ----------------------------------------------------------------------
 
@@ -272,19 +288,30 @@ class IngestStore:
         return (row[0], row[1]) if row else (0, events.GENESIS_PREV)
 
     def _advance(self, device: str) -> tuple[int, str]:
+        """Walk from the watermark over stored events and declared ranges, reading the events
+        in chunks rather than one seq at a time."""
         wm, wm_hash = self.watermark(device)
         nxt = wm + 1
+        ranges = self.db.execute("SELECT first, last FROM skipped WHERE device=? AND last>=?",
+                                 (device, nxt)).fetchall()
+        rows, i, more = [], 0, True
         while True:
-            row = self.db.execute("SELECT hash FROM events WHERE device=? AND seq=?",
-                                  (device, nxt)).fetchone()
-            if row:
-                wm, wm_hash, nxt = nxt, row[0], nxt + 1
+            if i == len(rows) and more:
+                rows = self.db.execute(
+                    "SELECT seq, hash FROM events WHERE device=? AND seq>=? ORDER BY seq LIMIT ?",
+                    (device, nxt, ADVANCE_CHUNK)).fetchall()
+                i, more = 0, len(rows) == ADVANCE_CHUNK
+            while i < len(rows) and rows[i][0] < nxt:
+                i += 1
+            if i == len(rows) and more:
+                continue                        # the chunk ran out below nxt: read on
+            if i < len(rows) and rows[i][0] == nxt:
+                wm, wm_hash, nxt = nxt, rows[i][1], nxt + 1
+                i += 1
                 continue
-            rng = self.db.execute(
-                "SELECT max(last) FROM skipped WHERE device=? AND first<=? AND last>=?",
-                (device, nxt, nxt)).fetchone()
-            if rng and rng[0] is not None:
-                nxt = rng[0] + 1
+            ends = [last for first, last in ranges if first <= nxt <= last]
+            if ends:
+                nxt = max(ends) + 1
                 continue
             break
         self.db.execute("UPDATE devices SET watermark=?, watermark_hash=? WHERE device=?",

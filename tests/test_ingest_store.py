@@ -241,3 +241,39 @@ def test_the_migration_to_one_open_alert_keeps_the_oldest_open(ingest_store_loca
             (name,) for name, _ in releases]
     finally:
         store.close()
+
+
+def reference_watermark(stored: dict[int, str], ranges: list[tuple[int, int]]) -> tuple[int, str]:
+    """The watermark walked one seq at a time: a stored event first, else a declared range."""
+    wm, wm_hash, nxt = 0, events.GENESIS_PREV, 1
+    while True:
+        if nxt in stored:
+            wm, wm_hash, nxt = nxt, stored[nxt], nxt + 1
+        elif ends := [b for a, b in ranges if a <= nxt <= b]:
+            nxt = max(ends) + 1
+        else:
+            return wm, wm_hash
+
+
+def test_the_watermark_read_in_chunks_walks_as_one_seq_at_a_time(store, monkeypatch):
+    """Stored events (some inside declared ranges) and overlapping declared ranges, read two
+    events at a time: the same watermark as a walk seq by seq."""
+    import ingest.store as ingest_store
+
+    monkeypatch.setattr(ingest_store, "ADVANCE_CHUNK", 2)
+    rng = random.Random(7)
+    for case in range(150):
+        device = f"dev-{case}"
+        stored = {s: f"{s:064x}" for s in range(1, 40) if rng.random() < 0.6}
+        ranges = [(a, a + rng.randrange(0, 6)) for a in rng.sample(range(1, 40), 8)]
+        for seq, digest in stored.items():
+            store.execute("INSERT INTO events (device, seq, hash) VALUES (?, ?, ?)",
+                          (device, seq, digest))
+        for n, (a, b) in enumerate(ranges):
+            store.execute("INSERT INTO skipped (device, first, last, last_hash, declared_by)"
+                          " VALUES (?, ?, ?, NULL, ?) ON CONFLICT DO NOTHING", (device, a, b, n))
+        store.execute("INSERT INTO devices (device, watermark, watermark_hash) VALUES (?, 0, ?)",
+                      (device, events.GENESIS_PREV))
+        with store.db.transaction([device]):
+            assert store._advance(device) == reference_watermark(stored, ranges), (stored,
+                                                                                    ranges)
