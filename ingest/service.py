@@ -103,10 +103,14 @@ class Ingest:
             log.error("ingest: broker refused an ack (reason code %d); check the ACL", reason_code)
 
     def on_tick(self, link) -> None:
-        while self._inbox and time.monotonic() >= self._retry_at:
-            size = 1 if self._one_by_one else self.batch_max
+        # What is here now, not what arrives while acks are awaited (the link is pumped then):
+        # the tick ends, so that a stop and the silence check are not put off under load.
+        left = len(self._inbox)
+        while left > 0 and self._inbox and time.monotonic() >= self._retry_at:
+            size = min(1 if self._one_by_one else self.batch_max, left)
             if not self._store_and_ack(link, self._inbox[:size]):
                 break
+            left -= size
         now = time.monotonic()
         if now - self._last_silence_check >= min(1.0, self.settings.heartbeat_interval_s):
             self._last_silence_check = now
