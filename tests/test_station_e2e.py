@@ -14,7 +14,7 @@ import pytest
 
 from agent.contract.envelope import parse_json_object
 from agent.contract.signing import Ed25519Signer, Verifier
-from agent.demo.station import install_price_table
+from agent.demo.station import give_the_bank, install_price_table
 from agent.station import purchase as p
 from agent.station.part import StationPart
 from drivers.pcsc import ApduTransport
@@ -61,7 +61,8 @@ def station(site, services, pty_pair, tmp_path, virtual_card):
                                "division_g": "20", "capacity_g": "150000", "tare_g": 400,
                                "stable_count": 4, "stable_window_s": 0.3},
                         signals={"status_light": 17, "buzzer": 27, "factory": "mock"})
-    install_price_table(config.parent / "data", datetime.now(timezone.utc), site.backend_key)
+    give_the_bank(site, install_price_table(config.parent / "data", datetime.now(timezone.utc),
+                                            site.backend_key))
     m1_card = issued_m1_card(virtual_card, issuer)   # at the office, before the station runs
     services.ingest(site.ingest_config)
     running = services.agent(config)
@@ -128,12 +129,19 @@ def test_a_sale_from_card_insertion_to_an_acknowledged_event(station, virtual_ca
     screen = part.screen()
     assert body["voucher"] in screen and "acknowledged" in screen
 
-    # the bank pays: a signed payment.confirmed through the broker marks the sale paid
+    # the bank recomputed the amount from the event alone, with its own copy of the table
+    listed = subprocess.run([str(BIN / "cocoon-ingest"), "--config", str(site.ingest_config),
+                             "purchases", "--json"], capture_output=True, text=True, timeout=60)
+    (purchase,) = json.loads(listed.stdout)
+    assert (purchase["seq"], purchase["voucher"], purchase["result"], purchase["payment"]) == (
+        event["seq"], body["voucher"], "match", "unpaid")
+    assert purchase["recomputed"] == purchase["amount"] == body["amount"]
+    # the bank pays: mark-paid records it and sends the signed payment.confirmed, which marks
+    # the sale paid at the station
     sent = subprocess.run(
-        [str(BIN / "cocoon-ingest"), "--config", str(site.operator_config), "send-command",
-         "--key", str(site.bank_key), "--device", "station-01", "--type", "payment.confirmed",
-         "--body", json.dumps({"voucher": body["voucher"], "payment_ref": "BANK-0001",
-                               "amount": body["amount"]})],
+        [str(BIN / "cocoon-ingest"), "--config", str(site.ingest_config), "mark-paid",
+         f"station-01/{event['seq']}", "--ref", "BANK-0001", "--key", str(site.bank_key),
+         "--operator", str(site.operator_config)],
         capture_output=True, text=True, timeout=60)
     assert sent.returncode == 0, sent.stderr
     wait_for(lambda: "paid" in part.screen(), 10, what="the sale shown paid")
