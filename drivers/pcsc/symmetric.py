@@ -38,8 +38,8 @@ FACTOR_LEN = 8              # one diversification level
 def _cipher(alg: int, key: bytes):
     if len(key) != KEY_LEN:
         raise ValueError(f"a {NAMES.get(alg, alg)} key is {KEY_LEN} bytes, got {len(key)}")
-    if alg == ALG_3DES:
-        return Cipher(TripleDES(key), modes.ECB())
+    if alg == ALG_3DES:             # two-key EDE: K1 K2 K1 (24 bytes, as cryptography wants)
+        return Cipher(TripleDES(key + key[:8]), modes.ECB())
     if alg == ALG_SM4:
         return Cipher(algorithms.SM4(key), modes.ECB())
     raise ValueError(f"unknown algorithm code {alg:#04x} (known: 01 3DES, 02 SM4)")

@@ -91,7 +91,7 @@ def farmer_card(make, reader, issuer_signer, *, serial: str = "8600112233445566"
     """A farmer CPU card issued to `holder` (not inserted), with the PSAM scheme's keys
     (`sym_alg` None: none, an older card) and its own Ed25519 key when `own_key`. `make` is
     the virtual_card fixture's factory."""
-    card = make(reader, cls=CpuFarmerCard, serial=bytes.fromhex(serial),
+    card = make(reader, cls=CpuFarmerCard, serial=bytes.fromhex(serial), own_key=own_key,
                 **_keys(serial, sym_alg, masters), **kwargs)
     return _personalise(card, fc.build_holder(holder or HOLDER), issuer_signer,
                         own_key=own_key)
