@@ -247,6 +247,8 @@ class CardDesk:
                     self._report(data.uid, kind, refusal, farmer_id=data.holder.farmer_id)
                 return p.CardRefused(refusal)
         fresh = self.blacklist.freshness(*self.blacklist_ages)
+        if fresh.state == "never":
+            log.warning(message("blacklist_never"))
         if fresh.state == "refuse":
             log.error("card blacklist %.0f h old: no sale until a fresh list", fresh.age_h)
             return p.CardRefused(message("blacklist_too_old", age_h=f"{fresh.age_h:.0f}",
@@ -344,15 +346,14 @@ class CardDesk:
 
     def notices(self) -> list[str]:
         """Lines the screen shows beside the flow's message: the weaker card kind while an
-        M1 card is in, and the blacklist's age once past the warning limit."""
+        M1 card is in, and the blacklist's age once past the warning limit. (A station that
+        never received a list says so in its log at each farmer card, not on every screen.)"""
         out = []
         farmer = self._farmer
         if farmer is not None and farmer.card_kind == "m1":
             out.append(message("m1_weaker"))
         fresh = self.blacklist.freshness(*self.blacklist_ages)
-        if fresh.state == "never":
-            out.append(message("blacklist_never"))
-        elif fresh.state in ("warn", "refuse"):
+        if fresh.state in ("warn", "refuse"):
             out.append(message("blacklist_stale", age_h=f"{fresh.age_h:.0f}",
                                max_h=f"{fresh.max_age_h:g}"))
         return out
