@@ -84,6 +84,7 @@ class CardDesk:
         self._list_readers = list_readers
         self._psam: Psam | None = None      # the PSAM session, opened at the first challenge
         self._psam_reader: str | None = None
+        self._said_no_list = False
         self.tz = tz or sales.local_zone()  # a sale's date on the card is the station's day
         self._lock = threading.Lock()
         self._transport: ApduTransport | None = None
@@ -247,8 +248,9 @@ class CardDesk:
                     self._report(data.uid, kind, refusal, farmer_id=data.holder.farmer_id)
                 return p.CardRefused(refusal)
         fresh = self.blacklist.freshness(*self.blacklist_ages)
-        if fresh.state == "never":
-            log.warning(message("blacklist_never"))
+        if fresh.state == "never" and not self._said_no_list:
+            log.warning(message("blacklist_never"))     # once: it is not news at every card
+            self._said_no_list = True
         if fresh.state == "refuse":
             log.error("card blacklist %.0f h old: no sale until a fresh list", fresh.age_h)
             return p.CardRefused(message("blacklist_too_old", age_h=f"{fresh.age_h:.0f}",

@@ -1,4 +1,10 @@
-"""Card authentication for CPU cards: a challenge the card answers with its own key.
+"""Card authentication for CPU cards: challenges that a copy of the card cannot answer.
+
+Two schemes ([card] auth, docs/card.md). The PSAM scheme (the default, as Chinese CPU cards
+do it): the card holds 3DES or SM4 keys diversified by its serial from master keys that stay
+in the station's PSAM; `psam_authenticate` runs INTERNAL AUTHENTICATE (the card proves its
+key) and GET CHALLENGE / EXTERNAL AUTHENTICATE (the station proves itself), the PSAM computing
+the cryptograms (drivers/pcsc/psam.py). Below, first, the card's own key pair:
 
 The issuer signature proves the holder data was issued for this chip serial, but a full copy of
 a CPU card (serial included, on a programmable card) would pass it. A card that holds a private
