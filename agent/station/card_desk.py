@@ -35,7 +35,7 @@ from agent.contract.events import Draft
 from agent.errors import EXPECTED, CocoonError
 from agent.station import purchase as p
 from agent.station import sales
-from agent.station.messages import message
+from agent.station.card_messages import message
 from drivers.pcsc import (
     ApduTransport,
     CardInserted,
