@@ -131,12 +131,14 @@ def main() -> int:
     worker.start()
     bench.load_platform("52.40")
 
-    def wait_text(prefix: str, timeout: float = 15.0) -> float:
+    def wait_text(prefix: str, timeout: float = 15.0, *, within: bool = False) -> float:
         deadline = time.monotonic() + timeout
         while True:
             at, text = shown.get(timeout=max(0.01, deadline - time.monotonic()))
-            if text.startswith(prefix):
+            if text.startswith(prefix) or (within and prefix in text):
                 return at
+            if os.environ.get("BENCH_TRACE"):
+                print("  screen:", text, file=sys.stderr)
             if text.startswith(("Card refused", "SALE NOT RECORDED")):
                 raise RuntimeError(text)
 
@@ -176,7 +178,7 @@ def main() -> int:
         read.append(holder_shown - max(t for t in reported if t <= holder_shown))
         wait_text("Net ")                       # the stable weight, already on the platform
         station.submit(p.Graded(p.Priced("+1", Decimal("39.30"), Decimal("2043.60"), {})))
-        wait_text("Grade ")
+        wait_text("Farmer confirms?", within=True)      # the priced lot, shown to confirm
         t1 = time.perf_counter()
         station.submit(p.Confirm())
         durable.append(outbox.durable.get(timeout=15) - t1)
@@ -204,6 +206,7 @@ def main() -> int:
         os.close(fd)
 
     monitor.stop()
+    desk.close()                            # the PSAM's connection, before pcscd goes
     reader.stop()
     outbox.close()
     bench.scale.stop()
