@@ -24,7 +24,7 @@ from drivers.scale.sim_model import WeightModel
 from drivers.scale.simulator import Simulator
 from tests.support.m1_card import M1Card
 from tests.support.running import BIN, add_device, ingest_store_rows
-from tests.support.station_cards import HOLDER, farmer_card, staff_card
+from tests.support.station_cards import HOLDER, SAM_READER, farmer_card, psam, staff_card
 from tests.support.waiting import wait_for
 
 pytest_plugins = ("tests.support.pty", "tests.support.coprocessor")
@@ -56,7 +56,7 @@ def station(site, services, pty_pair, tmp_path, virtual_card):
     config = add_device(site, "station-01",
                         station={"confirming_s": 60},
                         card={"reader": READER, "issuer_public_key_file": str(issuer_pem),
-                              "m1_master_key_file": str(master)},
+                              "m1_master_key_file": str(master), "sam_reader": SAM_READER},
                         scale={"port": str(pty.device), "protocol": "xk3190-a9", "id": "bench-1",
                                "division_g": "20", "capacity_g": "150000", "tare_g": 400,
                                "stable_count": 4, "stable_window_s": 0.3},
@@ -64,6 +64,7 @@ def station(site, services, pty_pair, tmp_path, virtual_card):
     give_the_bank(site, install_price_table(config.parent / "data", datetime.now(timezone.utc),
                                             site.backend_key))
     m1_card = issued_m1_card(virtual_card, issuer)   # at the office, before the station runs
+    psam(virtual_card).insert()                      # the PSAM in the SAM slot ([card] auth)
     services.ingest(site.ingest_config)
     running = services.agent(config)
     part = next(x for x in running.agent.parts if isinstance(x, StationPart))
@@ -94,6 +95,8 @@ def test_a_sale_from_card_insertion_to_an_acknowledged_event(station, virtual_ca
         wait_phase(part, p.Phase.READY, "clerk signed in")
     card.insert()
     wait_phase(part, p.Phase.WEIGHING, "farmer card accepted")
+    # the screen marks an M1 card as the weaker kind (it cannot be challenged)
+    assert ("M1 card: the weaker kind" in part.message) is (kind == "m1")
     sim.set_target("52.40")
     wait_phase(part, p.Phase.GRADING, "a stable weight")
     part.grade({"shell_g": "9.6", "moisture_pct": "15", "reelable_pct": "100",

@@ -24,7 +24,7 @@ from pathlib import Path
 from agent.contract.commands import make_command
 from agent.contract.pricing.errors import PricingError
 from agent.contract.signing import Verifier, load_signer
-from agent.demo.bench import READER, Bench
+from agent.demo.bench import READER, SAM_READER, Bench
 from agent.demo.clerk import Clerk, Screen
 from agent.demo.sandbox import Site
 from agent.station.price_store import PriceTableStore
@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     site.add_device(
         DEVICE,
         station={"confirming_s": 120},
-        card={"reader": READER, "issuer_public_key_file": str(bench.issuer_pem)},
+        card={"reader": READER, "issuer_public_key_file": str(bench.issuer_pem),
+              "sam_reader": SAM_READER},
         scale={"port": str(bench.scale_port), "protocol": "xk3190-a9", "id": "bench-1",
                "division_g": "10", "capacity_g": "150000", "tare_g": 500, "stable_count": 5,
                "stable_window_s": 0.5},
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     give_the_bank(site, install_price_table(site.devices[DEVICE].parent / "data",
                                             datetime.now(timezone.utc), site.backend_key))
     print(f"broker  : mosquitto on {broker.host}:{broker.port} (TLS, client certificates)")
-    print(f"cards   : virtual reader '{bench.pcscd.reader(READER).name}' on a private pcscd")
+    print(f"cards   : virtual reader '{bench.pcscd.reader(READER).name}' on a private pcscd, "
+          f"PSAM (SM4) in '{bench.pcscd.reader(SAM_READER).name}'")
     print(f"scale   : XK3190-A9 simulator on {bench.scale_port}")
     print(f"agent   : {site.devices[DEVICE]}")
     bindir = Path(sys.executable).parent
