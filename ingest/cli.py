@@ -15,7 +15,7 @@ from agent.contract.commands import SIGNER_OF, make_command
 from agent.contract.envelope import parse_json_object
 from agent.contract.signing import generate_key_file, load_signer
 
-from .cli_purchases import mark_paid, price_tables, purchases
+from .cli_purchases import grant_reader, mark_paid, price_tables, purchases
 from .config import load_ingest_config
 
 
@@ -155,6 +155,7 @@ def enrolment_token(obj: ConfigContext, device: str, ttl_hours: float, replace: 
 cli.add_command(price_tables)
 cli.add_command(purchases)
 cli.add_command(mark_paid)
+cli.add_command(grant_reader)
 
 
 def main(argv=None) -> None:

@@ -119,3 +119,19 @@ def mark_paid(obj: ConfigContext, purchase: str, ref: str, key_file: str,
     publish_command(operator.mqtt, command)
     click.echo(f"{device}/{seq} voucher {paid['voucher']} {paid['amount']} paid ({ref}); "
                f"payment.confirmed sent as command {command['id']}")
+
+
+@click.command("grant-reader")
+@click.argument("role")
+@click.pass_obj
+def grant_reader(obj: ConfigContext, role: str) -> None:
+    """Let an existing PostgreSQL ROLE read the integrators' views, and nothing else
+    (docs/ingest.md). Create the role first, e.g. CREATE ROLE bank_reports LOGIN PASSWORD ..."""
+    from .integrators import grant_reader as grant
+
+    store = _store(obj)
+    try:
+        views = grant(store, role)
+    finally:
+        store.close()
+    click.echo(f"{role} may read: {', '.join(views)}")

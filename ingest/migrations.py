@@ -53,16 +53,23 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
         "worker TEXT, at {real})",
     )),
     # The bank recomputes every purchase (ingest/purchases.py): the backend's price tables as
-    # the bank holds them, and each verified purchase with its recomputation and payment.
+    # the bank holds them, and each verified purchase with its recomputation and payment; and
+    # the first of the views integrators read (docs/ingest.md, "What integrators read"), whose
+    # columns are a contract: `schema_version` says which.
     ("0005-purchases-and-price-tables", (
         "CREATE TABLE price_tables (table_id TEXT NOT NULL, version {int} NOT NULL, "
         "digest TEXT NOT NULL, document TEXT NOT NULL, added_at {real}, "
         "PRIMARY KEY (table_id, version))",
-        "CREATE TABLE purchases (device TEXT NOT NULL, seq {int} NOT NULL, voucher TEXT, "
+        "CREATE TABLE purchase_state (device TEXT NOT NULL, seq {int} NOT NULL, voucher TEXT, "
         "farmer_id TEXT, net_g {int}, amount TEXT, recomputed TEXT, result TEXT NOT NULL, "
         "reason TEXT, payment TEXT NOT NULL, payment_ref TEXT, paid_at {real}, "
         "recorded_at TEXT, PRIMARY KEY (device, seq))",
-        "CREATE INDEX purchases_payment ON purchases (payment)",
+        "CREATE INDEX purchase_state_payment ON purchase_state (payment)",
+        "CREATE VIEW schema_version AS SELECT 1 AS version",
+        "CREATE VIEW purchases AS SELECT p.device, p.seq, p.voucher, p.farmer_id, p.net_g, "
+        "p.amount, p.recomputed, p.result, p.reason, p.payment, p.payment_ref, p.paid_at, "
+        "p.recorded_at, e.hash, {event_json} AS event FROM purchase_state p "
+        "JOIN events e ON e.device = p.device AND e.seq = p.seq",
     )),
 ]
 

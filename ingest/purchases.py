@@ -86,7 +86,7 @@ def record_purchase(store, device: str, seq: int, event: dict) -> str:
     farmer = body.get("farmer") if isinstance(body.get("farmer"), dict) else {}
     net = scale.get("net_g")
     store.db.execute(
-        "INSERT INTO purchases (device, seq, voucher, farmer_id, net_g, amount, recomputed,"
+        "INSERT INTO purchase_state (device, seq, voucher, farmer_id, net_g, amount, recomputed,"
         " result, reason, payment, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT DO NOTHING",
         (device, seq, _str(body.get("voucher")), _str(farmer.get("farmer_id")),
@@ -107,12 +107,12 @@ def record_void(store, device: str, body: dict) -> None:
     an unpaid or held one is no longer to be paid."""
     seq = body.get("original_seq", body.get("seq"))
     if isinstance(seq, int):
-        store.db.execute("UPDATE purchases SET payment = ? WHERE device = ? AND seq = ? AND "
+        store.db.execute("UPDATE purchase_state SET payment = ? WHERE device = ? AND seq = ? AND "
                          "payment IN (?, ?)", (VOIDED, device, seq, UNPAID, HELD))
 
 
 def list_purchases(store, device: str | None = None) -> list[dict]:
-    sql = f"SELECT {', '.join(COLUMNS)} FROM purchases"
+    sql = f"SELECT {', '.join(COLUMNS)} FROM purchase_state"
     args: tuple = ()
     if device:
         sql, args = sql + " WHERE device = ?", (device,)
@@ -122,7 +122,7 @@ def list_purchases(store, device: str | None = None) -> list[dict]:
 
 def mark_paid(store, device: str, seq: int, ref: str) -> dict:
     """Record the bank's payment of an unpaid purchase; PurchaseNotFound or CocoonError."""
-    row = store.db.execute("SELECT payment, amount, voucher FROM purchases WHERE device = ? "
+    row = store.db.execute("SELECT payment, amount, voucher FROM purchase_state WHERE device = ? "
                            "AND seq = ?", (device, seq)).fetchone()
     if row is None:
         raise PurchaseNotFound(f"no verified purchase {device}/{seq} at the bank")
@@ -132,7 +132,7 @@ def mark_paid(store, device: str, seq: int, ref: str) -> dict:
     if payment != UNPAID:
         raise CocoonError(f"purchase {device}/{seq} is {payment}: it may not be paid "
                           "(see `cocoon-ingest purchases`)")
-    store.db.execute("UPDATE purchases SET payment = ?, payment_ref = ?, paid_at = ? WHERE "
+    store.db.execute("UPDATE purchase_state SET payment = ?, payment_ref = ?, paid_at = ? WHERE "
                      "device = ? AND seq = ?", (PAID, ref, time.time(), device, seq))
     return {"device": device, "seq": seq, "voucher": voucher, "amount": amount, "ref": ref}
 

@@ -13,6 +13,7 @@ against a lost one. Whatever fails is counted, logged and kept out of the events
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 ACCEPTED, DUPLICATE, REJECTED, FORKED = "accepted", "duplicate", "rejected", "forked"
 PURCHASE_RECORDED, PURCHASE_VOIDED = "purchase.recorded", "purchase.voided"
+MONEY_CHANNEL = "cocoon_money"      # LISTEN/NOTIFY: {"device", "seq"} of each new money event
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,9 @@ class IngestStore:
             record_purchase(self, device, seq, event)
         elif event["type"] == PURCHASE_VOIDED:
             record_void(self, device, event["body"])
+        if event["priority"] == "money":
+            # Integrators listening on PostgreSQL hear of it once the batch commits.
+            self.db.notify(MONEY_CHANNEL, json.dumps({"device": device, "seq": seq}))
         self._count(device, "accepted")
         return Outcome(ACCEPTED, device, seq, event["type"], event["priority"])
 

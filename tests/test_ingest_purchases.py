@@ -165,3 +165,91 @@ def _site_backend(site):
     from agent.contract.signing import load_signer
 
     return load_signer(site.backend_key)
+
+
+def _sealed_purchases(device_key, n=1, start=1, prev=events.GENESIS_PREV):
+    out = []
+    for seq in range(start, start + n):
+        out.append(events.seal(Draft("purchase.recorded", "money",
+                                     purchase_body(voucher=f"st-1-20260601-{seq:04d}")),
+                               device="st-1", seq=seq, prev=prev, signer=device_key))
+        prev = events.event_hash(out[-1])
+    return out
+
+
+def _batch(store, sealed, device_key):
+    return store.process_batch([("cocoon/v1/st-1/events", json.dumps(e).encode())
+                                for e in sealed], Registry("st-1", device_key))
+
+
+def test_the_purchases_view_reads_as_the_contract_says(store):
+    device = Ed25519Signer.generate()
+    (sealed,) = _sealed_purchases(device)
+    _batch(store, [sealed], device)
+    assert store.query("SELECT version FROM schema_version") == [(1,)]
+    cur = store.db.execute("SELECT * FROM purchases")
+    columns = [d[0] for d in cur.description]
+    assert columns == ["device", "seq", "voucher", "farmer_id", "net_g", "amount", "recomputed",
+                       "result", "reason", "payment", "payment_ref", "paid_at", "recorded_at",
+                       "hash", "event"]
+    (row,) = cur.fetchall()
+    view = dict(zip(columns, row, strict=True))
+    assert (view["result"], view["payment"], view["hash"]) == ("match", "unpaid",
+                                                               events.event_hash(sealed))
+    assert json.loads(view["event"]) == sealed     # the signed event, to verify again
+
+
+@pytest.fixture
+def pg_store(postgres_url):
+    s = IngestStore(postgres_url)
+    with s.db.transaction(()):
+        add_price_table(s.db, make_command("st-1", "price_table.set", DOC, BACKEND),
+                        Verifier.from_pem(BACKEND.public_key_pem()))
+    yield s, postgres_url
+    s.close()
+
+
+def test_each_new_money_event_is_notified_on_cocoon_money_after_commit(pg_store):
+    import psycopg
+
+    store, url = pg_store
+    device = Ed25519Signer.generate()
+    with psycopg.connect(url, autocommit=True) as listener:
+        listener.execute("LISTEN cocoon_money")
+        sealed = _sealed_purchases(device, 2)
+        heartbeat = events.seal(Draft("device.heartbeat", "telemetry", {"uptime_s": 1}),
+                                device="st-1", seq=3, prev=events.event_hash(sealed[-1]),
+                                signer=device)
+        _batch(store, [*sealed, heartbeat], device)
+        _batch(store, sealed, device)                          # duplicates: nothing new
+        heard = [json.loads(n.payload) for n in listener.notifies(timeout=2)]
+    assert heard == [{"device": "st-1", "seq": 1}, {"device": "st-1", "seq": 2}]
+
+
+def test_a_reader_role_reads_the_views_and_nothing_else(pg_store, postgres, tmp_path):
+    import psycopg
+
+    store, url = pg_store
+    device = Ed25519Signer.generate()
+    _batch(store, _sealed_purchases(device), device)
+    role = "reader_" + url.rsplit("/", 1)[1]
+    postgres.admin(f"CREATE ROLE {role} LOGIN")
+    done = subprocess.run([str(BIN / "cocoon-ingest"), "--config", str(_config(url, tmp_path)),
+                           "grant-reader", role], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    as_reader = url.replace("postgresql://postgres@", f"postgresql://{role}@")
+    with psycopg.connect(as_reader, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM purchases").fetchone() == (1,)
+        for sql in ("SELECT * FROM events", "SELECT * FROM purchase_state",
+                    "UPDATE purchase_state SET payment = 'paid'"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql)
+
+
+def _config(url: str, folder: Path) -> Path:
+    """An ingest file naming the PostgreSQL store (its [mqtt] is never used here)."""
+    (folder / "ingest.toml").write_text(
+        f'[ingest]\ndata_dir = "{folder}"\ndevices_dir = "{folder}"\n'
+        f'[store]\nurl = "{url}"\n[mqtt]\nhost = "127.0.0.1"\nca_file = "x"\n'
+        'cert_file = "x"\nkey_file = "x"\n')
+    return folder / "ingest.toml"
