@@ -32,8 +32,8 @@ from agent.errors import EXPECTED, CocoonError
 from agent.screen.config import ScreenConfig
 from agent.screen.i18n import Language
 from agent.screen.state import labels, snapshot
-from agent.station import purchase as p
 from agent.station.console import ClerkKeyError, Grade, apply_key, parse_measurements
+from agent.station.purchase import Cancel, Confirm, SignOut
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ COOKIE = "cocoon_screen"
 MAX_SESSIONS = 32
 MAX_STREAMS = 6
 KEEPALIVE_S = 15.0
-ACTIONS = {"confirm": p.Confirm(), "cancel": p.Cancel(), "sign-out": p.SignOut()}
+ACTIONS = {"confirm": Confirm(), "cancel": Cancel(), "sign-out": SignOut()}
 
 
 class Refused(CocoonError):
