@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.support.browser import OUTSIDE_VIEWPORT_JS, chromium, screenshot
+from tests.support.browser import OUTSIDE_VIEWPORT_JS, chromium, need_chromium, screenshot
 from tests.support.screen_station import start_screen_station
 from tests.support.waiting import wait_for
 
@@ -67,6 +67,7 @@ def cjk_font_used(page, selector: str) -> list[str]:
 @pytest.mark.parametrize("language", ["zh-CN", "en"])
 def test_a_whole_sale_by_touch(site, services, pty_pair, tmp_path, virtual_card, pcscd,
                                language):
+    need_chromium()
     words = WORDS[language]
     st = start_screen_station(site, services, pty_pair, tmp_path, virtual_card,
                               language=language, settle_s=2.0)

@@ -42,15 +42,22 @@ def require_part(what: str) -> None:
     pytest.skip(f"{what} is missing (scripts/bootstrap installs it)")
 
 
-@contextmanager
-def chromium():
-    """A headless Chromium, closed (and its processes ended) at the end."""
+def need_chromium() -> None:
+    """Skip (or fail, where parts are required) without Chromium or Playwright."""
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
         require_part(f"Chromium ({CHROMIUM})")
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
         require_part("Playwright's Python package")
+
+
+@contextmanager
+def chromium():
+    """A headless Chromium, closed (and its processes ended) at the end."""
+    need_chromium()
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         try:
