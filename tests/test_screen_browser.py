@@ -19,7 +19,7 @@ pytest_plugins = ("tests.support.pty",)
 WORDS = {   # what the page must say, by language
     "en": {"idle": "staff card", "unstable": "Not stable", "refused": "Grading refused",
            "range": "Out of range", "link_advice": "No link to the bank"},
-    "zh-CN": {"idle": "工卡", "unstable": "未稳定", "refused": "Grading refused",
+    "zh-CN": {"idle": "工卡", "unstable": "未稳定", "refused": "定级被拒",
               "range": "超出范围", "link_advice": "与银行的连接中断"},
 }
 GOOD = {"shell_g": "9.6", "moisture_pct": "15", "reelable_pct": "100"}

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from agent.errors import EXPECTED
 from agent.screen.fields import grade_fields
+from agent.screen.flow_words import flow_words
 from agent.screen.i18n import Language
 from agent.station.view import sale_lines, start_of_day
 
@@ -110,7 +111,7 @@ def keyed_messages(lang: Language) -> dict[str, str]:
 def _keyed(lang: Language, key: str | None, english: str) -> str:
     words = keyed_messages(lang).get(key or "")
     if words is None:
-        return english
+        return flow_words(lang, english)
     reason = english.rsplit("(", 1)[-1].rstrip(")") if "(" in english else ""
     return words.format(reason=reason)
 

@@ -1,0 +1,119 @@
+"""The station's messages in the clerk's language.
+
+The purchase flow and the station speak English (the console and the logs show it as it is).
+The screen recognises each of their sentences by its fixed words and says it again from the
+gettext catalog, keeping the values (names, vouchers, weights, reasons) as they came. A reason
+that comes from elsewhere (the pricing's words for a refused grade, the card layer's for a
+refused card) stays as it was. A sentence not recognised is shown as it is: a test drives the
+flow through its paths and fails on any sentence this table does not know.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from agent.screen.i18n import Language
+
+
+def _patterns(lang: Language) -> list[tuple[re.Pattern, str]]:
+    _ = lang._
+    table = [
+        (r"Swipe a staff card to start\.", _("Put your staff card on the reader to sign in")),
+        (r"(?P<name>.+) signed in\. Swipe the farmer's card\.",
+         _("{name} signed in. Put the farmer's card on the reader")),
+        (r"Clerk signed out after inactivity\. Swipe a staff card to start\.",
+         _("Signed out after a while without a sale. Put a staff card on the reader")),
+        (r"Clerk signed out\. Swipe a staff card to start\.",
+         _("Signed out. Put a staff card on the reader to start")),
+        (r"Please wait: the sale is being recorded", _("Please wait: the sale is being recorded")),
+        (r"Finish or cancel the current sale first", _("Finish or cancel the current sale first")),
+        (r"A clerk must sign in first \(staff card\)",
+         _("A clerk must sign in first, with a staff card")),
+        (r"Farmer (?P<name>.+) \((?P<id>[^()]+)\)\. Put the cocoons on the scale\.",
+         _("Farmer {name} ({id}). Put the cocoons on the scale")),
+        (r"Card refused: (?P<reason>.*)", _("Card refused: {reason}")),
+        (r"Card removed while writing: the sale stands and the card will be updated at its "
+         r"next swipe", _("The card was taken away while it was written: the sale stands, and "
+                          "the card gets it at its next swipe")),
+        (r"Net (?P<net>\S+) kg \(gross (?P<gross>\S+), tare (?P<tare>\S+)\)\. Enter the grade "
+         r"from the sample\.", _("Net {net} kg (gross {gross}, tare {tare}). Enter the "
+                                 "sample's measurements")),
+        (r"Weight no longer valid \(the scale is silent\): weigh again",
+         _("The scale sends no weight: weigh again")),
+        (r"Weight no longer valid \(the weight changed\): weigh again",
+         _("The weight changed: weigh again")),
+        (r"Weight no longer valid \(the weight is not stable\): weigh again",
+         _("The weight is not stable: weigh again")),
+        (r"Weight no longer valid \((?P<reason>.*)\): weigh again",
+         _("The weight cannot be used ({reason}): weigh again")),
+        (r"Weigh the cocoons before grading", _("Weigh the cocoons before grading")),
+        (r"Grade (?P<grade>\S+), (?P<price>\S+) yuan/kg, amount (?P<amount>\S+) yuan\. "
+         r"Farmer confirms\?", _("Grade {grade}, {price} yuan/kg, amount {amount} yuan. Does "
+                                 "the farmer agree?")),
+        (r"Grading refused: (?P<reason>.*)", _("Grading refused: {reason}")),
+        (r"Nothing to confirm yet", _("Nothing to confirm yet")),
+        (r"This card sold the same weight a few minutes ago\. Confirm again only if this is a "
+         r"new delivery\.", _("This card sold the same weight a few minutes ago. Confirm "
+                              "again only if this is a new delivery")),
+        (r"SALE NOT RECORDED: (?P<reason>.*)", _("THE SALE IS NOT RECORDED: {reason}")),
+        (r"Sale recorded: voucher (?P<voucher>\S+) \(replaces voucher (?P<old>\S+), now "
+         r"voided\)", _("Sale recorded: voucher {voucher} (it replaces voucher {old}, now "
+                        "voided)")),
+        (r"Sale recorded: voucher (?P<voucher>[^\s.]+)(?: \(replaces voucher \S+, now "
+         r"voided\))?\. The card could not be written \((?P<reason>.*)\); it will be updated "
+         r"at its next swipe\.", _("Sale recorded: voucher {voucher}. The card could not be "
+                                    "written ({reason}); it gets the sale at its next swipe")),
+        (r"Sale recorded: voucher (?P<voucher>\S+)", _("Sale recorded: voucher {voucher}")),
+        (r"The sale is already being recorded; void it with a supervisor card",
+         _("The sale is already being recorded; a supervisor's card can void it")),
+        (r"Sale cancelled: cancelled by the clerk", _("Sale cancelled by the clerk")),
+        (r"Sale cancelled: farmer card removed before confirmation",
+         _("Sale cancelled: the farmer's card was taken away before the confirmation")),
+        (r"Sale cancelled: timed out while (?P<step>\S+)",
+         _("Sale cancelled: too long without a step ({step})")),
+        (r"Sale cancelled: (?P<reason>.*)", _("Sale cancelled: {reason}")),
+        (r"Voiding a sale needs a supervisor's staff card",
+         _("Voiding a sale needs a supervisor's staff card")),
+        (r"Correcting a sale needs a supervisor's staff card",
+         _("Correcting a sale needs a supervisor's staff card")),
+        (r"Finish or cancel the correction of voucher (?P<voucher>\S+) first",
+         _("Finish or cancel the correction of voucher {voucher} first")),
+        (r"Correcting voucher (?P<voucher>\S+): swipe the farmer's card, weigh and grade "
+         r"again\. The new sale replaces (?P=voucher)\.",
+         _("Correcting voucher {voucher}: put the farmer's card on the reader, weigh and grade "
+           "again. The new sale replaces {voucher}")),
+        (r"Correction of voucher (?P<voucher>\S+) abandoned \((?P<reason>.*)\); the original "
+         r"sale stands", _("Correction of voucher {voucher} abandoned ({reason}); the original "
+                           "sale stands")),
+        (r"Voucher (?P<voucher>\S+) voided \(seq (?P<seq>\d+)\)",
+         _("Voucher {voucher} voided (event {seq})")),
+        (r"Voucher (?P<voucher>\S+) NOT voided: (?P<reason>.*)",
+         _("Voucher {voucher} is NOT voided: {reason}")),
+        (r"Voucher (?P<voucher>\S+) paid by the bank \((?P<ref>.*)\)",
+         _("Voucher {voucher} paid by the bank ({ref})")),
+        (r"Printer fault: (?P<reason>.*)\. The sale is recorded; print it again\.",
+         _("Printer fault: {reason}. The sale is recorded; print the voucher again")),
+        (r"WARNING: could not record (?P<what>\S+): (?P<reason>.*)",
+         _("WARNING: could not record {what}: {reason}")),
+    ]
+    return [(re.compile(f"^{pattern}$", re.S), words) for pattern, words in table]
+
+
+@functools.lru_cache(maxsize=4)
+def _table(tag: str) -> list[tuple[re.Pattern, str]]:
+    return _patterns(Language(tag))
+
+
+def known(text: str) -> bool:
+    """Whether the table recognises this sentence of the station's."""
+    return any(pattern.match(text) for pattern, _ in _table("en"))
+
+
+def flow_words(lang: Language, text: str) -> str:
+    """The station's sentence `text` in the clerk's language (as it is, when unknown)."""
+    for pattern, words in _table(lang.tag):
+        found = pattern.match(text)
+        if found:
+            return words.format(**found.groupdict())
+    return text
