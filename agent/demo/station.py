@@ -205,7 +205,15 @@ def main(argv: list[str] | None = None) -> int:
             clerk.sell(bench.farmers[i % len(bench.farmers)], stop)
             stop.wait(args.interval)
 
-    worker = threading.Thread(target=work, daemon=True)
+    def clerk_at_work():
+        try:
+            work()
+        except (RuntimeError, OSError) as exc:
+            if not stop.is_set():       # the bench going down under a stopping demo is no news
+                raise
+            say(f"clerk :  stopped ({exc})")
+
+    worker = threading.Thread(target=clerk_at_work, daemon=True)
     worker.start()
     deadline = None if args.duration is None else time.monotonic() + args.duration
     code = 0

@@ -43,7 +43,7 @@ ASSETS = {"screen.css": "text/css", "clerk.js": "text/javascript",
 COOKIE = "cocoon_screen"
 MAX_SESSIONS = 32
 MAX_STREAMS = 6
-KEEPALIVE_S = 15.0
+KEEPALIVE_S = 5.0      # a closed page's stream is noticed (and its thread freed) by then
 ACTIONS = {"confirm": Confirm(), "cancel": Cancel(), "sign-out": SignOut()}
 
 

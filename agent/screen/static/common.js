@@ -23,12 +23,15 @@ function text(id, value) {
 function follow(onState) {
   const source = new EventSource("/events");
   source.onmessage = (ev) => {
-    window.lastEventId = ev.lastEventId;
     onState(JSON.parse(ev.data));
     document.body.dataset.stateSeq = ev.lastEventId;
-    document.body.dataset.stateAt = String(performance.now());
   };
-  source.onerror = () => { document.body.classList.add("disconnected"); };
+  source.onerror = () => {
+    document.body.classList.add("disconnected");
+    // The browser retries by itself after a network error, but gives up after an answer
+    // that is not a stream (the agent restarting, too many screens): then start again.
+    if (source.readyState === EventSource.CLOSED) setTimeout(() => follow(onState), 2000);
+  };
   source.onopen = () => { document.body.classList.remove("disconnected"); };
   return source;
 }
