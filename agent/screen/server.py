@@ -4,7 +4,8 @@
                     a token the page sends back with each action)
     GET  /farmer    the farmer's display: weight, grade, price and amount, read only
     GET  /events    Server-Sent Events: the station's state as JSON, each with its id; a
-                    browser that reconnects with Last-Event-ID gets only newer states
+                    browser that reconnects with Last-Event-ID gets only newer states (and,
+                    after the agent started again, the current one at once)
     GET  /state     the current state, once
     POST /action    the clerk's action as JSON: {"action": "confirm" | "cancel" | "sign-out" |
                     "grade", "measurements": {"shell_g": "9.6", ...}}
@@ -61,6 +62,10 @@ class Broadcaster:
 
     def __init__(self, part, lang: Language):
         self.part, self.lang = part, lang
+        # Ids are "<run>.<seq>": a browser that reconnects to an agent started again sends an
+        # id of the previous run, and must get the current state at once, not after as many
+        # changes as it had seen.
+        self.run_id = secrets.token_hex(4)
         self.seq = 0
         self.data: str | None = None
         self.closed = False
@@ -86,6 +91,13 @@ class Broadcaster:
             with self._cond:
                 self.closed = True
                 self._cond.notify_all()
+
+    def resume_from(self, last_event_id: str) -> int:
+        """The seq after which a stream resumed with `last_event_id` starts (-1: at once)."""
+        run, _, seq = last_event_id.partition(".")
+        if run != self.run_id or not seq.isdigit():
+            return -1
+        return int(seq)
 
     def wake(self) -> None:
         with self._cond:
@@ -179,10 +191,7 @@ class ScreenApp:
             if self._streams >= MAX_STREAMS:
                 raise Refused("503 Service Unavailable", "too many screens open")
             self._streams += 1
-        try:
-            last = int(environ.get("HTTP_LAST_EVENT_ID", "") or -1)
-        except ValueError:
-            last = -1
+        last = self.broadcaster.resume_from(environ.get("HTTP_LAST_EVENT_ID", ""))
         start_response("200 OK", [("Content-Type", "text/event-stream; charset=utf-8"),
                                   ("Cache-Control", "no-cache"),
                                   ("X-Accel-Buffering", "no")])
@@ -199,7 +208,7 @@ class ScreenApp:
                     yield b": still here\n\n"
                     continue
                 last = seq
-                yield f"id: {seq}\ndata: {data}\n\n".encode()
+                yield f"id: {self.broadcaster.run_id}.{seq}\ndata: {data}\n\n".encode()
         finally:
             with self._lock:
                 self._streams -= 1

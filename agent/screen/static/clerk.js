@@ -146,7 +146,8 @@ function render(s) {
   text("clerk-name", s.clerk ? `${L.clerk}: ${s.clerk.name}` : "");
   text("farmer-line", s.farmer ? `${L.farmer}: ${s.farmer.name} (${s.farmer.id})` : "");
   text("instruction", s.instruction);
-  showMessage(s.message.text, s.message.refused);
+  // The flow's last words, unless they only repeat the step's instruction.
+  showMessage(s.message.text === s.instruction ? "" : s.message.text, s.message.refused);
   drawParts(s);
   drawSales(s.sales);
   show($("sign-out"), !!s.clerk);
