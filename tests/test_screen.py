@@ -146,3 +146,22 @@ def test_the_event_stream_resumes_after_the_last_state_seen(site, services, pty_
         conn.close()
         assert lines[2].startswith(f"id: {run}.".encode()), (stale, lines)
         assert int(lines[2][3:].decode().split(".")[1]) >= int(ids[0][1])
+
+
+def test_a_busy_port_leaves_the_station_running_and_says_why(site, services, pty_pair,
+                                                             tmp_path, virtual_card, caplog):
+    import socket
+
+
+    with socket.socket() as other:                  # another program holds the port
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        st = start_screen_station(site, services, pty_pair, tmp_path, virtual_card,
+                                  language="en", port=port)
+        wait_for(lambda: "cannot serve the clerk's screen" in caplog.text, 10,
+                 what="the reason logged")
+        assert st.screen.url is None
+        with st.staff:                              # the station still works
+            wait_for(lambda: st.part.station.flow.phase is p.Phase.READY, 10,
+                     what="signed in without the screen")

@@ -301,10 +301,18 @@ class ScreenPart:
             return
         broadcaster = Broadcaster(part, Language(self.config.language))
         app = ScreenApp(part, self.config, broadcaster, self._stop)
-        self.server = waitress.create_server(
-            app, host=self.config.listen,
-            port=self.config.port, threads=MAX_STREAMS + 3, ident="cocoon-agent",
-            channel_timeout=60, clear_untrusted_proxy_headers=True)
+        try:
+            self.server = waitress.create_server(
+                app, host=self.config.listen,
+                port=self.config.port, threads=MAX_STREAMS + 3, ident="cocoon-agent",
+                channel_timeout=60, clear_untrusted_proxy_headers=True)
+        except OSError as exc:
+            # The station still records and forwards (and the console still sells); the
+            # doctor's screen check and this line say what to fix.
+            log.error("screen: cannot serve the clerk's screen on %s:%s (%s): another program "
+                      "holds the port? Set [screen] port to a free one", self.config.listen,
+                      self.config.port, exc)
+            return
         port = self.server.effective_port
         app.port = port
         self.url = f"http://{self.config.listen}:{port}/"

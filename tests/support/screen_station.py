@@ -47,7 +47,8 @@ class ScreenStation:
 
 
 def start_screen_station(site, services, pty_pair, tmp_path, virtual_card, *,
-                         language: str = "en", settle_s: float = 0.2) -> ScreenStation:
+                         language: str = "en", settle_s: float = 0.2,
+                         port: int = 0) -> ScreenStation:
     issuer = Ed25519Signer.generate()
     issuer_pem = tmp_path / "issuer.pem"
     issuer_pem.write_bytes(issuer.public_key_pem())
@@ -61,13 +62,14 @@ def start_screen_station(site, services, pty_pair, tmp_path, virtual_card, *,
                                "division_g": "20", "capacity_g": "150000", "tare_g": 400,
                                "stable_count": 4, "stable_window_s": 1.0},
                         printer={"url": f"file://{tmp_path / 'vouchers.escpos'}"},
-                        screen={"port": 0, "language": language})
+                        screen={"port": port, "language": language})
     PriceTableStore(config.parent / "data").install(table_in_force(datetime.now(timezone.utc)))
     services.ingest(site.ingest_config)
     running = services.agent(config)
     part = next(x for x in running.agent.parts if isinstance(x, StationPart))
     screen = next(x for x in running.agent.parts if isinstance(x, ScreenPart))
-    wait_for(lambda: screen.url, 10, what="the screen served")
+    if port == 0:
+        wait_for(lambda: screen.url, 10, what="the screen served")
     return ScreenStation(site, running, part, screen, sim,
                          staff_card(virtual_card, READER, issuer),
                          farmer_card(virtual_card, READER, issuer))
