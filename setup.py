@@ -73,14 +73,16 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["agent*", "drivers*", "firmware_bridge*", "ingest*"]),
-    # The clerk's screen's pages and its gettext catalogs (compiled when the screen starts).
-    package_data={"agent.screen": ["static/*", "locale/*/LC_MESSAGES/*.po", "babel.cfg"]},
+    # The list of legally relevant files that `cocoon-agent --version` identifies; the clerk's
+    # screen's pages and its gettext catalogs (compiled when the screen starts).
+    package_data={"agent.contract": ["legal_manifest.txt"],
+                  "agent.screen": ["static/*", "locale/*/LC_MESSAGES/*.po", "babel.cfg"]},
     install_requires=SHARED + (DEVICE if fielded_device() else []),
     extras_require={
         "device": DEVICE,
-        # The bank's side needs nothing beyond what both roles share (the PostgreSQL driver
-        # will come here).
-        "ingest": [],
+        # The bank's side: psycopg 3 for a PostgreSQL store ([store] url in ingest.toml), which
+        # several workers share; without a url the ingest keeps its SQLite file and needs none.
+        "ingest": ["psycopg[binary]>=3.1"],
         # Event signing with a key on a PKCS#11 token (secure element, TPM):
         # agent/contract/pkcs11.py
         "pkcs11": ["python-pkcs11>=0.10"],
@@ -93,6 +95,7 @@ setup(
             "hypothesis>=6.90",
             "jsonschema>=4.17",
             "packaging>=23",  # tests/test_setup_markers.py evaluates install_requires markers
+            "psycopg[binary]>=3.1",  # the ingest's store tests, run on SQLite and PostgreSQL
             # The screen's tests drive Debian's chromium (no browser download) by touch.
             "playwright>=1.40",
         ],

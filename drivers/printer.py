@@ -57,20 +57,46 @@ def _kg(grams: int) -> str:
     return str((Decimal(grams) / 1000).quantize(Decimal("0.001")))
 
 
+def _exact_kg(grams: str) -> str:
+    """Exact kilograms of a decimal string of grams; a fraction of a gram is kept."""
+    kg = Decimal(grams).scaleb(-3)
+    three = kg.quantize(Decimal("0.001"))
+    return f"{three:f}" if kg == three else f"{kg.normalize():f}"
+
+
 def voucher_lines(v: dict) -> list[str]:
-    """The voucher's text, one line per item (also shown on screen and tested)."""
-    return [
+    """The voucher's text, one line per item (also shown on screen and tested).
+
+    The printed numbers multiply out, so that the farmer can check the sum: net, each
+    deduction with its reason (what was measured), the payable weight, the price and the
+    amount = payable weight x price, rounded to the fen.
+    """
+    lines = [
         "FRESH COCOON PURCHASE VOUCHER",
         f"No. {v['voucher']}",
         f"Farmer: {v['farmer']} ({v['farmer_id']})",
         f"Gross: {_kg(v['gross_g'])} kg",
         f"Tare:  {_kg(v['tare_g'])} kg",
         f"Net:   {_kg(v['net_g'])} kg",
-        f"Grade: {v['grade']}",
+    ]
+    deductions = v.get("deductions", ())
+    for d in deductions:
+        if d["applies_to"] == "mass":
+            lines.append(f"Less {d['pct']} % of weight: {d['measure']} {d['measured_pct']} %")
+    payable = _exact_kg(v["payable_g"]) if "payable_g" in v else _kg(v["net_g"])
+    lines.append(f"Payable: {payable} kg")
+    graded = f" at {v['graded_price']} yuan/{v.get('price_unit') or 'kg'}" \
+        if v.get("graded_price") else ""
+    lines.append(f"Grade: {v['grade']}{graded}")
+    for d in deductions:
+        if d["applies_to"] != "mass":
+            lines.append(f"Less {d['pct']} % of price: {d['measure']} {d['measured_pct']} %")
+    lines += [
         f"Price: {v['unit_price']} yuan/kg",
-        f"AMOUNT: {v['amount']} yuan",
+        f"AMOUNT: {payable} kg x {v['unit_price']} = {v['amount']} yuan",
         f"Event: {v['device']} #{v['seq']}",
     ]
+    return lines
 
 
 def qr_payload(v: dict) -> str:

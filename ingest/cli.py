@@ -64,9 +64,9 @@ def keygen(obj: ConfigContext) -> None:
 @click.pass_obj
 def status(obj: ConfigContext, as_json: bool) -> None:
     """Per device: last seen, acknowledged watermark, accepted/rejected counts, open alerts."""
-    from .store import IngestStore
+    from .store import open_store
 
-    store = IngestStore(obj.config.require_ingest().store_path)
+    store = open_store(obj.config.require_ingest())
     try:
         rows = store.devices()
         for row in rows:

@@ -26,6 +26,7 @@ from agent.contract.topics import DEVICE_ID_RE
 from agent.link.common import MqttConfig, parse_mqtt
 
 WORKER_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+STORE_URL_RE = re.compile(r"^postgres(ql)?://")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class IngestSettings:
     group: str
     heartbeat_interval_s: float
     silence_intervals: int
+    #: [store] url: a PostgreSQL database (postgresql://...) all workers share; None keeps the
+    #: SQLite file `store_path`.
+    store_url: str | None = None
 
     @property
     def client_id(self) -> str:
@@ -101,7 +105,11 @@ class EnrolmentSection(Schema, kw_only=True):
     cert_days: integer(1, 3650) = 365
 
 
-SECTIONS = {"ingest", "mqtt", "enrolment"}
+class StoreSection(Schema, kw_only=True):
+    url: text(STORE_URL_RE) | None = None
+
+
+SECTIONS = {"ingest", "mqtt", "enrolment", "store"}
 
 
 def load_ingest_config(path: str | Path, *, strict: bool = True) -> IngestConfig:
@@ -110,7 +118,7 @@ def load_ingest_config(path: str | Path, *, strict: bool = True) -> IngestConfig
     raw, path = read_toml(path)
     refuse_unknown_sections(path, raw, SECTIONS)
     with collecting_unknown_keys() as found:
-        config = IngestConfig(path, _ingest(path, raw.get("ingest")),
+        config = IngestConfig(path, _ingest(path, raw.get("ingest"), raw.get("store")),
                               parse_mqtt(path, raw.get("mqtt")),
                               _enrolment(path, raw.get("enrolment")))
     if strict:
@@ -118,7 +126,8 @@ def load_ingest_config(path: str | Path, *, strict: bool = True) -> IngestConfig
     return dataclasses.replace(config, unknown_keys=tuple(found))
 
 
-def _ingest(path: Path, table) -> IngestSettings | None:
+def _ingest(path: Path, table, store_table) -> IngestSettings | None:
+    store = decode(path, "store", store_table, StoreSection, required=False)
     if table is None:
         return None
     sec = decode(path, "ingest", table, IngestSection)
@@ -131,6 +140,7 @@ def _ingest(path: Path, table) -> IngestSettings | None:
         group=sec.group,
         heartbeat_interval_s=sec.heartbeat_interval_s,
         silence_intervals=sec.silence_intervals,
+        store_url=store.url,
     )
 
 

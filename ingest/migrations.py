@@ -1,68 +1,88 @@
-"""The ingest store's schema, as numbered migrations recorded in `_migrations`.
+"""The ingest store's schema, as numbered migrations recorded in `_migrations`, for SQLite and
+PostgreSQL alike.
 
 The bank side keeps its own schema history, apart from the device's outbox (agent.spine): the
 two evolve separately, and the ingest shares only the wire contract with the device. Each
 migration is plain SQL, runs once, in order, in one transaction with its record; a store whose
-migrations are all recorded is opened without writing anything.
+migrations are all recorded is opened without writing anything. Column types that differ
+between the databases are written as tokens (`{int}`, `{real}`, `{blob}`, `{id}`) that
+ingest/db.py's `TYPES` spells for each; everything else is SQL both understand.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from ingest.db import TYPES
+
 #: (name, statements). Names are recorded, so a migration is never renamed or edited once
-#: released; a change of schema is a new migration.
+#: released; a change of schema is a new migration. (0001 and 0002 spell, on SQLite, the very
+#: statements they ran before PostgreSQL came.)
 MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
     ("0001-ingest-store", (
-        "CREATE TABLE events (device TEXT, seq INTEGER, hash TEXT, prev TEXT, type TEXT, "
-        "priority TEXT, ts TEXT, payload BLOB, received_at REAL, PRIMARY KEY (device, seq))",
-        "CREATE TABLE skipped (device TEXT, first INTEGER, last INTEGER, last_hash TEXT, "
-        "declared_by INTEGER, PRIMARY KEY (device, first, last))",
-        "CREATE TABLE devices (device TEXT PRIMARY KEY, watermark INTEGER, watermark_hash TEXT, "
-        "last_seen REAL, accepted INTEGER, duplicates INTEGER, rejected INTEGER)",
-        "CREATE TABLE rejections (id INTEGER PRIMARY KEY, device TEXT, seq INTEGER, "
-        "reason TEXT, at REAL)",
-        "CREATE TABLE alerts (id INTEGER PRIMARY KEY, device TEXT, kind TEXT, detail TEXT, "
-        "opened_at REAL, closed_at REAL)",
+        "CREATE TABLE events (device TEXT, seq {int}, hash TEXT, prev TEXT, type TEXT, "
+        "priority TEXT, ts TEXT, payload {blob}, received_at {real}, PRIMARY KEY (device, seq))",
+        "CREATE TABLE skipped (device TEXT, first {int}, last {int}, last_hash TEXT, "
+        "declared_by {int}, PRIMARY KEY (device, first, last))",
+        "CREATE TABLE devices (device TEXT PRIMARY KEY, watermark {int}, watermark_hash TEXT, "
+        "last_seen {real}, accepted {int}, duplicates {int}, rejected {int})",
+        "CREATE TABLE rejections (id {id}, device TEXT, seq {int}, "
+        "reason TEXT, at {real})",
+        "CREATE TABLE alerts (id {id}, device TEXT, kind TEXT, detail TEXT, "
+        "opened_at {real}, closed_at {real})",
     )),
     # A second, validly signed event at a stored seq (a device that ran on a restored copy
     # of its outbox): kept, never dropped, for people to reconcile.
     ("0002-forked-records", (
-        "CREATE TABLE forks (device TEXT, seq INTEGER, hash TEXT, type TEXT, priority TEXT, "
-        "payload BLOB, received_at REAL, PRIMARY KEY (device, seq, hash))",
+        "CREATE TABLE forks (device TEXT, seq {int}, hash TEXT, type TEXT, priority TEXT, "
+        "payload {blob}, received_at {real}, PRIMARY KEY (device, seq, hash))",
+    )),
+    # At most one open alert of a kind per device, whichever worker raises it (the silence
+    # check runs in every worker, outside any batch). Duplicates that workers sharing a SQLite
+    # file could open before are closed first, the oldest kept open.
+    ("0003-one-open-alert", (
+        "UPDATE alerts SET closed_at = opened_at WHERE closed_at IS NULL AND id > "
+        "(SELECT min(a.id) FROM alerts a WHERE a.device = alerts.device "
+        "AND a.kind = alerts.kind AND a.closed_at IS NULL)",
+        "CREATE UNIQUE INDEX alerts_open ON alerts (device, kind) WHERE closed_at IS NULL",
+    )),
+    # A message that fails to be stored every time while the database answers (a poison
+    # message) is parked here with the reason, so that it blocks nothing behind it.
+    ("0004-parked-messages", (
+        "CREATE TABLE parked (id {id}, device TEXT, topic TEXT, payload {blob}, reason TEXT, "
+        "worker TEXT, at {real})",
     )),
 ]
 
 
-def _recorded(conn) -> set[str]:
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
-                        "AND name = '_migrations'").fetchone():
+def statements(dialect: str, migration: tuple[str, ...]) -> list[str]:
+    """A migration's statements spelt for `dialect` ("sqlite" or "postgresql")."""
+    return [s.format(**TYPES[dialect]) for s in migration]
+
+
+def _recorded(db) -> set[str]:
+    if not db.has_table("_migrations"):
         return set()
-    return {name for (name,) in conn.execute("SELECT name FROM _migrations")}
+    return {name for (name,) in db.execute("SELECT name FROM _migrations").fetchall()}
 
 
-def migrate(conn) -> list[str]:
-    """Apply the migrations `conn` (a sqlite3 connection in autocommit mode) has not recorded;
-    return their names. Several workers may start at once: the write lock is taken first, and
-    what another worker applied meanwhile is not applied again."""
-    if {name for name, _ in MIGRATIONS} <= _recorded(conn):
+def migrate(db) -> list[str]:
+    """Apply the migrations `db` (an ingest.db database) has not recorded; return their names.
+    Several workers may start at once: a lock is taken first (SQLite's write lock, an advisory
+    lock on PostgreSQL), and what another worker applied meanwhile is not applied again."""
+    if {name for name, _ in MIGRATIONS} <= _recorded(db):
         return []
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, "
-                     "applied_at TEXT)")
-        done = _recorded(conn)
-        ran = []
-        for name, statements in MIGRATIONS:
+    ran = []
+    with db.migration_transaction():
+        db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, "
+                   "applied_at TEXT)")
+        done = _recorded(db)
+        for name, migration in MIGRATIONS:
             if name in done:
                 continue
-            for statement in statements:
-                conn.execute(statement)
-            conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
-                         (name, datetime.now(timezone.utc).isoformat()))
+            for statement in statements(db.dialect, migration):
+                db.execute(statement)
+            db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                       (name, datetime.now(timezone.utc).isoformat()))
             ran.append(name)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return ran

@@ -14,14 +14,15 @@ against a lost one. Whatever fails is counted, logged and kept out of the events
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.contract import events, topics
 from agent.contract.envelope import parse_json_object
 from agent.contract.errors import EventFormatError, SignatureError
+from ingest.db import connect
 from ingest.migrations import migrate
 
 log = logging.getLogger(__name__)
@@ -40,20 +41,75 @@ class Outcome:
 
 
 MAX_REJECTIONS = 10_000     # rejection records kept (the newest)
+ADVANCE_CHUNK = 1000        # events read at once while the watermark moves
+COUNTERS = ("accepted", "duplicates", "rejected")
+
+
+def _text(value: str) -> str:
+    """Text PostgreSQL can hold (no NUL, no lone surrogate), for what quotes hostile input."""
+    return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def open_store(settings) -> IngestStore:
+    """The store an [ingest] configuration names: PostgreSQL when [store] url is set, else
+    the SQLite file in data_dir."""
+    return IngestStore(settings.store_url or settings.store_path)
 
 
 class IngestStore:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                    timeout=30)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        migrate(self.conn)
+    """One store on SQLite (a file path) or PostgreSQL (a `postgresql://` url); see
+    ingest/db.py for what differs between the two, which is nothing the rules here see."""
+
+    def __init__(self, location: str | Path):
+        self.db = connect(location)
+        self.path: Path | None = self.db.path       # the SQLite file, None on PostgreSQL
+        self.where = self.db.where                  # for logs: the path, or the url sans password
+        self.conn = self.db.conn
+        try:
+            migrate(self.db)
+        except BaseException:
+            self.db.close()
+            raise
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
+
+    def answers(self) -> bool:
+        """True if the database can be reached now (reconnecting if need be): a batch that
+        failed while it answers failed because of what it holds."""
+        try:
+            self.db.reconnect()
+            self.conn = self.db.conn
+            self.db.execute("SELECT 1").fetchall()
+            return True
+        except Exception as exc:
+            log.debug("ingest: the store does not answer: %s", exc)
+            return False
+
+    def park(self, topic: str, payload: bytes, reason: str, worker: str = "") -> int:
+        """Keep a message that cannot be stored, with the reason, out of the way; its id."""
+        (row_id,) = self.db.execute(
+            "INSERT INTO parked (device, topic, payload, reason, worker, at)"
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (topics.device_of(topic), _text(topic), payload, _text(reason[:500]), worker,
+             time.time())).fetchall()[0]
+        return row_id
+
+    @contextmanager
+    def acknowledging(self, devices):
+        """The committed watermarks of `devices`, read under each device's lock, which stays
+        held while the caller publishes them: a worker's ack of a device is on its way to the
+        broker before another worker can commit (and then acknowledge) more of that device,
+        so the acks a device sees do not go back, however many workers send them."""
+        with self.db.transaction(devices):
+            yield {d: self.watermark(d) for d in sorted(devices)}
+
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Rows of a read with `?` placeholders, on either database."""
+        return [tuple(r) for r in self.db.execute(sql, args).fetchall()]
+
+    def execute(self, sql: str, args: tuple = ()) -> None:
+        self.db.execute(sql, args)
 
     # -- batches ------------------------------------------------------------------------
 
@@ -61,13 +117,15 @@ class IngestStore:
             list[Outcome], dict[str, tuple[int, str]]]:
         """Store a batch durably in one transaction; return outcomes and moved watermarks."""
         outcomes, touched = [], set()
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        named = {d for d in (topics.device_of(t) for t, _ in messages) if d}
+        self._counts: dict[str, dict[str, int]] = {}
+        with self.db.transaction(named):
             for topic, payload in messages:
                 outcome = self._process(topic, payload, registry)
                 outcomes.append(outcome)
                 if outcome.device and outcome.status != REJECTED:
                     touched.add(outcome.device)
+            self._flush_counts()
             moved = {}
             for device in sorted(touched):
                 before = self.watermark(device)
@@ -75,10 +133,6 @@ class IngestStore:
                 if after != before or any(o.status == DUPLICATE and o.device == device
                                           for o in outcomes):
                     moved[device] = after
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         return outcomes, moved
 
     def _process(self, topic: str, payload: bytes, registry) -> Outcome:
@@ -100,8 +154,8 @@ class IngestStore:
         except (SignatureError, EventFormatError) as exc:
             return self._reject(device, seq, f"bad signature: {exc}")
         digest = events.event_hash(event)
-        row = self.conn.execute("SELECT hash FROM events WHERE device=? AND seq=?",
-                                (device, seq)).fetchone()
+        row = self.db.execute("SELECT hash FROM events WHERE device=? AND seq=?",
+                              (device, seq)).fetchone()
         if row:
             if row[0] == digest:
                 self._count(device, "duplicates")
@@ -110,9 +164,9 @@ class IngestStore:
             # ran on an older copy of its outbox. A signed sale is a sale: kept as a forked
             # record with an alert (the device signs it again at a new seq, naming this one,
             # once it sees the bank's ack; a sale is paid once, by its voucher).
-            self.conn.execute(
-                "INSERT OR IGNORE INTO forks (device, seq, hash, type, priority, payload,"
-                " received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self.db.execute(
+                "INSERT INTO forks (device, seq, hash, type, priority, payload, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (device, seq, digest, event["type"], event["priority"], payload, time.time()))
             self.open_alert(device, "chain.forked",
                             f"seq {seq} arrived again with other content, validly signed: the "
@@ -123,23 +177,24 @@ class IngestStore:
         problem = self._chain_problem(device, event, digest)
         if problem:
             return self._reject(device, seq, f"out of chain: {problem}")
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO events (device, seq, hash, prev, type, priority, ts, payload, received_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (device, seq, digest, event["prev"], event["type"], event["priority"], event["ts"],
              payload, time.time()))
         if event["type"] == events.SEQ_SKIPPED:
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO skipped (device, first, last, last_hash, declared_by)"
-                " VALUES (?, ?, ?, ?, ?)",
+            self.db.executemany(
+                "INSERT INTO skipped (device, first, last, last_hash, declared_by)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [(device, a, b, h, seq) for a, b, h in events.skipped_ranges(event)])
         elif event["type"] == events.CHAIN_RESUMED:
             # Declared lost on the device's signed word: no hash is known past them. What the
             # bank already holds of them stays; the watermark passes over the rest.
             after_seq, _, lost = events.resumed_chain(event)
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO skipped (device, first, last, last_hash, declared_by)"
-                " VALUES (?, ?, ?, NULL, ?)", [(device, a, b, seq) for a, b in lost])
+            self.db.executemany(
+                "INSERT INTO skipped (device, first, last, last_hash, declared_by)"
+                " VALUES (?, ?, ?, NULL, ?) ON CONFLICT DO NOTHING",
+                [(device, a, b, seq) for a, b in lost])
             count = sum(b - a + 1 for a, b in lost)
             self.open_alert(device, events.CHAIN_RESUMED,
                             f"the device resumed its chain at seq {seq} after seq {after_seq}; "
@@ -158,25 +213,25 @@ class IngestStore:
                 return str(exc)
             if after_seq == 0 and after_hash != events.GENESIS_PREV:
                 return "a chain resumed after seq 0 must name 64 zeros"
-            vouched = self.conn.execute("SELECT hash FROM events WHERE device=? AND seq=?",
-                                        (device, after_seq)).fetchone()
+            vouched = self.db.execute("SELECT hash FROM events WHERE device=? AND seq=?",
+                                      (device, after_seq)).fetchone()
             if vouched and vouched[0] != after_hash:
                 return f"after_hash does not match the stored seq {after_seq}"
         elif seq == 1:
             if prev != events.GENESIS_PREV:
                 return "seq 1 must chain to 64 zeros"
         else:
-            before = self.conn.execute("SELECT hash FROM events WHERE device=? AND seq=?",
-                                       (device, seq - 1)).fetchone()
+            before = self.db.execute("SELECT hash FROM events WHERE device=? AND seq=?",
+                                     (device, seq - 1)).fetchone()
             if before and before[0] != prev:
                 return f"prev does not match the hash of seq {seq - 1}"
-            declared = self.conn.execute(
+            declared = None if before else self.db.execute(
                 "SELECT last_hash FROM skipped WHERE device=? AND last=?", (device, seq - 1)
             ).fetchone()
-            if not before and declared and declared[0] is not None and declared[0] != prev:
+            if declared and declared[0] is not None and declared[0] != prev:
                 return f"prev does not match the declared hash before the skipped seq {seq - 1}"
-        after = self.conn.execute("SELECT prev, type FROM events WHERE device=? AND seq=?",
-                                  (device, seq + 1)).fetchone()
+        after = self.db.execute("SELECT prev, type FROM events WHERE device=? AND seq=?",
+                                (device, seq + 1)).fetchone()
         if after and after[1] != events.CHAIN_RESUMED and after[0] != digest:
             return f"the stored seq {seq + 1} does not chain to this event"
         if event["type"] == events.SEQ_SKIPPED:
@@ -185,94 +240,119 @@ class IngestStore:
             except EventFormatError as exc:
                 return str(exc)
             for _first, last, last_hash in ranges:
-                nxt = self.conn.execute("SELECT prev FROM events WHERE device=? AND seq=?",
-                                        (device, last + 1)).fetchone()
+                nxt = self.db.execute("SELECT prev FROM events WHERE device=? AND seq=?",
+                                      (device, last + 1)).fetchone()
                 if nxt and nxt[0] != last_hash:
                     return f"declared hash before seq {last + 1} does not match that event"
         return None
 
     def _reject(self, device: str | None, seq: int | None, reason: str) -> Outcome:
         log.warning("ingest: rejected %s seq %s: %s", device, seq, reason)
-        cur = self.conn.execute(
-            "INSERT INTO rejections (device, seq, reason, at) VALUES (?, ?, ?, ?)",
-            (device, seq, reason[:500], time.time()))
+        (row_id,) = self.db.execute(
+            "INSERT INTO rejections (device, seq, reason, at) VALUES (?, ?, ?, ?) RETURNING id",
+            (device, seq, _text(reason[:500]), time.time())).fetchall()[0]
         # Keep the latest MAX_REJECTIONS only: a misbehaving (or hostile) publisher must not
         # grow the store without bound. The per-device `rejected` counter keeps the total.
-        self.conn.execute("DELETE FROM rejections WHERE id <= ?",
-                          (cur.lastrowid - MAX_REJECTIONS,))
+        self.db.execute("DELETE FROM rejections WHERE id <= ?", (row_id - MAX_REJECTIONS,))
         if device:
             self._count(device, "rejected")
         return Outcome(REJECTED, device, seq, reason=reason)
 
     def _count(self, device: str, column: str) -> None:
-        self.conn.execute(
-            "INSERT INTO devices (device, watermark, watermark_hash, last_seen, accepted,"
-            " duplicates, rejected) VALUES (?, 0, ?, ?, 0, 0, 0) ON CONFLICT(device) DO NOTHING",
-            (device, events.GENESIS_PREV, time.time()))
-        seen = ", last_seen = ?" if column != "rejected" else ""
-        args = (time.time(), device) if seen else (device,)
-        self.conn.execute(f"UPDATE devices SET {column} = {column} + 1{seen} WHERE device = ?",
-                          args)
+        """Count an outcome for the device; the batch writes its counts once, at its end."""
+        counts = self._counts.setdefault(device, dict.fromkeys(COUNTERS, 0))
+        counts[column] += 1
+
+    def _flush_counts(self) -> None:
+        now = time.time()
+        for device, counts in sorted(self._counts.items()):
+            self.db.execute(
+                "INSERT INTO devices (device, watermark, watermark_hash, last_seen, accepted,"
+                " duplicates, rejected) VALUES (?, 0, ?, ?, 0, 0, 0)"
+                " ON CONFLICT(device) DO NOTHING",
+                (device, events.GENESIS_PREV, now))
+            heard = counts["accepted"] or counts["duplicates"]     # a rejection is not heard
+            self.db.execute(
+                "UPDATE devices SET accepted = accepted + ?, duplicates = duplicates + ?,"
+                " rejected = rejected + ?" + (", last_seen = ?" if heard else "")
+                + " WHERE device = ?",
+                (counts["accepted"], counts["duplicates"], counts["rejected"],
+                 *((now,) if heard else ()), device))
+        self._counts = {}
 
     # -- watermark ----------------------------------------------------------------------
 
     def watermark(self, device: str) -> tuple[int, str]:
-        row = self.conn.execute("SELECT watermark, watermark_hash FROM devices WHERE device=?",
-                                (device,)).fetchone()
+        row = self.db.execute("SELECT watermark, watermark_hash FROM devices WHERE device=?",
+                              (device,)).fetchone()
         return (row[0], row[1]) if row else (0, events.GENESIS_PREV)
 
     def _advance(self, device: str) -> tuple[int, str]:
+        """Walk from the watermark over stored events and declared ranges, reading the events
+        in chunks rather than one seq at a time."""
         wm, wm_hash = self.watermark(device)
         nxt = wm + 1
+        ranges = self.db.execute("SELECT first, last FROM skipped WHERE device=? AND last>=?",
+                                 (device, nxt)).fetchall()
+        rows, i, more = [], 0, True
         while True:
-            row = self.conn.execute("SELECT hash FROM events WHERE device=? AND seq=?",
-                                    (device, nxt)).fetchone()
-            if row:
-                wm, wm_hash, nxt = nxt, row[0], nxt + 1
+            if i == len(rows) and more:
+                rows = self.db.execute(
+                    "SELECT seq, hash FROM events WHERE device=? AND seq>=? ORDER BY seq LIMIT ?",
+                    (device, nxt, ADVANCE_CHUNK)).fetchall()
+                i, more = 0, len(rows) == ADVANCE_CHUNK
+            while i < len(rows) and rows[i][0] < nxt:
+                i += 1
+            if i == len(rows) and more:
+                continue                        # the chunk ran out below nxt: read on
+            if i < len(rows) and rows[i][0] == nxt:
+                wm, wm_hash, nxt = nxt, rows[i][1], nxt + 1
+                i += 1
                 continue
-            rng = self.conn.execute(
-                "SELECT max(last) FROM skipped WHERE device=? AND first<=? AND last>=?",
-                (device, nxt, nxt)).fetchone()
-            if rng and rng[0] is not None:
-                nxt = rng[0] + 1
+            ends = [last for first, last in ranges if first <= nxt <= last]
+            if ends:
+                nxt = max(ends) + 1
                 continue
             break
-        self.conn.execute("UPDATE devices SET watermark=?, watermark_hash=? WHERE device=?",
-                          (wm, wm_hash, device))
+        self.db.execute("UPDATE devices SET watermark=?, watermark_hash=? WHERE device=?",
+                        (wm, wm_hash, device))
         return wm, wm_hash
 
     # -- status & alerts ---------------------------------------------------------------
 
     def devices(self) -> list[dict]:
         cols = ["device", "watermark", "last_seen", "accepted", "duplicates", "rejected"]
-        rows = self.conn.execute(f"SELECT {', '.join(cols)} FROM devices ORDER BY device")
-        return [dict(zip(cols, r, strict=True)) for r in rows.fetchall()]
+        rows = self.db.execute(f"SELECT {', '.join(cols)} FROM devices").fetchall()
+        # sorted here: PostgreSQL's collation of the database may order '-' otherwise
+        return sorted((dict(zip(cols, r, strict=True)) for r in rows), key=lambda d: d["device"])
 
     def open_alerts(self, device: str | None = None) -> list[dict]:
         sql = "SELECT id, device, kind, detail, opened_at FROM alerts WHERE closed_at IS NULL"
         args: tuple = ()
         if device:
             sql, args = sql + " AND device = ?", (device,)
+        sql += " ORDER BY id"
         cols = ["id", "device", "kind", "detail", "opened_at"]
-        return [dict(zip(cols, r, strict=True)) for r in self.conn.execute(sql, args).fetchall()]
+        return [dict(zip(cols, r, strict=True)) for r in self.db.execute(sql, args).fetchall()]
 
     def open_alert(self, device: str, kind: str, detail: str) -> bool:
-        if any(a["kind"] == kind for a in self.open_alerts(device)):
-            return False
-        self.conn.execute("INSERT INTO alerts (device, kind, detail, opened_at) VALUES (?,?,?,?)",
-                          (device, kind, detail, time.time()))
-        return True
+        """Open an alert unless one of this kind is open for the device (in the database, so
+        one however many workers raise it); True if this call opened it."""
+        return bool(self.db.execute(
+            "INSERT INTO alerts (device, kind, detail, opened_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (device, kind) WHERE closed_at IS NULL DO NOTHING RETURNING id",
+            (device, kind, detail, time.time())).fetchall())
 
     def close_alerts(self, device: str, kind: str) -> int:
-        cur = self.conn.execute(
+        cur = self.db.execute(
             "UPDATE alerts SET closed_at=? WHERE device=? AND kind=? AND closed_at IS NULL",
             (time.time(), device, kind))
         return cur.rowcount
 
     def stored_seqs(self, device: str) -> list[int]:
-        return [r[0] for r in self.conn.execute(
+        return [r[0] for r in self.db.execute(
             "SELECT seq FROM events WHERE device=? ORDER BY seq", (device,)).fetchall()]
 
     def payloads(self, device: str) -> list[bytes]:
-        return [bytes(r[0]) for r in self.conn.execute(
+        return [bytes(r[0]) for r in self.db.execute(
             "SELECT payload FROM events WHERE device=? ORDER BY seq", (device,)).fetchall()]

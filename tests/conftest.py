@@ -12,7 +12,9 @@ import pytest
 from agent.demo.devpki import LocalCA
 from agent.demo.localbroker import LocalBroker
 
-pytest_plugins = ["tests.support.pcsc"]  # an isolated pcscd; sets PCSCLITE_CSOCK_NAME first
+# tests.support.pcsc: an isolated pcscd (sets PCSCLITE_CSOCK_NAME first); tests.support.postgres:
+# a PostgreSQL server for the session and a database per test, for the ingest's store
+pytest_plugins = ["tests.support.pcsc", "tests.support.postgres"]
 
 PKI_CLIENTS = ("dev-a", "dev-b", "ingest", "operator")
 

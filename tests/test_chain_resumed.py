@@ -5,7 +5,8 @@ are delivered and acknowledged, 60 more are recorded while the link is down, the
 damaged, and the agent starts again. Whatever is still readable is forwarded; what is not is
 declared lost by a signed `chain.resumed`; the ingest stores every event it can, rejects none,
 passes its watermark over the declared seqs, raises one alert, and acknowledges the device's
-new head, so that the device prunes again.
+new head, so that the device prunes again. Each case runs with the ingest on SQLite and on
+PostgreSQL.
 """
 
 import json
@@ -19,6 +20,7 @@ from agent.contract.events import Draft
 from tests.support.running import (
     add_device,
     append_offline,
+    ingest_alerts,
     ingest_device,
     ingest_store_path,
     ingest_store_payloads,
@@ -79,7 +81,7 @@ def zero_a_page_of_pending_events(path) -> None:
 
 @pytest.mark.parametrize("damage", [truncate_to_half, garble_the_first_page,
                                     garble_the_meta_page, zero_a_page_of_pending_events])
-def test_the_bank_accepts_the_device_after_any_damage(site, services, damage):
+def test_the_bank_accepts_the_device_after_any_damage(site, site_store, services, damage):
     config = add_device(site, DEV, heartbeat_s=30)
     ingest = services.ingest(site.ingest_config)
     ingest.wait_connected()
@@ -108,19 +110,16 @@ def test_the_bank_accepts_the_device_after_any_damage(site, services, damage):
     assert ingest_device(site, DEV)["rejected"] == 0
     markers = {e["body"].get("marker") for e in stored.values()}
     assert {f"acked-{i}" for i in range(20)} <= markers    # what the bank had, it keeps
-    conn = sqlite3.connect(ingest_store_path(site))
-    try:
-        alerts = conn.execute("SELECT kind, detail FROM alerts WHERE device = ? AND "
-                              "closed_at IS NULL", (DEV,)).fetchall()
-    finally:
-        conn.close()
-    assert [k for k, _ in alerts].count("chain.resumed") == 1
+    # and on the store the case names: no SQLite file where PostgreSQL holds the events
+    assert ingest_store_path(site).exists() == (site_store == "sqlite")
+    alerts = ingest_alerts(site, DEV)
+    assert [a["kind"] for a in alerts].count("chain.resumed") == 1
     quarantined = [e for e in stored.values() if e["type"] == "outbox.quarantined"]
     assert len(quarantined) == 1 and quarantined[0]["seq"] == resumed[0]["seq"] + 1
     # and the device goes on: a new sale is accepted and acknowledged
     seq = agent.outbox.append(Draft("purchase.recorded", "money", {"marker": "after"}))
     wait_for(lambda: agent.outbox.acked_seq() >= seq, 20, what="the sale after the damage")
     assert ingest_device(site, DEV)["rejected"] == 0
-    print(f"{damage.__name__}: head {head}, {len(lost)} seq(s) declared lost, "
+    print(f"{damage.__name__} ({site_store}): head {head}, {len(lost)} seq(s) declared lost, "
           f"{len([s for s in stored if s in lost])} of them held by the bank, "
           f"{json.dumps(resumed[0]['body']['lost'])[:80]}")

@@ -47,7 +47,7 @@ def test_documented_vector_byte_for_byte():
     events.verify(event, verifier)
 
 
-def test_the_chain_resumed_vector_verifies_parses_and_is_accepted(tmp_path):
+def test_the_chain_resumed_vector_verifies_parses_and_is_accepted(ingest_store_location):
     """The documented chain.resumed follows the documented event across a declared loss:
     its signature, its body, and the ingest's watermark over the lost seqs."""
     from ingest.store import IngestStore
@@ -60,15 +60,15 @@ def test_the_chain_resumed_vector_verifies_parses_and_is_accepted(tmp_path):
     after_seq, after_hash, lost = events.resumed_chain(resumed)
     assert (after_seq, lost) == (42, [(43, 1065)])
     assert after_hash == resumed["prev"] == doc_block("vector:hash").strip()
-    store = IngestStore(tmp_path / "ingest.sqlite")
+    store = IngestStore(ingest_store_location)
     registry = {"station-01": Verifier.from_pem(signer.public_key_pem())}
     topic = "cocoon/v1/station-01/events"
     before = json.dumps(json.loads(doc_block("vector:event"))).encode()
     # seq 42 alone: the watermark waits for 1..41
     outcomes, _ = store.process_batch([(topic, before)], registry)
     assert outcomes[0].status == "accepted"
-    store.conn.execute("INSERT INTO skipped (device, first, last, last_hash, declared_by) "
-                       "VALUES ('station-01', 1, 41, NULL, 0)")   # as an earlier resume would
+    store.execute("INSERT INTO skipped (device, first, last, last_hash, declared_by) "
+                  "VALUES ('station-01', 1, 41, NULL, 0)")   # as an earlier resume would
     outcomes, _ = store.process_batch([(topic, json.dumps(resumed).encode())], registry)
     assert outcomes[0].status == "accepted", outcomes[0].reason
     assert store.watermark("station-01") == (1066, doc_block("vector:resumed-hash").strip())

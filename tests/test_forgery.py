@@ -22,12 +22,11 @@ from agent.contract.events import Draft
 from agent.contract.signing import Ed25519Signer, Verifier, load_signer
 from tests.support.mqtt import mqtt_client
 from tests.support.running import (
-    _query,
     add_device,
     cli,
     ingest_device,
+    ingest_query,
     ingest_rejections,
-    ingest_store_path,
     ingest_store_payloads,
     ingest_store_rows,
     outbox_events,
@@ -129,7 +128,7 @@ def wait_acked(agent, upto, timeout=15.0):
 
 # -- events -------------------------------------------------------------------------------
 
-def test_forged_events_are_rejected_counted_and_never_stored(site, services):
+def test_forged_events_are_rejected_counted_and_never_stored(site, site_store, services):
     add_device(site, OTHER)  # registered with the ingest, never running
     agent, ingest = start_pair(site, services)
     seqs = [agent.append("purchase.recorded", "money", {"n": str(i)}) for i in range(5)]
@@ -173,8 +172,7 @@ def test_forged_events_are_rejected_counted_and_never_stored(site, services):
     assert sum("bad signature" in r for r in reasons) == 3, reasons
     assert sum(f"event names device '{OTHER}'" in r for r in reasons) == 1, reasons
     assert ingest_device(site, DEV)["rejected"] == len(forgeries) - 1
-    forks = _query(ingest_store_path(site), "SELECT seq, payload FROM forks WHERE device=?",
-                   (DEV,))
+    forks = ingest_query(site, "SELECT seq, payload FROM forks WHERE device=?", (DEV,))
     assert [(s, parse_json_object(p)["body"]) for s, p in forks] == [
         (3, {"purchase": "double-spend"})]
     assert ingest_device(site, OTHER)["accepted"] == 0

@@ -37,7 +37,7 @@ from agent.contract.signing import Ed25519Signer, Verifier
 from agent.errors import CocoonError
 from agent.spine.dispatcher import Dispatcher
 from agent.station import price_store
-from agent.station.price_store import PriceTableStore, make_price_table_handler
+from agent.station.price_store import PriceTableRefused, PriceTableStore, make_price_table_handler
 
 D = Decimal
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "pricing.md"
@@ -454,15 +454,26 @@ def test_amount_is_monotonic_in_net_weight(case, other_net):
 # -- the store and the price_table.set handler ------------------------------------------
 
 NOW = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
+BACKEND_KEY = Ed25519Signer.generate()
+
+
+def Store(path, device="dev-a"):
+    return PriceTableStore(path, Verifier.from_pem(BACKEND_KEY.public_key_pem()), device)
+
+
+def signed(doc, device="dev-a", signer=BACKEND_KEY):
+    """The table as the backend sends it: a signed price_table.set command."""
+    return make_command(device, "price_table.set", doc, signer, now=NOW)
 
 
 def test_store_installs_persists_and_finds_tables(tmp_path):
-    store = PriceTableStore(tmp_path)
-    result = store.install(PER_KG_DOC)
+    store = Store(tmp_path)
+    result = store.install(signed(PER_KG_DOC))
     assert result == {"table": PER_KG.table_id, "version": 3, "season": "2026-spring",
                       "digest": PER_KG.digest, "previous_version": None}
-    assert store.install(edit(PER_KG_DOC, version=4, base_price="39.00"))["previous_version"] == 3
-    reopened = PriceTableStore(tmp_path)
+    later = signed(edit(PER_KG_DOC, version=4, base_price="39.00"))
+    assert store.install(later)["previous_version"] == 3
+    reopened = Store(tmp_path)
     assert reopened.current("2026-spring").version == 4
     assert reopened.get(PER_KG.table_id, 3) == PER_KG  # old versions stay, for recomputation
     assert [t.version for t in reopened.tables()] == [3, 4]
@@ -473,8 +484,8 @@ def test_store_installs_persists_and_finds_tables(tmp_path):
 
 
 def test_a_record_finds_its_table_in_the_store_or_says_it_is_unknown(tmp_path):
-    store = PriceTableStore(tmp_path)
-    store.install(PER_KG_DOC)
+    store = Store(tmp_path)
+    store.install(signed(PER_KG_DOC))
     record = pricing_record(price(PER_KG, kg_lot(moisture="18")))
     assert table_ref(record) == (PER_KG.table_id, 3)
     assert recompute(record, store.get(*table_ref(record))) == D(record["amount"])
@@ -488,56 +499,56 @@ def test_a_record_finds_its_table_in_the_store_or_says_it_is_unknown(tmp_path):
 
 def test_the_store_keeps_what_it_checked(tmp_path):
     doc = edit(PER_KG_DOC)
-    store = PriceTableStore(tmp_path)
-    store.install(doc)
+    store = Store(tmp_path)
+    store.install(signed(doc))
     doc["base_price"] = "99.00"  # the caller's dict changes after the install
-    assert PriceTableStore(tmp_path).current("2026-spring") == PER_KG
+    assert Store(tmp_path).current("2026-spring") == PER_KG
 
 
 @pytest.mark.parametrize("version,words", [(3, "already installed"),
                                            (2, "older than the current version 3")])
 def test_store_refuses_versions_that_do_not_advance_the_season(tmp_path, version, words):
-    store = PriceTableStore(tmp_path)
-    store.install(PER_KG_DOC)
+    store = Store(tmp_path)
+    store.install(signed(PER_KG_DOC))
     before = (tmp_path / price_store.FILE_NAME).read_bytes()
     with pytest.raises(TableVersionRefused, match=words):
-        store.install(edit(PER_KG_DOC, version=version, base_price="45.00"))
+        store.install(signed(edit(PER_KG_DOC, version=version, base_price="45.00")))
     assert (tmp_path / price_store.FILE_NAME).read_bytes() == before
     assert store.current("2026-spring").base_price == D("38.50")
 
 
 def test_seasons_are_versioned_independently(tmp_path):
-    store = PriceTableStore(tmp_path)
-    store.install(PER_KG_DOC)  # 2026-spring v3
-    store.install(PER_50KG_DOC)  # 2026-autumn v1: a lower number, another season
+    store = Store(tmp_path)
+    store.install(signed(PER_KG_DOC))  # 2026-spring v3
+    store.install(signed(PER_50KG_DOC))  # 2026-autumn v1: a lower number, another season
     with pytest.raises(TableVersionRefused, match="an id and version must name one table"):
-        store.install(edit(PER_KG_DOC, season="2027-spring"))
+        store.install(signed(edit(PER_KG_DOC, season="2027-spring")))
 
 
 def test_invalid_table_is_refused_and_nothing_is_written(tmp_path):
-    store = PriceTableStore(tmp_path)
-    with pytest.raises(PriceTableError, match="base_price"):
-        store.install(edit(PER_KG_DOC, base_price=38.5))
+    store = Store(tmp_path)
+    with pytest.raises(PriceTableError, match="currency"):
+        store.install(signed(edit(PER_KG_DOC, currency="X")))
     assert not (tmp_path / price_store.FILE_NAME).exists() and store.tables() == []
 
 
 def test_table_in_force(tmp_path):
-    store = PriceTableStore(tmp_path)
+    store = Store(tmp_path)
     with pytest.raises(UnknownPriceTable, match="no price table is in force"):
         store.in_force(NOW)
-    store.install(PER_KG_DOC)
+    store.install(signed(PER_KG_DOC))
     # v4 is published ahead of its validity: v3 keeps pricing until then
-    store.install(edit(PER_KG_DOC, version=4, valid_from="2026-06-15T00:00:00Z"))
+    store.install(signed(edit(PER_KG_DOC, version=4, valid_from="2026-06-15T00:00:00Z")))
     assert store.in_force(NOW).version == 3
     assert store.in_force(datetime(2026, 6, 20, tzinfo=timezone.utc)).version == 4
-    store.install(PER_50KG_DOC)
+    store.install(signed(PER_50KG_DOC))
     assert store.in_force(datetime(2026, 9, 1, tzinfo=timezone.utc)).season == "2026-autumn"
     with pytest.raises(UnknownPriceTable):
         store.in_force(datetime(2026, 7, 10, tzinfo=timezone.utc))
 
 
 def test_write_order_is_temp_fsync_rename_fsync_dir(tmp_path, monkeypatch):
-    store = PriceTableStore(tmp_path)
+    store = Store(tmp_path)
     calls = []
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
@@ -545,13 +556,13 @@ def test_write_order_is_temp_fsync_rename_fsync_dir(tmp_path, monkeypatch):
         calls.append(("replace", Path(a).name.startswith(".price_tables."), Path(b).name)),
         real_replace(a, b))[1])
     monkeypatch.setattr(price_store, "fsync_dir", lambda path: calls.append("fsync_dir"))
-    store.install(PER_KG_DOC)
+    store.install(signed(PER_KG_DOC))
     assert calls == ["fsync", ("replace", True, price_store.FILE_NAME), "fsync_dir"]
 
 
 def test_a_crash_before_the_rename_leaves_the_old_tables(tmp_path, monkeypatch):
-    store = PriceTableStore(tmp_path)
-    store.install(PER_KG_DOC)
+    store = Store(tmp_path)
+    store.install(signed(PER_KG_DOC))
     path = tmp_path / price_store.FILE_NAME
     before = path.read_bytes()
 
@@ -560,33 +571,80 @@ def test_a_crash_before_the_rename_leaves_the_old_tables(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", power_cut)
     with pytest.raises(PriceStoreError, match="previous tables stay in force"):
-        store.install(edit(PER_KG_DOC, version=4))
+        store.install(signed(edit(PER_KG_DOC, version=4)))
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [price_store.FILE_NAME]
     assert store.current("2026-spring").version == 3
-    assert store.install(edit(PER_KG_DOC, version=4))["version"] == 4  # and it recovers
+    assert store.install(signed(edit(PER_KG_DOC, version=4)))["version"] == 4  # and it recovers
 
 
 def test_a_temp_file_left_by_a_power_cut_is_ignored_and_removed(tmp_path):
-    PriceTableStore(tmp_path).install(PER_KG_DOC)
+    Store(tmp_path).install(signed(PER_KG_DOC))
     stale = tmp_path / ".price_tables.x1y2z3.tmp"
     stale.write_bytes(b'{"format": "cocoon-price-tables/1", "tables": [{"format": "coc')
-    store = PriceTableStore(tmp_path)
+    store = Store(tmp_path)
     assert not stale.exists()
     assert [t.version for t in store.tables()] == [3]
 
 
 def test_a_damaged_store_file_is_reported_not_wiped(tmp_path):
-    (tmp_path / price_store.FILE_NAME).write_text('{"format": "cocoon-price-tables/1", "tab')
-    with pytest.raises(PriceStoreError, match="move it aside"):
-        PriceTableStore(tmp_path)
+    (tmp_path / price_store.FILE_NAME).write_text('{"format": "cocoon-price-tables/2", "tab')
+    store = Store(tmp_path)                  # the station starts, and says it cannot price
+    assert "unreadable" in store.problem
+    with pytest.raises(PriceTableRefused, match="cannot price until the backend sends"):
+        store.in_force(NOW)
     assert (tmp_path / price_store.FILE_NAME).read_text().endswith('"tab')
 
 
+# -- guarded at every use: the signature is checked over the stored bytes -------------------
+
+
+def test_a_table_edited_on_disk_is_refused_at_its_next_use(tmp_path):
+    """Editing base_price in the stored file changed the price of the next sale; now the
+    table fails its signature check when the sale asks for it, and nothing is priced."""
+    store = Store(tmp_path)
+    store.install(signed(PER_KG_DOC))
+    assert store.in_force(NOW).base_price == D("38.50")
+    path = tmp_path / price_store.FILE_NAME
+    path.write_text(path.read_text().replace('"38.50"', '"30.00"'))
+    with pytest.raises(PriceTableRefused, match="fails its signature check.*altered"):
+        store.in_force(NOW)
+    with pytest.raises(PriceTableRefused):
+        Store(tmp_path).tables()
+    assert "sc-nanchong-2026-spring v3" in store.problem
+    # The backend sends the tables again: the altered one is left out (a copy kept aside).
+    store.install(signed(edit(PER_KG_DOC, version=4)))
+    assert [t.version for t in store.tables()] == [4] and store.problem == ""
+    assert len(list(tmp_path.glob(price_store.FILE_NAME + ".refused-*"))) == 1
+
+
+@pytest.mark.parametrize("case, words", [
+    ("legacy", "stored by an earlier release, without their signature"),
+    ("other device", "signed for device 'dev-b'"),
+    ("other key", "fails its signature check"),
+])
+def test_tables_without_a_valid_signature_for_this_station_are_refused(tmp_path, case, words):
+    path = tmp_path / price_store.FILE_NAME
+    if case == "legacy":
+        path.write_text(json.dumps({"format": "cocoon-price-tables/1", "tables": [PER_KG_DOC]}))
+    else:
+        entry = signed(PER_KG_DOC, device="dev-b") if case == "other device" else \
+            signed(PER_KG_DOC, signer=Ed25519Signer.generate())
+        path.write_text(json.dumps({"format": price_store.FILE_FORMAT, "tables": [entry]}))
+    with pytest.raises(PriceTableRefused, match=words):
+        Store(tmp_path).in_force(NOW)
+
+
+def test_without_the_backends_key_no_table_is_trusted(tmp_path):
+    Store(tmp_path).install(signed(PER_KG_DOC))
+    with pytest.raises(PriceTableRefused, match="no backend public key"):
+        PriceTableStore(tmp_path, None, "dev-a").in_force(NOW)
+
+
 def test_readers_never_see_a_partial_file(tmp_path):
-    store = PriceTableStore(tmp_path)
-    store.install(PER_KG_DOC)
+    store = Store(tmp_path)
+    store.install(signed(PER_KG_DOC))
     path = tmp_path / price_store.FILE_NAME
     seen, errors, done = [], [], threading.Event()
 
@@ -601,7 +659,7 @@ def test_readers_never_see_a_partial_file(tmp_path):
     thread.start()
     try:
         for version in range(4, 34):
-            store.install(edit(PER_KG_DOC, version=version))
+            store.install(signed(edit(PER_KG_DOC, version=version)))
     finally:
         done.set()
         thread.join()
@@ -620,7 +678,8 @@ def test_price_table_set_through_the_dispatcher(make_outbox, tmp_path):
     outbox = make_outbox()
     dispatcher = Dispatcher("dev-a", outbox, {BACKEND: Verifier.from_pem(
         backend.public_key_pem())}, now=lambda: NOW)
-    store = PriceTableStore(tmp_path / "prices")
+    store = PriceTableStore(tmp_path / "prices", Verifier.from_pem(backend.public_key_pem()),
+                            "dev-a")
     dispatcher.register("price_table.set", make_price_table_handler(store))
 
     send = make_command("dev-a", "price_table.set", PER_KG_DOC, backend, now=NOW)
@@ -641,4 +700,5 @@ def test_price_table_set_through_the_dispatcher(make_outbox, tmp_path):
                                       "previous_version": None}
     assert "older than the current version 3" in events[3][1]["reason"]
     assert "price table field currency" in events[5][1]["reason"]
-    assert PriceTableStore(tmp_path / "prices").current("2026-spring") == PER_KG
+    assert PriceTableStore(tmp_path / "prices", Verifier.from_pem(backend.public_key_pem()),
+                           "dev-a").current("2026-spring") == PER_KG

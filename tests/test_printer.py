@@ -17,12 +17,35 @@ def test_voucher_text_and_qr_bytes():
     out = printer.output
     for line in voucher_lines(VOUCHER):
         assert line.encode() in out
-    assert b"Net:   52.340 kg" in out and b"AMOUNT: 2015.09 yuan" in out
+    assert b"Net:   52.340 kg" in out
+    assert b"AMOUNT: 52.340 kg x 38.50 = 2015.09 yuan" in out
     assert b"\x1d(k" in out  # GS ( k: native QR code
     assert qr_payload(VOUCHER).encode() in out
     assert json.loads(qr_payload(VOUCHER)) == {"d": "station-01", "s": 42,
                                                "v": "station-01-20260601-0001"}
     assert out.endswith(b"\x1dV\x00")  # full cut
+
+
+def test_the_farmer_can_check_the_sum():
+    """51.8 kg at 40.1 yuan/kg is 2077.18 yuan; with 3.5 % of the weight deducted for moisture
+    the farmer is paid 2004.48, and the voucher says why: every printed number multiplies out."""
+    v = {**VOUCHER, "gross_g": 52000, "tare_g": 200, "net_g": 51800, "grade": "A",
+         "unit_price": "40.1000", "amount": "2004.48", "payable_g": "49987.000",
+         "graded_price": "40.10", "price_unit": "kg",
+         "deductions": [{"measure": "moisture", "measured_pct": "18.0", "applies_to": "mass",
+                         "pct": "3.5"}]}
+    lines = voucher_lines(v)
+    assert lines[3:] == [
+        "Gross: 52.000 kg", "Tare:  0.200 kg", "Net:   51.800 kg",
+        "Less 3.5 % of weight: moisture 18.0 %", "Payable: 49.987 kg",
+        "Grade: A at 40.10 yuan/kg", "Price: 40.1000 yuan/kg",
+        "AMOUNT: 49.987 kg x 40.1000 = 2004.48 yuan", "Event: station-01 #42"]
+    # ... and does multiply out: 51.8 x (100 - 3.5) % x 40.1, rounded to the fen.
+    from decimal import ROUND_HALF_UP, Decimal
+    assert (Decimal("51.800") * Decimal("0.965") * Decimal("40.1000")).quantize(
+        Decimal("0.01"), ROUND_HALF_UP) == Decimal("2004.48")
+    # A fraction of a gram of payable weight is printed, not rounded away.
+    assert "Payable: 49.987965 kg" in voucher_lines({**v, "payable_g": "49987.965"})
 
 
 def test_file_printer_writes_the_same_bytes(tmp_path):

@@ -10,11 +10,10 @@ import shutil
 from agent.contract.envelope import parse_json_object
 from agent.contract.events import Draft
 from tests.support.running import (
-    _query,
     add_device,
     append_offline,
     ingest_device,
-    ingest_store_path,
+    ingest_query,
     ingest_store_payloads,
     outbox_path,
 )
@@ -32,7 +31,8 @@ def sell(agent, tag: str, n: int) -> int:
     return seqs[-1]
 
 
-def test_a_restored_older_outbox_is_repaired_at_the_first_ack(site, services, tmp_path):
+def test_a_restored_older_outbox_is_repaired_at_the_first_ack(site, site_store, services,
+                                                                tmp_path):
     config = add_device(site, DEV, heartbeat_s=60)
     data = outbox_path(site, DEV).parent
     ingest = services.ingest(site.ingest_config)
@@ -75,15 +75,14 @@ def test_a_restored_older_outbox_is_repaired_at_the_first_ack(site, services, tm
     # what the bank held stays as it was; every original that reached it is a forked record
     markers = {e["body"].get("marker") for e in stored if "original" not in e["body"]}
     assert {f"later-{i}" for i in range(20)} <= markers
-    forks = _query(ingest_store_path(site), "SELECT seq, hash, payload FROM forks "
-                                            "WHERE device = ?", (DEV,))
+    forks = ingest_query(site, "SELECT seq, hash, payload FROM forks WHERE device = ?", (DEV,))
     originals = {e["body"]["original"]["seq"]: e["body"]["original"]["hash"]
                  for e in stored if "original" in e["body"]}
     for seq, digest, _ in forks:                 # the agent.started of the restored copy too
         assert originals.get(seq) == digest, "a forked record the device did not sign again"
     assert ingest_device(site, DEV)["rejected"] == 0
-    alerts = {k for (k,) in _query(ingest_store_path(site), "SELECT kind FROM alerts WHERE "
-                                   "device = ? AND closed_at IS NULL", (DEV,))}
+    alerts = {k for (k,) in ingest_query(site, "SELECT kind FROM alerts WHERE device = ? AND "
+                                         "closed_at IS NULL", (DEV,))}
     assert "chain.resumed" in alerts
     # and the device goes on
     assert sell(agent, "after", 1) > resumed[0]["seq"]

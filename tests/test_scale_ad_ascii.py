@@ -67,3 +67,29 @@ def test_noise_partial_lines_and_unit_change():
     kinds = [type(e).__name__ for e in d.feed(stream)]
     assert kinds == ["GarbageError", "Reading", "GarbageError", "UnitChanged", "UnitChanged",
                      "GarbageError", "Reading"]
+
+
+def test_lo_header_is_an_underload():
+    # L O , G S , + blanks . blanks k g CR LF: below the indicator's lower limit.
+    line = bytes.fromhex("4C 4F 2C 47 53 2C 2B 20 20 20 20 2E 20 20 6B 67 0D 0A")
+    r = ad_ascii.parse(line)
+    assert (r.weight, r.underload, r.overload) == (None, True, False)
+    assert r.condition() == "underload"
+    assert [type(e).__name__ for e in Decoder(get_protocol("ad-ascii")).feed(line)] \
+        == ["Reading"]
+
+
+def test_cr_only_lines():
+    """An indicator set to end its lines with CR alone: every line is a reading, with no
+    garbage, however the stream is cut; the last line waits for the next byte to tell
+    whether an LF follows."""
+    cr_only = STABLE[:-1] + b"US,GS,+0012.36kg\r" + STABLE[:-1]
+    events = Decoder(get_protocol("ad-ascii")).feed(cr_only + b"S")
+    assert [(type(e).__name__, e.weight, e.stable) for e in events] == [
+        ("Reading", Decimal("12.34"), True), ("Reading", Decimal("12.36"), False),
+        ("Reading", Decimal("12.34"), True)]
+    assert ad_ascii.parse(STABLE[:-1]).weight == Decimal("12.34")
+    d, out = Decoder(get_protocol("ad-ascii")), []
+    for byte in cr_only + STABLE:
+        out += d.feed(bytes([byte]))
+    assert [e.raw for e in out] == [STABLE[:-1], b"US,GS,+0012.36kg\r", STABLE[:-1], STABLE]

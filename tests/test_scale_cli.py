@@ -78,7 +78,9 @@ def test_watch_sends_commands_and_checks_sales(pty_pair):
     assert len(readings) == 8 and sim.commands[0] == b"SIR"
     last = readings[-1]
     assert (last["weight"], last["stable"], last["sale_ready"]) == ("0.10", True, False)
-    assert last["refusals"] == ["below_minimum"]
+    # A balance streaming by itself (SIR) sends net weights with no word of its tare.
+    assert last["refusals"] == ["net_without_tare", "below_minimum"]
+    assert last["kind"] == "net" and last["tare"] is None
 
 
 def test_watch_asks_a_balance_that_speaks_only_when_asked(pty_pair):
@@ -91,7 +93,10 @@ def test_watch_asks_a_balance_that_speaks_only_when_asked(pty_pair):
         lines = finish(proc)
     readings = [x for x in lines if "weight" in x]
     assert len(readings) == 5 and readings[-1]["weight"] == "2.50"
-    assert sim.commands and all(c.startswith(b"S") for c in sim.commands)
+    # Asked as the station asks: the tare it holds (TA), then the weight (SI).
+    assert set(sim.commands) == {b"TA", b"SI"}
+    assert (readings[-1]["kind"], readings[-1]["gross"], readings[-1]["tare"]) == (
+        "gross", "2.50", "0.00")
 
 
 def test_watch_refuses_an_unknown_protocol():

@@ -14,7 +14,9 @@ STABLE = b"S S" + b" " + b"    100.00" + b" " + b"g" + b"\r\n"
 def test_stable_weight_line_layout():
     assert STABLE == b"S S     100.00 g\r\n"
     r = mtsics.parse(STABLE)
-    assert r == Reading("mt-sics", STABLE, Decimal("100.00"), Unit.G, stable=True)
+    # S answers the *net* weight (the balance has taken off any tare it holds).
+    assert r == Reading("mt-sics", STABLE, Decimal("100.00"), Unit.G, stable=True,
+                        kind=WeightKind.NET, net=Decimal("100.00"))
 
 
 def test_dynamic_weight():
@@ -52,6 +54,36 @@ def test_replies(line, command, status, fields):
 def test_tare_answer_is_a_tare_reading():
     r = mtsics.parse(b"T S       2.50 kg\r\n")
     assert (r.kind, r.tare) == (WeightKind.TARE, Decimal("2.50"))
+
+
+def test_ta_answer_is_the_tare_the_balance_holds():
+    r = mtsics.parse(b"TA A      2.000 kg\r\n")
+    assert (r.kind, r.tare, r.unit, r.stable) == (WeightKind.TARE, Decimal("2.000"), Unit.KG,
+                                                  True)
+    assert mtsics.encode_weight(Decimal("2.000"), "kg", stable=True, ident="TA") \
+        == b"TA A      2.000 kg\r\n"
+    assert mtsics.command("TA").answers(b"TA A      2.000 kg\r\n")
+
+
+def test_with_tare_gives_gross_tare_and_net():
+    tare = mtsics.parse(b"TA A      2.000 kg\r\n")
+    net = mtsics.parse(b"S S     20.350 kg\r\n")
+    r = mtsics.with_tare(tare, net)
+    assert (r.kind, r.weight, r.net, r.tare, r.gross) == (
+        WeightKind.NET, Decimal("20.350"), Decimal("20.350"), Decimal("2.000"),
+        Decimal("22.350"))
+    assert r.raw == tare.raw + net.raw and r.stable
+    # No tare held: what the balance shows is the gross.
+    none = mtsics.with_tare(mtsics.parse(b"TA A      0.000 kg\r\n"), net)
+    assert (none.kind, none.gross, none.tare) == (WeightKind.GROSS, Decimal("20.350"),
+                                                  Decimal("0.000"))
+    # No TA command: a net weight whose tare is unknown.
+    alone = mtsics.with_tare(None, net)
+    assert (alone.kind, alone.tare) == (WeightKind.NET, None)
+    over = mtsics.with_tare(tare, mtsics.parse(b"S +\r\n"))
+    assert over.overload and over.raw.startswith(b"TA A")
+    with pytest.raises(ValueError, match="TA in g"):
+        mtsics.with_tare(mtsics.parse(b"TA A    200.0 g\r\n"), net)
 
 
 def test_commands_end_with_cr_lf_and_know_their_answers():

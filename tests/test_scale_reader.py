@@ -20,6 +20,7 @@ from drivers.scale import (
     PollingReader,
     PortError,
     Reading,
+    Refusal,
     Reply,
     SalePolicy,
     ScaleReader,
@@ -101,7 +102,11 @@ def test_readings_overload_garbage_and_replug(pty_pair, protocol):
         reading, verdict = events.wait_stable("12.34")
         assert reading.protocol == protocol and reading.unit.value == "kg"
         assert verdict.source == ("inferred" if protocol.startswith("xk3190") else "indicator")
-        assert check_sale(reading, POLICY, stable=verdict.stable).ok
+        verdict_for_sale = check_sale(reading, POLICY, stable=verdict.stable)
+        if protocol == "mt-sics":   # SIR streams net weights without their tare
+            assert verdict_for_sale.codes == (Refusal.NET_WITHOUT_TARE,)
+        else:
+            assert verdict_for_sale.ok
         assert reading.grams() == 12340 and verdict.digest
 
         mark = events.mark()
@@ -243,7 +248,9 @@ def test_polling_an_mtsics_balance_with_si(pty_pair):
         sim.set_target("1.25")
         reading, verdict = events.wait_stable("1.25")
         assert reading.stable is True and verdict.source == "indicator"
-        assert set(sim.commands) == {b"SI"}               # asked, never streaming on its own
+        assert set(sim.commands) == {b"TA", b"SI"}        # asked, never streaming on its own
+        assert (reading.kind, reading.tare, reading.gross) == (WeightKind.GROSS, 0,
+                                                               Decimal("1.25"))
         mark = events.mark()
         sim.pause()                                       # the balance hangs
         silent = events.wait_link(LinkState.SILENT, mark)
@@ -253,6 +260,32 @@ def test_polling_an_mtsics_balance_with_si(pty_pair):
         assert again.detail == "answers again" and reader.state is LinkState.OPEN
         mark = events.mark()
         events.wait(lambda e: isinstance(e, Reading), mark, what="readings again")
+    sim.stop()
+
+
+def test_polling_an_mtsics_balance_asks_the_tare_it_holds(pty_pair):
+    """`S S 20.350 kg` with 2 kg held as tare on the balance is a net of 20.350 kg: the
+    reading says so, with the tare, so that no sale takes the basket off a second time."""
+    events = Events()
+    sim = simulator(pty_pair, "mt-sics", power_up=False)
+    with PollingReader(str(pty_pair.device), "mt-sics", events, **POLL_FAST):
+        sim.set_target("2.000")
+        events.wait_stable("2.00")
+        assert sim.take_tare()
+        sim.set_target("22.350")
+        reading, _ = events.wait_stable("20.35")
+        assert (reading.kind, reading.net, reading.tare, reading.gross) == (
+            WeightKind.NET, Decimal("20.35"), Decimal("2.00"), Decimal("22.35"))
+    sim.stop()
+
+
+def test_polling_an_mtsics_balance_without_ta_gives_an_unknown_tare(pty_pair):
+    events = Events()
+    sim = simulator(pty_pair, "mt-sics", power_up=False, sics_tare=False)
+    with PollingReader(str(pty_pair.device), "mt-sics", events, **POLL_FAST):
+        sim.set_target("1.25")
+        reading, _ = events.wait_stable("1.25")
+        assert (reading.kind, reading.tare) == (WeightKind.NET, None)
     sim.stop()
 
 

@@ -51,7 +51,7 @@ def test_minimum_is_inclusive():
 
 def test_minimum_divisions_are_configurable():
     policy = SalePolicy(division_g=Decimal("0.5"), min_divisions=50)  # 25 g
-    assert check_sale(reading("24.5", Unit.G), policy).codes == (Refusal.BELOW_MINIMUM,)
+    assert check_sale(reading("24.0", Unit.G), policy).codes == (Refusal.BELOW_MINIMUM,)
     assert check_sale(reading("25.0", Unit.G), policy).ok
 
 
@@ -68,10 +68,11 @@ def test_indicator_saying_unstable_wins_over_inference():
 
 
 def test_capacity_for_indicators_without_an_overload_flag():
+    # OIML R76: nothing above Max + 9 e is used (e = 10 g: 150.090 kg).
     policy = SalePolicy(division_g=Decimal(10), capacity_g=Decimal(150000))
-    assert check_sale(reading("150.00"), policy).ok
-    verdict = check_sale(reading("150.01"), policy)
-    assert verdict.codes == (Refusal.ABOVE_CAPACITY,) and "150000 g" in str(verdict)
+    assert check_sale(reading("150.09"), policy).ok
+    verdict = check_sale(reading("150.10"), policy)
+    assert verdict.codes == (Refusal.ABOVE_CAPACITY,) and "150000 g + 9 e" in str(verdict)
 
 
 def test_several_reasons_at_once():
@@ -111,3 +112,45 @@ def test_grams_without_weight():
 
 def test_exact_grams_keep_fractions():
     assert reading("1", Unit.LB).weight_in_grams() == Decimal("453.59237")
+
+
+# -- the net is what is sold: the minimum, the division and the tare ---------------------------
+
+
+def test_the_minimum_load_is_a_minimum_of_the_net():
+    """e = 50 g, a 2 kg basket: a gross of 2.050 kg is a net of 50 g, far below 20 e = 1 kg
+    (it was sold, the minimum being checked on the gross)."""
+    policy = SalePolicy(division_g=Decimal(50))
+    verdict = check_sale(reading("2.050"), policy, tare_g=2000)
+    assert verdict.codes == (Refusal.BELOW_MINIMUM,)
+    assert "net 50 g is below the minimum load 1000 g (20 e)" in str(verdict)
+    assert (verdict.weights.gross_g, verdict.weights.tare_g, verdict.weights.net_g) == (
+        2050, 2000, 50)
+    assert check_sale(reading("3.000"), policy, tare_g=2000).ok
+
+
+def test_a_weight_that_is_not_a_multiple_of_e_is_refused():
+    policy = SalePolicy(division_g=Decimal(50))
+    verdict = check_sale(reading("12.340"), policy)
+    assert verdict.codes == (Refusal.NOT_A_DIVISION,)
+    assert "12340 g is not a whole number of divisions e = 50 g" in str(verdict)
+    assert check_sale(reading("12.350"), policy).ok
+    # A configured tare that is not a whole number of divisions would make every net wrong.
+    assert check_sale(reading("12.350"), policy, tare_g=130).codes == (Refusal.NOT_A_DIVISION,)
+
+
+def test_an_indicator_not_zeroed_since_power_up_is_refused():
+    verdict = check_sale(reading("12.34", unzeroed=True), POLICY)
+    assert verdict.codes == (Refusal.NOT_ZEROED,) and "press ZERO" in str(verdict)
+
+
+def test_a_net_reading_uses_the_indicators_tare_never_the_configured_one():
+    r = reading("20.350", kind=WeightKind.NET, net=Decimal("20.350"), tare=Decimal("2.000"))
+    verdict = check_sale(r, POLICY, tare_g=2000)
+    assert verdict.ok
+    w = verdict.weights
+    assert (w.gross_g, w.tare_g, w.net_g, w.tare_source.value) == (22350, 2000, 20350,
+                                                                   "indicator")
+    unknown = check_sale(reading("20.350", kind=WeightKind.NET), POLICY, tare_g=2000)
+    assert unknown.codes == (Refusal.NET_WITHOUT_TARE,)
+    assert "clear the tare on the indicator" in str(unknown)

@@ -5,7 +5,14 @@ from decimal import Decimal
 
 import pytest
 
-from drivers.scale import ChecksumError, Decoder, MalformedFrame, get_protocol, toledo
+from drivers.scale import (
+    ChecksumError,
+    Decoder,
+    MalformedFrame,
+    UnsupportedUnit,
+    get_protocol,
+    toledo,
+)
 from drivers.scale.reading import Unit, WeightKind
 from drivers.scale.toledo import Bit, ToledoBits
 
@@ -52,8 +59,8 @@ def test_negative_out_of_range_and_pounds():
 
 
 @pytest.mark.parametrize("code, digits, weight", [
-    (0, b"000012", Decimal(1200)),      # XXXX00: dummy zeros (unconfirmed: default x100)
-    (1, b"000012", Decimal(120)),       # XXXXX0
+    (0, b"001200", Decimal(1200)),      # XXXX00: the dummy zeros are among the six digits
+    (1, b"001230", Decimal(1230)),      # XXXXX0
     (2, b"001234", Decimal(1234)),      # XXXXXX
     (3, b"001234", Decimal("123.4")),   # XXXXX.X
     (5, b"001234", Decimal("1.234")),   # XXX.XXX
@@ -81,19 +88,45 @@ def test_frames_without_checksum():
 
 def test_bit_map_is_configurable_per_model():
     # A vendor with motion in SWB bit 6 and no kg bit (its unit is pounds) and net in SWC 1.
-    odd = ToledoBits(net=Bit("c", 1), motion=Bit("b", 6), kg=None)
+    odd = ToledoBits(net=Bit("c", 1), motion=Bit("b", 6), kg=None, power_up=None,
+                     units=dict.fromkeys(range(8), toledo.KG_OR_LB))
     frame = with_sum(bytes.fromhex("02 2C 60 22") + b"001234" + b"000100" + b"\r")
     r = toledo.parse(frame, bits=odd)
     assert (r.stable, r.unit, r.kind, r.gross) == (False, Unit.LB, WeightKind.NET,
                                                    Decimal("13.34"))
     # The standard map reads the same bytes differently: that is why models are data.
     standard = toledo.parse(frame)
-    assert (standard.stable, standard.unit) == (True, Unit.LB)
+    assert (standard.stable, standard.unit, standard.unzeroed) == (True, Unit.T, True)
 
 
-def test_wildcat_grams_bit():
-    frame = with_sum(bytes.fromhex("02 2C 20 21") + b"001234" + b"000000" + b"\r")
-    assert get_protocol("toledo?model=wildcat").parse(frame).unit is Unit.G
+@pytest.mark.parametrize("model", ["standard", "wildcat"])
+@pytest.mark.parametrize("swb, swc, unit", [
+    (0x30, 0x20, Unit.KG),      # SWC unit code 0: kg, as SWB bit 4 says
+    (0x20, 0x20, Unit.LB),      # code 0 and SWB bit 4 clear: lb
+    (0x20, 0x21, Unit.G),       # code 1: grams, whatever SWB bit 4 says
+    (0x30, 0x22, Unit.T),       # code 2: metric tonnes
+])
+def test_units_from_status_word_c(model, swb, swc, unit):
+    frame = with_sum(bytes([0x02, 0x2C, swb, swc]) + b"001234" + b"000000" + b"\r")
+    assert get_protocol(f"toledo?model={model}").parse(frame).unit is unit
+
+
+@pytest.mark.parametrize("model", ["standard", "wildcat"])
+@pytest.mark.parametrize("swc, name", [(0x23, "ounces"), (0x24, "troy ounces"),
+                                       (0x25, "pennyweights"), (0x26, "tons"),
+                                       (0x27, "custom units")])
+def test_units_this_driver_does_not_weigh_in_are_refused(model, swc, name):
+    # Ounces (code 3) have bit 0 set: a test of bit 0 alone took them for grams.
+    frame = with_sum(bytes([0x02, 0x2C, 0x20, swc]) + b"001234" + b"000000" + b"\r")
+    with pytest.raises(UnsupportedUnit, match=name):
+        get_protocol(f"toledo?model={model}").parse(frame)
+
+
+def test_power_up_bit_says_not_zeroed_since_switched_on():
+    frame = with_sum(bytes([0x02, 0x2C, 0x70, 0x20]) + b"001234" + b"000000" + b"\r")
+    assert toledo.parse(frame).unzeroed
+    assert not toledo.parse(GROSS).unzeroed
+    assert toledo.parse(toledo.encode(Decimal("1.00"), 2, power_up=True)).unzeroed
 
 
 def test_unit_change_is_reported():

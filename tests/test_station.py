@@ -432,12 +432,16 @@ def documented_table():
 def test_graded_with_the_table_in_force_and_recomputable_from_the_event(make_outbox, tmp_path):
     from datetime import datetime, timezone
 
+    from agent.contract.commands import make_command
     from agent.contract.pricing.record import recompute
     from agent.contract.pricing.tables import parse_price_table
+    from agent.contract.signing import Ed25519Signer, Verifier
     from agent.station.price_store import PriceTableStore
 
-    store = PriceTableStore(tmp_path / "prices")
-    store.install(documented_table())
+    backend = Ed25519Signer.generate()
+    store = PriceTableStore(tmp_path / "prices", Verifier.from_pem(backend.public_key_pem()),
+                            "station-01")
+    store.install(make_command("station-01", "price_table.set", documented_table(), backend))
     outbox = make_outbox(name="priced.sqlite")
     station = EffectRunner("station-01", outbox, write_card=lambda f, s: None, prices=store,
                            clock=Clock())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,9 +14,9 @@ import pytest
 
 from agent.contract.envelope import parse_json_object
 from agent.contract.signing import Ed25519Signer, Verifier
+from agent.demo.station import install_price_table
 from agent.station import purchase as p
 from agent.station.part import StationPart
-from agent.station.price_store import PriceTableStore
 from drivers.pcsc import ApduTransport
 from drivers.pcsc import farmer_card as fc
 from drivers.pcsc.m1_card import issue_m1_card, read_m1_card
@@ -30,13 +30,6 @@ from tests.support.waiting import wait_for
 pytest_plugins = ("tests.support.pty", "tests.support.coprocessor")
 ROOT = Path(__file__).resolve().parent.parent
 READER = "00 00"
-
-
-def table_in_force(now: datetime) -> dict:
-    doc = json.loads((ROOT / "config" / "price-table.example.json").read_text())
-    doc["valid_from"] = (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    doc["valid_until"] = (now + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return doc
 
 
 MASTER = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
@@ -68,7 +61,7 @@ def station(site, services, pty_pair, tmp_path, virtual_card):
                                "division_g": "20", "capacity_g": "150000", "tare_g": 400,
                                "stable_count": 4, "stable_window_s": 0.3},
                         signals={"status_light": 17, "buzzer": 27, "factory": "mock"})
-    PriceTableStore(config.parent / "data").install(table_in_force(datetime.now(timezone.utc)))
+    install_price_table(config.parent / "data", datetime.now(timezone.utc), site.backend_key)
     m1_card = issued_m1_card(virtual_card, issuer)   # at the office, before the station runs
     services.ingest(site.ingest_config)
     running = services.agent(config)

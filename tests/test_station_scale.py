@@ -5,6 +5,7 @@ reader. Each through a socat pty with the scale simulator and the agent's own st
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def test_the_station_asks_an_mtsics_balance_for_each_weight(site, services, tmp_
         sim.set_target("10.50")
         wait_for(lambda: sale_weight(part) == (10_500, 500, 10_000), 10,
                  what=f"a stable weight asked for with SI ({part.weighing})")
-        assert set(sim.commands) == {b"SI"}
+        assert set(sim.commands) == {b"TA", b"SI"}
         sim.pause()                                       # the balance stops answering
         wait_for(lambda: part.scale_fault and part.weighing is None, 10,
                  what="a silent balance is a scale fault with no weight")
@@ -58,6 +59,26 @@ def test_the_station_asks_an_mtsics_balance_for_each_weight(site, services, tmp_
         sim.resume()
         wait_for(lambda: sale_weight(part) == (10_500, 500, 10_000) and not part.scale_fault,
                  10, what="weighing again once the balance answers")
+    finally:
+        sim.stop()
+
+
+def test_an_mtsics_balance_holding_a_tare_is_not_tared_twice(site, services, tmp_path,
+                                                             pty_pair):
+    """The basket tared on the balance and [scale] tare_g = 2000 as well: `S S 20.350 kg` is
+    the net, and the station records 22.350 gross, 2.000 tare, 20.350 net (it sold 18.350)."""
+    sim = Simulator(str(pty_pair.peer), "mt-sics",
+                    WeightModel(settle_s=0.2, division=Decimal("0.001")), power_up=False,
+                    rate_hz=40).start()
+    try:
+        sim.set_target("2.000")
+        wait_for(lambda: sim.display().stable, what="the basket settled")
+        assert sim.take_tare()
+        part = station(site, services, tmp_path, pty_pair, "mt-sics", tare_g=2000)
+        sim.set_target("22.350")
+        wait_for(lambda: sale_weight(part) == (22_350, 2_000, 20_350), 10,
+                 what=f"the balance's net with its own tare ({part.weighing})")
+        assert part.weighing.tare_source == "indicator"
     finally:
         sim.stop()
 

@@ -6,13 +6,13 @@ import pytest
 
 from agent.station import purchase as p
 from agent.station.weighing import ScaleJudge
-from drivers.scale import SalePolicy, StabilityDetector, get_protocol, xk3190_a9
+from drivers.scale import SalePolicy, StabilityDetector, get_protocol, mtsics, xk3190_a9
 
 POLICY = SalePolicy(division_g=Decimal("20"), min_divisions=20, capacity_g=Decimal("150000"))
 
 
-def judge(tare_g=0):
-    return ScaleJudge("scale-1", POLICY, tare_g=tare_g,
+def judge(tare_g=0, policy=POLICY):
+    return ScaleJudge("scale-1", policy, tare_g=tare_g,
                       detector=StabilityDetector(count=3, window_s=1.0))
 
 
@@ -51,7 +51,7 @@ def test_tare_heavier_than_the_load_is_refused():
     j = judge(tare_g=5_000)
     for t in (0, 0.1, 0.2):
         w = j.feed(a9("4.00"), t)
-    assert not w.sale_ok and "net weight" in w.reason
+    assert not w.sale_ok and "net weight -1000 g after a tare of 5000 g" in w.reason
 
 
 def test_weights_that_are_not_whole_grams_are_refused_not_rounded():
@@ -74,11 +74,15 @@ FARMER = p.Farmer("04a1b2c3", "cpu", "F-0001", "Zhang San", "acct-tok-1", 7)
 PRICED = p.Priced("+1", Decimal("38.50"), Decimal("385.00"), {"table": "2026-spring:3"})
 
 
+# The manuals' examples weigh to the gram (4.139 kg): e = 1 g.
+GRAM_POLICY = SalePolicy(division_g=Decimal(1), min_divisions=20, capacity_g=Decimal(150000))
+
+
 def settled(protocol: str, frames: list[bytes], tare_g: int = 500):
     """Each frame parsed with `protocol` and fed three times (stability is inferred where
     the protocol has no flag); the last Weighing."""
     parse = get_protocol(protocol).parse
-    j = judge(tare_g=tare_g)
+    j = judge(tare_g=tare_g, policy=GRAM_POLICY)
     t = 0.0
     for frame in frames:
         reading = parse(frame)
@@ -113,8 +117,6 @@ def grams(scale: dict) -> tuple[str, str, str]:
     # XK3190-A9 continuous, the published frame +001560 decimals 0, check "19" (unit g)
     ("xk3190-a9?unit=g", bytes.fromhex("02 2B 30 30 31 35 36 30 30 31 39 03"),
      ("1560", "500", "1060")),
-    # MT-SICS: S S, 10.50 kg (the answer does not say gross or net: taken as displayed gross)
-    ("mt-sics", b"S S      10.50 kg\r\n", ("10500", "500", "10000")),
     # Toledo gross: SWA 2C (two decimals), SWB 30 (kg, gross), 001050, tare 000000, CR, sum 2F
     ("toledo", bytes.fromhex("02 2C 30 20 30 30 31 30 35 30 30 30 30 30 30 30 0D 2F"),
      ("10500", "500", "10000")),
@@ -160,6 +162,9 @@ def test_an_a9_net_answer_joined_with_its_tare_answer_states_the_gross():
     # XK3190-A9 command mode: a D (net) answer with no tare answer, +001000 decimals 2
     ("xk3190-a9?mode=command", bytes.fromhex("02 41 44 2B 30 30 31 30 30 30 32 31 44 03"),
      10_000),
+    # MT-SICS: S S 10.50 kg is the balance's *net* weight; without its TA answer the tare
+    # it holds is unknown
+    ("mt-sics", b"S S      10.50 kg\r\n", 10_500),
 ])
 def test_a_net_reading_without_the_indicators_tare_is_not_sold(protocol, frame, net_g):
     w = settled(protocol, [frame], tare_g=500)
@@ -180,3 +185,43 @@ def test_a_negative_indicator_tare_is_refused():
     for t in (0.0, 0.1, 0.2):
         w = j.feed(xk3190_a9.net_with_tare(tare, net), t)
     assert not w.sale_ok and "tare is negative" in w.reason
+
+
+def test_mtsics_net_with_a_tare_held_on_the_balance_is_not_tared_twice():
+    """`S S 20.350 kg` with 2 kg held as tare on the balance and [scale] tare_g = 2000: the net
+    is 20.350 kg (it was recorded as 18.350 kg, the basket taken off twice)."""
+    tare = mtsics.parse(b"TA A      2.000 kg\r\n")
+    net = mtsics.parse(b"S S     20.350 kg\r\n")
+    j = judge(tare_g=2000, policy=GRAM_POLICY)
+    for t in (0.0, 0.1, 0.2):
+        w = j.feed(mtsics.with_tare(tare, net), t)
+    assert w.sale_ok, w.reason
+    assert grams(sold(w)) == ("22350", "2000", "20350")
+    assert sold(w)["tare_source"] == "indicator"
+    # No tare held (TA answers 0): the weight shown is the gross, the basket comes off.
+    empty = mtsics.parse(b"TA A      0.000 kg\r\n")
+    j = judge(tare_g=2000, policy=GRAM_POLICY)
+    for t in (0.0, 0.1, 0.2):
+        w = j.feed(mtsics.with_tare(empty, net), t)
+    assert grams(sold(w)) == ("20350", "2000", "18350")
+    assert sold(w)["tare_source"] == "configured"
+
+
+def test_a9_continuous_refuses_to_sell_while_a_tare_is_held_on_the_indicator():
+    """The A9's continuous frame cannot say that the clerk pressed TARE. When it shows a
+    stable negative weight (the empty platform with a tare held), the station refuses to
+    sell until the indicator shows a stable zero again, the tare cleared."""
+    j = judge(tare_g=600)
+    feed = iter(x / 10 for x in range(100))
+    for _ in range(3):
+        w = j.feed(a9("-0.60"), next(feed))       # basket taken off: minus the held tare
+    assert not w.sale_ok
+    for _ in range(3):
+        w = j.feed(a9("12.00"), next(feed))       # cocoons on (the display is a net)
+    assert not w.sale_ok and "a tare is held on the indicator" in w.reason
+    for _ in range(3):
+        w = j.feed(a9("0.00"), next(feed))        # tare cleared, empty platform
+    for _ in range(3):
+        w = j.feed(a9("12.60"), next(feed))
+    assert w.sale_ok, w.reason
+    assert (w.gross_g, w.tare_g, w.net_g) == (12_600, 600, 12_000)

@@ -29,9 +29,22 @@ from agent.errors import EXPECTED
 from agent.fleet.remote_config import load_effective_config
 
 
+def _print_version(ctx: click.Context, _param, value: bool) -> None:
+    """`cocoon-agent X.Y.Z`, then `legal <sha256>`: the identification of the legally
+    relevant software, computed now over the files that run (agent.contract.legal)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from agent.contract.legal import running_legal_id
+
+    click.echo(version_line("cocoon-agent", __version__))
+    click.echo(f"legal {running_legal_id()}")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, message=version_line("cocoon-agent", __version__),
-                      help="Print the version and exit.")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version,
+              help="Print the version and the legal software identification, and exit.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               envvar="COCOON_AGENT_CONFIG",
               help="The device's TOML configuration file (before or after the command).")

@@ -24,6 +24,7 @@ class Ack:
     device: str
     seq: int
     hash: str
+    ts: str = ""    # the ingest's clock when it made the ack (signed with it)
 
 
 def make_ack(device: str, seq: int, hash_hex: str, signer: Signer) -> dict:
@@ -46,4 +47,5 @@ def parse_ack(payload: bytes, verifier: Verifier, device: str) -> Ack:
     verify_object(msg, verifier, alg=verifier.alg)
     if msg["device"] != device:
         raise SignatureError(f"ack is for device {msg['device']!r}, not {device!r}")
-    return Ack(msg["device"], msg["seq"], msg["hash"])
+    return Ack(msg["device"], msg["seq"], msg["hash"], msg["ts"] if isinstance(msg["ts"], str)
+               else "")

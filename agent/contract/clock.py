@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import json
 import time
 import uuid
 from datetime import datetime, timezone
@@ -83,3 +84,10 @@ def wall_clock_synced() -> bool:
     if state is None:
         return TIMESYNC_FLAG.exists()
     return state != _TIME_ERROR
+
+
+def time_note(utc: datetime) -> str:
+    """A trusted time as a device keeps it (the outbox's meta `time_hint`, `ingest_time`,
+    `trusted_time`): the UTC moment, with this boot's id and monotonic clock at that moment,
+    so that it can be carried forward by the monotonic clock within the same boot."""
+    return json.dumps({"utc": utc_timestamp(utc), "mono_ms": mono_ms(), "boot_id": boot_id()})

@@ -47,6 +47,9 @@ class Command:
     expires: datetime
     body: dict
     kid: str
+    #: The whole signed message, as admitted: kept by a handler that must be able to show the
+    #: signature again later (a price table is verified anew at every use).
+    signed: dict | None = None
 
 
 def make_command(device: str, type_: str, body: dict, signer: Signer, *,

@@ -24,7 +24,9 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from agent.contract.commands import make_command
 from agent.contract.pricing.errors import PricingError
+from agent.contract.signing import Verifier, load_signer
 from agent.demo.bench import READER, Bench
 from agent.demo.clerk import Clerk, Screen
 from agent.demo.sandbox import Site
@@ -68,9 +70,12 @@ def print_ingest_status(bindir: Path, site: Site) -> None:
     print("\n" + status.stdout, end="")
 
 
-def install_price_table(data_dir: Path, now: datetime) -> None:
-    """Give the station a table in force now (the backend's job in the field)."""
-    store = PriceTableStore(data_dir)
+def install_price_table(data_dir: Path, now: datetime, backend_key: Path,
+                        device: str = DEVICE) -> None:
+    """Give the station a table in force now, signed by the backend as its `price_table.set`
+    command would be (the backend's job in the field)."""
+    signer = load_signer(backend_key)
+    store = PriceTableStore(data_dir, Verifier.from_pem(signer.public_key_pem()), device)
     try:
         store.in_force(now)
         return
@@ -83,7 +88,7 @@ def install_price_table(data_dir: Path, now: datetime) -> None:
         pass
     doc["valid_from"] = (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     doc["valid_until"] = (now + timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    store.install(doc)
+    store.install(make_command(device, "price_table.set", doc, signer, now=now))
 
 
 def open_screen(client: ScreenClient, stop: threading.Event, timeout_s: float = 30) -> bool:
@@ -135,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         screen={"port": args.screen_port or free_port(), "language": args.language},
     )
     broker = site.start_broker()
-    install_price_table(site.devices[DEVICE].parent / "data", datetime.now(timezone.utc))
+    install_price_table(site.devices[DEVICE].parent / "data", datetime.now(timezone.utc),
+                        site.backend_key)
     print(f"broker  : mosquitto on {broker.host}:{broker.port} (TLS, client certificates)")
     print(f"cards   : virtual reader '{bench.pcscd.reader(READER).name}' on a private pcscd")
     print(f"scale   : XK3190-A9 simulator on {bench.scale_port}")

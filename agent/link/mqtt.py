@@ -170,6 +170,17 @@ class MqttLink:
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"subscribe to {topic} failed: {paho.error_string(rc)}")
 
+    def pump(self, timeout: float = 0.01) -> bool:
+        """From the handler's `on_tick`: one round of the connection's traffic, as `run` does
+        between ticks, for a handler that must see a PUBACK before it goes on (the handler's
+        callbacks are called as usual). False when the connection is down."""
+        if not self.status.connected or self._client is None:
+            return False
+        rc = self._client.loop(timeout=timeout)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and self.status.connected:
+            self._on_disconnect(self._client, None, None, paho.error_string(rc), None)
+        return self.status.connected
+
     # -- the owning loop ----------------------------------------------------------------
 
     def run(self, stop: threading.Event, tick_s: float = 0.05) -> None:

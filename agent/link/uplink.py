@@ -19,6 +19,7 @@ from collections import deque
 
 from agent.contract import topics
 from agent.contract.acks import parse_ack
+from agent.contract.clock import parse_utc_timestamp, time_note
 from agent.contract.signing import Verifier
 from agent.errors import ChainForked, CocoonError, StaleAck
 from agent.link.meter import PublishMeter
@@ -56,6 +57,7 @@ class Uplink:
         self.published = 0
         self.pubacked = 0  # PUBACKs received (the broker has it; not yet the bank)
         self.acked_seq = 0
+        self._ingest_time_noted = -60.0
         self.rejected_acks = 0
         self.stale_acks = 0
         # PUBACK marks are written by their own thread: an UPDATE of a few hundred rows, and
@@ -229,6 +231,24 @@ class Uplink:
             return
         self.acked_seq = ack.seq
         log.debug("uplink: ingest acknowledged up to seq %d (%d pruned)", ack.seq, pruned)
+        self._note_ingest_time(ack.ts)
+
+    def _note_ingest_time(self, ts: str) -> None:
+        """An ack that moved the watermark was made after the ingest stored the event: its
+        signed `ts` is the bank's time now, as trusted as a time hint. Kept (at most once a
+        minute) for a station whose clock is not synchronised (agent.station.trusted_time)."""
+        now = time.monotonic()
+        if now - self._ingest_time_noted < 60:
+            return
+        try:
+            utc = parse_utc_timestamp(ts)
+            self.outbox.write("INSERT INTO meta (key, value) VALUES ('ingest_time', ?) ON "
+                              "CONFLICT(key) DO UPDATE SET value = excluded.value",
+                              [(time_note(utc),)])
+        except (ValueError, CocoonError) as exc:
+            log.debug("uplink: ingest time not kept: %s", exc)
+            return
+        self._ingest_time_noted = now
 
     def close(self) -> None:
         """Write the last PUBACK marks; stop the command worker after the commands already

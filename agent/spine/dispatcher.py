@@ -108,7 +108,7 @@ class Dispatcher:
         if expires <= issued:
             raise CommandRejected("command expires before it was issued")
         return Command(msg["id"], msg["device"], msg["type"], issued, expires, msg["body"],
-                       msg["kid"])
+                       msg["kid"], signed=msg)
 
     def _command_clock(self) -> datetime | None:
         """The latest `issued` of an accepted command: the bank's time as the device last

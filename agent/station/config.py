@@ -28,6 +28,7 @@ from agent.contract.settings import (
 from agent.errors import ConfigError
 from agent.station.sales import DEFAULT_TIMEZONE, local_zone
 from agent.station.timeouts import Timeouts
+from agent.station.trusted_time import DEFAULT_MAX_UNTRUSTED_H
 
 COPROC = "coproc"  # the field box's load cell (opened by firmware_bridge.sources)
 GPIO_FACTORIES = ("", "rpigpio", "lgpio", "mock")
@@ -39,6 +40,7 @@ class StationConfig:
     price_tables_dir: Path | None   # default: the device's data_dir
     staff_reader: str               # "" = the card reader; else a part of another reader's name
     timezone: tzinfo                # the station's local time: voucher days, today's sales
+    untrusted_time_max_h: int = DEFAULT_MAX_UNTRUSTED_H  # price by the last trusted time
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class StationSection(Schema, kw_only=True):
     price_tables_dir: PATH | None = None
     staff_reader: str = ""
     timezone: text() = DEFAULT_TIMEZONE
+    untrusted_time_max_h: integer(1, 8760) = DEFAULT_MAX_UNTRUSTED_H
 
 
 def parse_station(path: Path, table) -> StationConfig:
@@ -93,7 +96,8 @@ def parse_station(path: Path, table) -> StationConfig:
         "signed_in_s", "weighing_s", "grading_s", "confirming_s", "duplicate_window_s",
         "card_write_s")})
     return StationConfig(timeouts=timeouts, price_tables_dir=st.price_tables_dir,
-                         staff_reader=st.staff_reader, timezone=_timezone(path, st.timezone))
+                         staff_reader=st.staff_reader, timezone=_timezone(path, st.timezone),
+                         untrusted_time_max_h=st.untrusted_time_max_h)
 
 
 def _timezone(path: Path, name: str) -> tzinfo:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, tzinfo
 from decimal import Decimal
 
 from agent.contract.events import Draft
@@ -25,6 +25,9 @@ from agent.contract.pricing.record import pricing_record
 from agent.errors import EXPECTED, CocoonError, OutboxUncertain
 from agent.station import purchase as p
 from agent.station import sales
+from agent.station.messages import message
+from agent.station.price_store import PriceTableRefused
+from agent.station.trusted_time import TrustedTime
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,8 @@ class EffectRunner:
                  buzzer: Callable[[str], None] = lambda kind: None,
                  printer=None, prices=None, timeouts: p.Timeouts | None = None,
                  clock: Callable[[], float] = time.monotonic, tz: tzinfo | None = None,
-                 wall_clock: Callable[[], float] = time.time):
+                 wall_clock: Callable[[], float] = time.time,
+                 trusted: TrustedTime | None = None):
         self.device = device
         self.tz = tz or sales.local_zone()  # the voucher's day is the station's local day
         self.wall_clock = wall_clock
@@ -53,6 +57,9 @@ class EffectRunner:
         self.buzzer = buzzer
         self.printer = printer
         self.prices = prices  # a PriceTableStore
+        self.legal_record = None  # an agent.station.legal.LegalRecord, set by the part
+        self.trusted = trusted or TrustedTime(outbox)
+        self._refused_tables = ""
         self.clock = clock
         self.inputs: queue.Queue = queue.Queue()
         self.last_voucher: dict | None = None
@@ -100,12 +107,25 @@ class EffectRunner:
         if sale is None or sale.weighing is None:
             return p.GradeRefused("weigh the cocoons before grading")
         try:
-            table = self.prices.in_force(request.when or datetime.now(timezone.utc))
+            when, chosen_by = ((request.when, "trusted") if request.when is not None
+                               else self.trusted.now())
+            table = self.prices.in_force(when)
             quote = price(table, Lot(net_g=sale.weighing.net_g, **request.measurements))
+        except PriceTableRefused as exc:
+            self._price_table_refused(str(exc))
+            return p.GradeRefused(message("cannot_price", reason=str(exc)))
         except (*EXPECTED, TypeError) as exc:
             return p.GradeRefused(str(exc))
         return p.Graded(p.Priced(quote.grade.label, quote.unit_price, quote.amount,
-                                 pricing_record(quote)))
+                                 pricing_record(quote), chosen_by=chosen_by))
+
+    def _price_table_refused(self, reason: str) -> None:
+        """One `price_table.refused` alert per distinct reason (not one per grading)."""
+        if reason == self._refused_tables:
+            return
+        self._refused_tables = reason
+        log.error("price tables refused: %s", reason)
+        self._record(Draft("price_table.refused", "alert", {"reason": reason}))
 
     # -- effects ------------------------------------------------------------------------
 
@@ -121,6 +141,8 @@ class EffectRunner:
             return self._record_void(effect.body)
         elif isinstance(effect, p.RecordEvent):
             self._record(Draft(effect.type, effect.priority, effect.body))
+        elif isinstance(effect, p.AcknowledgeLegal):
+            return self._acknowledge_legal(effect.supervisor)
         elif isinstance(effect, p.WriteCard):
             return self._write_card(effect.farmer, effect.sale)
         elif isinstance(effect, p.PrintVoucher):
@@ -216,6 +238,15 @@ class EffectRunner:
             except EXPECTED as owe_exc:
                 log.error("could not keep the sale owed to the card: %s", owe_exc)
         return p.CardWriteFailed(reason)
+
+    def _acknowledge_legal(self, supervisor: str):
+        try:
+            seq = self.legal_record.acknowledge(supervisor)
+        except EXPECTED as exc:
+            log.error("could not record legal.acknowledged: %s", exc)
+            return p.LegalAckFailed(str(exc))
+        log.warning("legal.acknowledged (seq %d) by supervisor %s", seq, supervisor)
+        return p.LegalAcknowledged(supervisor)
 
     def _record(self, draft: Draft) -> None:
         try:

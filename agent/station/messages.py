@@ -12,6 +12,12 @@ CATALOGUE: dict[str, str] = {
     # durable) and it was not found on looking: it may still appear after a restart.
     "sale_may_be_recorded": "The sale MAY HAVE BEEN RECORDED: check today's sales list before "
                             "selling this lot again ({reason})",
+    # The legally relevant software changed since it was last identified (an update, or an
+    # edited file): no sale until a supervisor acknowledges it (agent.station.legal).
+    # The price tables failed their check at use (edited on disk, unsigned, unreadable).
+    "cannot_price": "The station CANNOT PRICE: {reason}",
+    "legal_hold": "The weighing and pricing software has changed: a supervisor must swipe "
+                  "the supervisor's card to acknowledge it before any sale",
 }
 
 

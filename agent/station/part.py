@@ -19,13 +19,22 @@ import threading
 import time
 from pathlib import Path
 
+from agent.contract.commands import BACKEND
+from agent.contract.legal import running_legal_id
 from agent.contract.signing import Verifier
 from agent.errors import ConfigError
 from agent.station import purchase as p
 from agent.station.blacklist import Blacklist
 from agent.station.card_desk import CardDesk
 from agent.station.effects import EffectRunner, payment_handler
-from agent.station.price_store import PriceTableStore, make_price_table_handler
+from agent.station.legal import LegalRecord, legal_parameters
+from agent.station.messages import message
+from agent.station.price_store import (
+    PriceTableRefused,
+    PriceTableStore,
+    make_price_table_handler,
+)
+from agent.station.trusted_time import TrustedTime
 from agent.station.view import StationView, render, sale_lines, start_of_day
 from agent.station.weighing import ScaleJudge
 from drivers.pcsc import CardMonitor
@@ -75,7 +84,9 @@ class StationPart:
         self.refused = False    # the last message came with the refusal beep
         self._changed = threading.Condition()
         self._version = 0
-        self.prices = PriceTableStore(st.price_tables_dir or config.device.data_dir)
+        self.prices = PriceTableStore(st.price_tables_dir or config.device.data_dir,
+                                      agent.dispatcher.verifiers.get(BACKEND), self.device)
+        self._install_price_table = make_price_table_handler(self.prices)
         self.blacklist = Blacklist(agent.outbox)
 
         printer_cfg = config.section("printer")
@@ -93,7 +104,13 @@ class StationPart:
 
         self.station = EffectRunner(self.device, agent.outbox, write_card=self._write_card,
                                     display=self._show, buzzer=self._beep, printer=printer,
-                                    prices=self.prices, timeouts=st.timeouts, tz=st.timezone)
+                                    prices=self.prices, timeouts=st.timeouts, tz=st.timezone,
+                                    trusted=TrustedTime(agent.outbox, st.untrusted_time_max_h))
+        self.scale_config = scale
+        self.legal = LegalRecord(agent.outbox, running_legal_id(),
+                                 legal_parameters(scale, self._tables_for_the_record()))
+        self.station.legal_record = self.legal
+        self.station.flow.legal = self.legal.legal_id
         self.desk = CardDesk(reader=card.reader,
                              issuer_verifier=Verifier.from_file(card.issuer_public_key_file),
                              outbox=agent.outbox, submit=self.submit, blacklist=self.blacklist,
@@ -104,7 +121,8 @@ class StationPart:
             scale.scale_id,
             SalePolicy(scale.division_g, scale.min_divisions, scale.capacity_g),
             tare_g=scale.tare_g,
-            detector=StabilityDetector(scale.stable_count, scale.stable_window_s))
+            detector=StabilityDetector(scale.stable_count, scale.stable_window_s),
+            protocol=scale.protocol)
         self.scale_reader = open_scale_reader(scale, self._on_scale)
         self.monitor = CardMonitor(self.desk.observe)
         self.weighing: p.Weighing | None = None
@@ -112,9 +130,25 @@ class StationPart:
 
         agent.dispatcher.register("payment.confirmed", payment_handler(agent.outbox,
                                                                        self._paid))
-        agent.dispatcher.register("price_table.set", make_price_table_handler(self.prices))
+        agent.dispatcher.register("price_table.set", self._price_table_set)
         agent.dispatcher.register("blacklist.set", self.blacklist.handle)
         self._threads: list[threading.Thread] = []
+
+    def _price_table_set(self, cmd) -> dict:
+        """Install the table, then record the change of the legal parameters it makes."""
+        summary = self._install_price_table(cmd)
+        self.legal.parameters = legal_parameters(self.scale_config,
+                                                 self._tables_for_the_record())
+        self.legal.check("price_table.set")
+        return summary
+
+    def _tables_for_the_record(self) -> list:
+        """The installed tables that verify (none while they are refused: the refusal is
+        what the record then shows, and pricing says why)."""
+        try:
+            return self.prices.tables()
+        except PriceTableRefused:
+            return []
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -193,6 +227,12 @@ class StationPart:
     # -- life cycle -------------------------------------------------------------------------
 
     def start(self, stop: threading.Event) -> None:
+        # After agent.started: what changed since the last identification is recorded, and a
+        # change of the software holds sales until a supervisor acknowledges it.
+        self.legal.check("start")
+        self.station.flow.legal_hold = self.legal.hold
+        if self.legal.hold:
+            self._show(message("legal_hold"))
         self.scale_reader.start()
         self.monitor.start()
         station = threading.Thread(target=self.station.run, args=(stop,), daemon=True,

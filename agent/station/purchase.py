@@ -74,12 +74,16 @@ class Weighing:
 
     scale_id: str
     gross_g: int | None
-    tare_g: int
+    tare_g: int | None
     net_g: int | None
     stable: bool
     sale_ok: bool  # stable and within the sale checks (min load, overload, negative...)
     reason: str = ""  # why not, for the clerk
     frames_digest: str = ""
+    tare_source: str = ""  # drivers.scale.TareSource's value: none, configured, indicator
+    # The weighing parameters in force (protocol, division_g, min_g, max_g): recorded with
+    # each purchase so that a verifier sees which instrument settings weighed it.
+    instrument: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class Priced:
     unit_price: Decimal  # yuan per kg
     amount: Decimal  # yuan, rounded to the fen
     record: dict
+    chosen_by: str = ""  # how the table in force was chosen: "trusted" or "last_trusted"
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,18 @@ class Tick:
     pass
 
 
+@dataclass(frozen=True)
+class LegalAcknowledged:
+    """The supervisor's acknowledgement of changed legally relevant software is recorded."""
+
+    supervisor: str
+
+
+@dataclass(frozen=True)
+class LegalAckFailed:
+    reason: str
+
+
 # -- what the flow asks for -------------------------------------------------------------
 
 
@@ -247,6 +264,14 @@ class RecordEvent:
     type: str
     priority: str
     body: dict
+
+
+@dataclass(frozen=True)
+class AcknowledgeLegal:
+    """Record `legal.acknowledged` by this supervisor; the outcome is LegalAcknowledged or
+    LegalAckFailed."""
+
+    supervisor: str
 
 
 @dataclass(frozen=True)
@@ -296,6 +321,10 @@ class PurchaseFlow:
     scale: Weighing | None = None
     deadline: float | None = None
     recent: list[tuple[str, int, float]] = field(default_factory=list)  # uid, net_g, time
+    # The legal software identification every purchase records, and whether sales wait for
+    # a supervisor to acknowledge that it changed (agent.station.legal).
+    legal: str = ""
+    legal_hold: bool = False
 
     def handle(self, event, now: float) -> list:
         """Advance on one input; return the effects to carry out, in order."""
@@ -316,6 +345,13 @@ class PurchaseFlow:
             return [Show(f"Voucher {event.voucher} voided (seq {event.seq})"), Beep("accept")]
         if isinstance(event, VoidFailed):
             return [Show(f"Voucher {event.voucher} NOT voided: {event.reason}"), Beep("refuse")]
+        if isinstance(event, LegalAcknowledged):
+            self.legal_hold = False
+            return [Show(f"Supervisor {event.supervisor} acknowledged the new legally relevant "
+                         "software. Swipe the farmer's card."), Beep("accept")]
+        if isinstance(event, LegalAckFailed):
+            return [Show(f"The acknowledgement was NOT recorded: {event.reason}"),
+                    Beep("refuse")]
         handler = {
             FarmerCard: self._on_farmer,
             CardRefused: self._on_refused,
@@ -344,6 +380,8 @@ class PurchaseFlow:
         effects = self._drop_correction("another staff card was swiped")
         self.clerk = staff
         self._enter(Phase.READY, now + self.timeouts.signed_in_s)
+        if self.legal_hold and staff.role == "supervisor":
+            return effects + [AcknowledgeLegal(staff.staff_id)]
         return effects + [Show(f"{staff.name} signed in. Swipe the farmer's card."),
                           Beep("accept")]
 
@@ -361,6 +399,8 @@ class PurchaseFlow:
             return [Show("A clerk must sign in first (staff card)"), Beep("refuse")]
         if self.phase is not Phase.READY:
             return [Show("Finish or cancel the current sale first"), Beep("refuse")]
+        if self.legal_hold:
+            return [Show(message("legal_hold"), key="legal_hold"), Beep("refuse")]
         self.sale = _Sale(event.farmer)
         self._enter(Phase.WEIGHING, now + self.timeouts.weighing_s)
         return [Show(f"Farmer {event.farmer.name} ({event.farmer.farmer_id}). Put the cocoons "
@@ -410,7 +450,7 @@ class PurchaseFlow:
         self.sale.priced = event.priced
         self._enter(Phase.CONFIRMING, now + self.timeouts.confirming_s)
         p = event.priced
-        return [Show(f"Grade {p.grade_label}, {p.unit_price} yuan/kg, amount {p.amount} yuan. "
+        return [Show(f"{amount_sum(self.sale.weighing, p.record)}. Grade {p.grade_label}. "
                      "Farmer confirms?")]
 
     def _on_grade_refused(self, event: GradeRefused, now: float) -> list:
@@ -453,12 +493,16 @@ class PurchaseFlow:
                 "tare_g": str(w.tare_g),
                 "net_g": str(w.net_g),
                 "frames_digest": w.frames_digest,
+                **({"tare_source": w.tare_source} if w.tare_source else {}),
+                **{k: str(v) for k, v in w.instrument.items()},
             },
             "grade": p.grade_label,
             "unit_price": str(p.unit_price),
             "amount": str(p.amount),
             "currency": "CNY",
             "pricing": p.record,
+            **({"legal": self.legal} if self.legal else {}),
+            **({"table_chosen_by": p.chosen_by} if p.chosen_by else {}),
             **({"corrects": self.correcting.body()} if self.correcting else {}),
         }
 
@@ -481,11 +525,13 @@ class PurchaseFlow:
 
     def _voucher(self) -> dict:
         s = self.sale
+        record = s.priced.record
         return {"voucher": s.voucher, "device": self.station, "seq": s.seq,
                 "farmer": s.farmer.name, "farmer_id": s.farmer.farmer_id,
                 "gross_g": s.weighing.gross_g, "tare_g": s.weighing.tare_g,
                 "net_g": s.weighing.net_g, "grade": s.priced.grade_label,
-                "unit_price": str(s.priced.unit_price), "amount": str(s.priced.amount)}
+                "unit_price": str(s.priced.unit_price), "amount": str(s.priced.amount),
+                **breakdown(record)}
 
     def _on_record_failed(self, event: RecordFailed, now: float) -> list:
         if self.phase is not Phase.RECORDING:
@@ -601,6 +647,41 @@ class PurchaseFlow:
 
     def _enter(self, phase: Phase, deadline: float | None) -> None:
         self.phase, self.deadline = phase, deadline
+
+
+def breakdown(record: dict) -> dict:
+    """What the farmer needs to check the sum, from the pricing record: each deduction that
+    took something (with what was measured), the payable weight, the graded price."""
+    if not isinstance(record, dict) or "payable_g" not in record:
+        return {}
+    return {
+        "deductions": [
+            {"measure": d["measure"], "measured_pct": d["measured_pct"],
+             "applies_to": d["applies_to"], "pct": d["pct"]}
+            for d in record.get("deductions", ()) if Decimal(d["pct"]) != 0],
+        "payable_g": record["payable_g"],
+        "graded_price": record.get("graded_price", ""),
+        "price_unit": record.get("price_unit", ""),
+    }
+
+
+def amount_sum(w: Weighing, record: dict) -> str:
+    """One line that multiplies out: net, each deduction, payable weight x price = amount."""
+    b = breakdown(record)
+    parts = [f"Net {_kg(w.net_g)} kg"]
+    for d in b.get("deductions", ()):
+        what = "weight" if d["applies_to"] == "mass" else "price"
+        parts.append(f"- {d['pct']} % of the {what} ({d['measure']} {d['measured_pct']} %)")
+    payable = _payable_kg(b["payable_g"]) if b else _kg(w.net_g)
+    return (", ".join(parts) + f": payable {payable} kg x {record.get('unit_price')} yuan/kg "
+            f"= {record.get('amount')} yuan")
+
+
+def _payable_kg(payable_g: str) -> str:
+    """Exact: a fraction of a gram stays (51801 g less 3.5 % is 49987.965 g)."""
+    kg = Decimal(payable_g).scaleb(-3)
+    grams = kg.quantize(Decimal("0.001"))
+    return f"{grams:f}" if kg == grams else f"{kg.normalize():f}"
 
 
 def _kg(grams: int | None) -> str:

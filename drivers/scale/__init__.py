@@ -45,7 +45,15 @@ from .poller import PollingReader, open_scale
 from .protocols import NAMES, Protocol, SerialSettings, get_protocol
 from .reader import LinkEvent, LinkState, ReaderEvent, ScaleReader
 from .reading import Reading, Reply, Unit, WeightKind
-from .sale import Readiness, Refusal, SalePolicy, check_sale
+from .sale import (
+    Readiness,
+    Refusal,
+    SalePolicy,
+    SaleWeights,
+    TareSource,
+    check_sale,
+    sale_weights,
+)
 from .stability import Stability, StabilityDetector
 
 __all__ = [
@@ -53,7 +61,7 @@ __all__ = [
     "CommandUnsupported", "Decoder", "Event", "FrameError", "GarbageError", "InexactWeight",
     "LinkEvent", "LinkState", "MalformedFrame", "NoWeight", "PollingReader", "PortError",
     "Protocol", "ProtocolNotFound", "Readiness", "ReaderEvent", "Reading", "Refusal", "Reply",
-    "SalePolicy", "ScaleError", "ScaleReader", "SerialSettings", "Stability", "StabilityDetector",
-    "UnitChanged", "UnsupportedUnit", "Unit", "WeightError", "WeightKind", "check_sale",
-    "frames_digest", "get_protocol", "open_scale",
+    "SalePolicy", "SaleWeights", "ScaleError", "ScaleReader", "SerialSettings", "Stability",
+    "StabilityDetector", "TareSource", "UnitChanged", "UnsupportedUnit", "Unit", "WeightError",
+    "WeightKind", "check_sale", "frames_digest", "get_protocol", "open_scale", "sale_weights",
 ]

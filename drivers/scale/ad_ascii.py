@@ -2,14 +2,16 @@
 
     ST,GS,+0012.34kg CR LF      (18 bytes)
 
-Header 1: ST stable, US unstable, OL overload. Header 2: GS gross, NT net, TR tare (the value
+Header 1: ST stable, US unstable, OL overload, LO underload (below the indicator's lower
+limit; the digits are blanks as for OL). Header 2: GS gross, NT net, TR tare (the value
 shown is the tare). Then eight characters of signed number with its decimal point, and a
 2-character unit: `kg`, ` g`, ` t`, `lb`. On overload the digits become blanks and the point
 stays: `OL,GS,+    .  kg`.
 
 Some A&D balances use a shorter layout without header 2 and with a 9-character number and a
-3-character unit, `ST,+00081.72  g` (17 bytes); it is accepted too. *Unconfirmed:* what an
-underload looks like; `OL` with a '-' sign is taken as underload.
+3-character unit, `ST,+00081.72  g` (17 bytes); it is accepted too. `OL` with a '-' sign is
+taken as underload, as `LO` is. Lines end with CR LF, or with CR alone where the indicator's
+terminator is set so: both are accepted, on the same line too.
 """
 
 from __future__ import annotations
@@ -30,24 +32,33 @@ _NUMBER = re.compile(rb"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 
 
 def _find_start(line: bytes) -> int:
-    """The frame is the last 18 bytes (two headers) or the last 17 (one header)."""
+    """The frame is the last 16 characters before the terminator (two headers) or the last
+    15 (one header)."""
+    body = len(line) - _terminator_len(line)
     for length, commas in ((INDICATOR_LEN, (2, 5)), (BALANCE_LEN, (2,))):
-        start = len(line) - length
+        start = body - (length - 2)
         if start >= 0 and all(line[start + i] == ord(",") for i in commas):
             return start
     return -1
 
 
+def _terminator_len(frame: bytes) -> int:
+    return 2 if frame.endswith(b"\r\n") else 1 if frame.endswith(b"\r") else 0
+
+
 def framer() -> LineFramer:
-    return LineFramer(_find_start, max_len=64)
+    """Lines ending CR LF or CR alone (the LF after a CR is taken with it when it comes)."""
+    return LineFramer(_find_start, terminator=b"\r", optional_lf=True, max_len=64)
 
 
 def parse(frame: bytes) -> Reading:
-    """One line (with its CR LF) as a Reading. Raises MalformedFrame or UnsupportedUnit."""
-    if not frame.endswith(b"\r\n") or len(frame) not in (INDICATOR_LEN, BALANCE_LEN):
-        raise MalformedFrame("not an A&D line (16 or 15 characters and CR LF)", frame)
-    line = frame[:-2]
-    if len(frame) == INDICATOR_LEN:
+    """One line (with its CR LF or CR) as a Reading. Raises MalformedFrame or
+    UnsupportedUnit."""
+    end = _terminator_len(frame)
+    line = frame[:-end] if end else frame
+    if not end or len(line) + 2 not in (INDICATOR_LEN, BALANCE_LEN):
+        raise MalformedFrame("not an A&D line (16 or 15 characters and CR LF or CR)", frame)
+    if len(line) + 2 == INDICATOR_LEN:
         if line[2:3] != b"," or line[5:6] != b",":
             raise MalformedFrame("A&D line must be HH,HH,number unit", frame)
         header, kind_code, number, unit_code = line[:2], line[3:5], line[6:14], line[14:16]
@@ -59,12 +70,12 @@ def parse(frame: bytes) -> Reading:
             raise MalformedFrame("A&D line must be HH,number unit", frame)
         header, kind, number, unit_code = line[:2], None, line[3:12], line[12:15]
     unit = UNITS.get(unit_code.strip(b" "))
-    if header == b"OL":
-        under = number[:1] == b"-"
+    if header in (b"OL", b"LO"):
+        under = header == b"LO" or number[:1] == b"-"
         return Reading(NAME, frame, None, unit, kind=kind, overload=not under,
                        underload=under)
     if header not in STABLE:
-        raise MalformedFrame(f"A&D header {header!r} is not ST, US or OL", frame)
+        raise MalformedFrame(f"A&D header {header!r} is not ST, US, OL or LO", frame)
     if not _NUMBER.fullmatch(number.strip(b" ")):
         raise MalformedFrame(f"A&D weight {number!r} is not a number", frame)
     if unit is None:

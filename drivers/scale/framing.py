@@ -106,13 +106,18 @@ class LineFramer(Framer):
     """
 
     def __init__(self, find_start: Callable[[bytes], int] | None = None, *,
-                 terminator: bytes = b"\r\n", max_len: int = 256):
+                 terminator: bytes = b"\r\n", optional_lf: bool = False, max_len: int = 256):
         super().__init__()
         self.find_start = find_start
         self.terminator = terminator
+        self.optional_lf = optional_lf
         self.max_len = max_len
 
     def _split(self, out: list[Framed]) -> None:
+        """With `optional_lf` the terminator is CR, and an LF right after it belongs to the
+        line it ends. A CR at the end of what arrived waits for the next byte to tell, so
+        that a frame is the same bytes however the stream was split (a CR-only line is
+        handed on when the next line starts)."""
         buf, term = self._buf, self.terminator
         while True:
             end = buf.find(term)
@@ -124,8 +129,14 @@ class LineFramer(Framer):
                                "bytes without a line end")
                     del buf[:len(buf) - keep]
                 return
-            line = bytes(buf[:end + len(term)])
-            del buf[:end + len(term)]
+            stop = end + len(term)
+            if self.optional_lf:
+                if stop == len(buf):
+                    return
+                if buf[stop] == 0x0A:
+                    stop += 1
+            line = bytes(buf[:stop])
+            del buf[:stop]
             start = self.find_start(line) if self.find_start else 0
             if start < 0:
                 self._junk(out, line, "bytes in a line that holds no frame")

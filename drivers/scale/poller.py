@@ -4,8 +4,10 @@ An MT-SICS balance sends nothing until a command arrives, and an XK3190-A9 in co
 answers one weight per command. `PollingReader` asks every `interval_s` and hands the answers
 on as readings, with `ScaleReader`'s interface (`start`, `stop`, `state`, `request`):
 
-    MT-SICS          `SI` (the weight at once, with the balance's stable flag); the answer is
-                     delivered as the reader decodes it.
+    MT-SICS          `TA` (the tare the balance holds), then `SI` (the net weight at once,
+                     with the balance's stable flag), joined into one reading of gross,
+                     tare and net (`mtsics.with_tare`). A balance without `TA` (it answers
+                     ES) gives a net weight whose tare is unknown, which no sale takes.
     XK3190-A9        C (tare), then D (net), joined into one reading of net, tare and gross
     command mode     (`xk3190_a9.net_with_tare`); the separate answers are not delivered, so a
                      tare answer is never taken for a load.
@@ -32,8 +34,15 @@ log = logging.getLogger(__name__)
 
 
 def _ask_sics(reader: ScaleReader, timeout: float) -> Reading | None:
-    reader.request("SI", timeout)
-    return None                     # the reader has delivered the answer already
+    try:
+        tare = reader.request("TA", timeout)
+    except CommandFailed:
+        tare = None                 # ES/EL: the balance cannot say which tare it holds
+    weight = reader.request("SI", timeout)
+    if not isinstance(weight, Reading) or (tare is not None and not isinstance(tare, Reading)):
+        raise CommandFailed("the balance answered TA or SI without a weight",
+                            weight if isinstance(weight, Reply) else tare)
+    return mtsics.with_tare(tare, weight)
 
 
 def _ask_a9(reader: ScaleReader, timeout: float) -> Reading | None:
@@ -47,7 +56,7 @@ def _ask_a9(reader: ScaleReader, timeout: float) -> Reading | None:
 
 # protocol name -> (how to ask once, whether the reader's own readings are delivered)
 ASKING: dict[str, tuple[Callable[[ScaleReader, float], Reading | None], bool]] = {
-    mtsics.NAME: (_ask_sics, True),
+    mtsics.NAME: (_ask_sics, False),
     xk3190_a9.NAME: (_ask_a9, False),
 }
 

@@ -54,8 +54,10 @@ class Reading:
 
     `weight` is the displayed value (None when the frame has none: overload, underload).
     `stable` is the indicator's own flag; None where the protocol has no flag (XK3190-A9,
-    XK3190-A12), and then stability must be inferred (see `StabilityDetector`). `gross`,
-    `net` and `tare` are set where the frame says or implies them. `raw` is the whole frame,
+    XK3190-A12), and then stability must be inferred (see `StabilityDetector`). `kind` says
+    whether `weight` is the gross or the net (None: the frame does not say, as the XK3190-A9's
+    continuous output). `gross`, `net` and `tare` are set where the frame says or implies
+    them; `tare` is the tare the indicator holds, where it reports one. `raw` is the whole frame,
     terminators included, for the sale's digest.
     """
 
@@ -71,6 +73,10 @@ class Reading:
     overload: bool = False
     underload: bool = False
     out_of_range: bool = False
+    unzeroed: bool = False
+
+    # `unzeroed`: the indicator says it has not been set to zero since it was switched on
+    # (Toledo SWB bit 6, "power up"); its weights are not to be used for a sale until it is.
 
     def weight_in_grams(self) -> Decimal:
         """The weight as exact grams (may have a fraction); NoWeight if there is none."""

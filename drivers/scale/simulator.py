@@ -32,14 +32,17 @@ class Simulator:
     """Plays an indicator speaking `protocol` (a bare name, see PROTOCOLS) on `url`.
 
     The port is opened by `start()`, in the caller's thread, so a wrong path fails at once
-    (PortError).
+    (PortError). `sics_tare` False plays an MT-SICS balance without the tare commands (T, TA,
+    TAC answer ES); `unzeroed` an indicator just switched on that reports it has not been
+    zeroed (Toledo's power-up bit) until `zero()`.
     `error` holds what ended the thread early (the port vanished), else None.
     """
 
     def __init__(self, url: str, protocol: str, model: WeightModel | None = None, *,
                  rate_hz: float = 20.0, baudrate: int = 9600, serial_number: str = "SIM0001",
                  power_up: bool = True, mode: str = "continuous", address: str = "A",
-                 checksum: bool = True, s_timeout_s: float = 1.0):
+                 checksum: bool = True, s_timeout_s: float = 1.0, sics_tare: bool = True,
+                 unzeroed: bool = False):
         if protocol not in PROTOCOLS:
             raise ValueError(f"no simulator for {protocol!r}; have {', '.join(PROTOCOLS)}")
         self.url, self.protocol = url, protocol
@@ -48,6 +51,7 @@ class Simulator:
         self.baudrate, self.serial_number, self.power_up = baudrate, serial_number, power_up
         self.mode, self.address, self.checksum = mode, address, checksum
         self.s_timeout_s = s_timeout_s
+        self.sics_tare, self.unzeroed = sics_tare, unzeroed
         self.frames_sent = 0
         self.commands: list[bytes] = []
         self.error: BaseException | None = None
@@ -94,6 +98,14 @@ class Simulator:
         the display shows net. Returns whether it was taken."""
         with self._lock:
             return self.model.take_tare(time.monotonic())
+
+    def zero(self) -> bool:
+        """The zero key: what is on the platform now (once stable) becomes zero."""
+        with self._lock:
+            done = self.model.zero(time.monotonic())
+        if done:
+            self.unzeroed = False
+        return done
 
     def clear_tare(self) -> None:
         with self._lock:
@@ -169,7 +181,8 @@ class Simulator:
         if self.protocol == toledo.NAME:
             return toledo.encode(d.weight, m.decimals, tare=d.tare, unit=Unit(m.unit),
                                  net=bool(d.tare), motion=not d.stable,
-                                 out_of_range=d.overload or d.underload, checksum=self.checksum)
+                                 out_of_range=d.overload or d.underload, checksum=self.checksum,
+                                 power_up=self.unzeroed)
         if self.protocol == ad_ascii.NAME:
             return ad_ascii.encode(None if d.overload else d.weight, m.unit, stable=d.stable,
                                    kind="NT" if d.tare else "GS", decimals=m.decimals)
@@ -221,10 +234,27 @@ class Simulator:
                 with self._lock:
                     done = self.model.zero(time.monotonic())
                 self._write(mtsics.encode_reply("Z", "A" if done else "I"))
+        elif word == "TA" and self.sics_tare:
+            self._write(mtsics.encode_weight(self._shown(self.display().tare), self.model.unit,
+                                             stable=True, ident="TA"))
+        elif word == "T" and self.sics_tare:
+            with self._lock:
+                done = self.model.take_tare(time.monotonic())
+            self._write(mtsics.encode_weight(self._shown(self.display().tare), self.model.unit,
+                                             stable=True, ident="T") if done else
+                        mtsics.encode_reply("T", "I"))
+        elif word == "TAC" and self.sics_tare:
+            with self._lock:
+                self.model.tare = Decimal(0)
+            self._write(mtsics.encode_reply("TAC", "A"))
         elif word in ("@", "I4"):
             self._write(mtsics.encode_reply("I4", "A", self.serial_number))
         else:
             self._write(mtsics.encode_reply("ES"))
+
+    def _shown(self, value: Decimal) -> Decimal:
+        """`value` with the display's decimals, as the balance prints it."""
+        return value.quantize(Decimal(1).scaleb(-self.model.decimals))
 
     def _answer_a9(self, frame: bytes) -> None:
         address, command = chr(frame[1]), chr(frame[2])

@@ -3,8 +3,9 @@
 `make_site()` builds an `agent.demo.sandbox.Site` (CA, Mosquitto, ingest, operator, keys) with short
 MQTT timeouts; `RunningAgent` and `RunningIngest` run `agent.ops.service.Agent` and
 `ingest.service.Ingest` in threads, each with its own stop Event; the `ingest_*` and `outbox_*`
-functions read the SQLite files directly, through their own short-lived connections, so they work
-whether or not the services are running.
+functions read the SQLite files (or the ingest's PostgreSQL database, when its configuration has a
+[store] url) directly, through their own short-lived connections, so they work whether or not the
+services are running.
 """
 
 from __future__ import annotations
@@ -219,6 +220,29 @@ def ingest_store_path(site: Site) -> Path:
     return load_ingest_config(site.ingest_config).require_ingest().store_path
 
 
+def use_store_url(site: Site, url: str) -> None:
+    """Point the site's ingest at a PostgreSQL database ([store] url); `site.start_broker()`
+    rewrites the file without it."""
+    with open(site.ingest_config, "a", encoding="utf-8") as fh:
+        fh.write(f'\n[store]\nurl = "{url}"\n')
+
+
+def ingest_query(site: Site, sql: str, args: tuple = ()) -> list[tuple]:
+    """Rows from the ingest's store, SQLite or PostgreSQL (`?` placeholders); none before the
+    store exists."""
+    settings = load_ingest_config(site.ingest_config).require_ingest()
+    if not settings.store_url:
+        return _query(settings.store_path, sql, args)
+    import psycopg
+
+    with closing(psycopg.connect(settings.store_url, autocommit=True)) as conn:
+        try:
+            cur = conn.execute(sql.replace("?", "%s"), args or None)
+            return [tuple(r) for r in cur.fetchall()] if cur.description else []
+        except psycopg.errors.UndefinedTable:
+            return []
+
+
 def _query(path: Path, sql: str, args: tuple = ()) -> list[tuple]:
     if not path.exists():
         return []
@@ -233,28 +257,27 @@ def _query(path: Path, sql: str, args: tuple = ()) -> list[tuple]:
 
 def ingest_store_seqs(site: Site, device: str) -> list[int]:
     """The seqs of `device` in the ingest's store, ascending (each at most once: it is the key)."""
-    return [r[0] for r in _query(ingest_store_path(site),
-                                 "SELECT seq FROM events WHERE device=? ORDER BY seq", (device,))]
+    return [r[0] for r in ingest_query(site, "SELECT seq FROM events WHERE device=? ORDER BY seq",
+                                       (device,))]
 
 
 def ingest_store_payloads(site: Site, device: str) -> list[bytes]:
-    return [bytes(r[0]) for r in _query(
-        ingest_store_path(site), "SELECT payload FROM events WHERE device=? ORDER BY seq",
+    return [bytes(r[0]) for r in ingest_query(
+        site, "SELECT payload FROM events WHERE device=? ORDER BY seq",
         (device,))]
 
 
 def ingest_store_rows(site: Site, device: str) -> list[dict]:
     cols = ["seq", "hash", "type", "priority", "payload", "received_at"]
-    rows = _query(ingest_store_path(site),
-                  f"SELECT {', '.join(cols)} FROM events WHERE device=? ORDER BY seq", (device,))
+    rows = ingest_query(site, f"SELECT {', '.join(cols)} FROM events WHERE device=? ORDER BY seq",
+                        (device,))
     return [dict(zip(cols, r, strict=True)) for r in rows]
 
 
 def ingest_device(site: Site, device: str) -> dict:
     """The ingest's counters for `device` (zeros before it is first heard of)."""
     cols = ["watermark", "accepted", "duplicates", "rejected", "last_seen"]
-    rows = _query(ingest_store_path(site),
-                  f"SELECT {', '.join(cols)} FROM devices WHERE device=?", (device,))
+    rows = ingest_query(site, f"SELECT {', '.join(cols)} FROM devices WHERE device=?", (device,))
     return dict(zip(cols, rows[0], strict=True)) if rows else dict.fromkeys(cols, 0)
 
 
@@ -263,7 +286,7 @@ def ingest_rejections(site: Site, device: str | None = None) -> list[dict]:
     if device is not None:
         sql, args = sql + " WHERE device=?", (device,)
     return [dict(zip(("device", "seq", "reason"), r, strict=True))
-            for r in _query(ingest_store_path(site), sql + " ORDER BY id", args)]
+            for r in ingest_query(site, sql + " ORDER BY id", args)]
 
 
 def ingest_alerts(site: Site, device: str, *, open_only: bool = True) -> list[dict]:
@@ -271,7 +294,7 @@ def ingest_alerts(site: Site, device: str, *, open_only: bool = True) -> list[di
     if open_only:
         sql += " AND closed_at IS NULL"
     return [dict(zip(("kind", "detail", "opened_at", "closed_at"), r, strict=True))
-            for r in _query(ingest_store_path(site), sql + " ORDER BY id", (device,))]
+            for r in ingest_query(site, sql + " ORDER BY id", (device,))]
 
 
 def outbox_path(site: Site, device: str) -> Path:

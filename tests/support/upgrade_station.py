@@ -57,10 +57,14 @@ class OldStation:
         template = self.config.read_text(encoding="utf-8")
         self.config.write_text(template.replace("@SITE@", str(self.root))
                                .replace("@PORT@", str(broker.port)), encoding="utf-8")
-        # The backend's job in the field: a table in force (the fixture's, while it is).
-        install_price_table(self.data, datetime.now(timezone.utc))
         self.ingest = self._spawn([str(BIN / "cocoon-ingest"), "--config",
                                    str(self.site.ingest_config), "run"])
+
+    def send_price_table(self) -> None:
+        """The backend's job after an update: this version keeps the tables as the signed
+        commands that brought them, and refuses the previous release's unsigned ones (kept
+        aside), so the backend sends a table in force again."""
+        install_price_table(self.data, datetime.now(timezone.utc), self.site.backend_key)
 
     def _spawn(self, argv: list[str], **kw) -> subprocess.Popen:
         log = open(self.root / f"{Path(argv[0]).name}-{len(self.procs)}.log", "ab")  # noqa: SIM115
@@ -122,6 +126,7 @@ def main() -> None:
     try:
         station.start()
         if mode == "direct":
+            station.send_price_table()
             voucher = station.sell_once([str(BIN / "cocoon-agent")])
         else:
             old_tree, vendor_key, bundle, release_root = map(Path, rest)
@@ -139,6 +144,7 @@ def main() -> None:
             result["release"] = json.loads(done.stdout.strip().splitlines()[-1])
             # The release the updater confirmed, started as the service starts it.
             current = (release_root / "current").resolve()
+            station.send_price_table()
             voucher = station.sell_once([sys.executable, "-m", "agent.cli"], cwd=current,
                                         env={**os.environ, "PYTHONPATH": str(current)})
         station.wait_acknowledged(voucher)
