@@ -157,7 +157,8 @@ def run(site: Site, bench: Bench, root: Path, seconds: float, screen: bool) -> i
                "division_g": "10", "capacity_g": "150000", "tare_g": 500},
         printer={"url": f"file://{root / 'vouchers.escpos'}"},
         **({"screen": {"port": port}} if screen else {}))
-    install_price_table(site.devices[DEVICE].parent / "data", datetime.now(timezone.utc))
+    install_price_table(site.devices[DEVICE].parent / "data", datetime.now(timezone.utc),
+                        site.backend_key)
     log = open(root / f"agent-{'screen' if screen else 'plain'}.log", "w")  # noqa: SIM115
     agent = subprocess.Popen([str(BIN / "cocoon-agent"), "--config", str(site.devices[DEVICE]),
                               "run"], stdin=subprocess.DEVNULL, stdout=log, stderr=log)

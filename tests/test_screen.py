@@ -17,8 +17,8 @@ from agent.demo.screen_client import ScreenClient
 from agent.errors import ConfigError
 from agent.screen.config import parse_screen
 from agent.screen.fields import grade_fields
+from agent.screen.flow_words import keyed_messages
 from agent.screen.i18n import LOCALE_DIR, Language
-from agent.screen.state import keyed_messages
 from agent.station import purchase as p
 from agent.station.messages import CATALOGUE
 from tests.support.screen_station import start_screen_station, table_in_force

@@ -14,6 +14,27 @@ import functools
 import re
 
 from agent.screen.i18n import Language
+from agent.station.messages import CATALOGUE
+
+
+def keyed_messages(lang: Language) -> dict[str, str]:
+    """The station's messages that have a key (agent.station.messages), in the clerk's
+    language; a test checks that their English is the catalogue's."""
+    _ = lang._
+    return {
+        "sale_may_be_recorded": _("The sale MAY HAVE BEEN RECORDED: check today's sales list "
+                                  "before selling this lot again ({reason})"),
+        "cannot_price": _("The station CANNOT PRICE: {reason}"),
+        "legal_hold": _("The weighing and pricing software has changed: a supervisor must "
+                        "swipe the supervisor's card to acknowledge it before any sale"),
+    }
+
+
+def _template(english: str) -> str:
+    """A catalogue text as a pattern: its {names} become groups."""
+    parts = re.split(r"\{(\w+)\}", english)
+    return "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>.*)"
+                   for i, part in enumerate(parts))
 
 
 def _patterns(lang: Language) -> list[tuple[re.Pattern, str]]:
@@ -48,6 +69,15 @@ def _patterns(lang: Language) -> list[tuple[re.Pattern, str]]:
         (r"Weight no longer valid \((?P<reason>.*)\): weigh again",
          _("The weight cannot be used ({reason}): weigh again")),
         (r"Weigh the cocoons before grading", _("Weigh the cocoons before grading")),
+        (r"Net (?P<net>\S+) kg(?P<deductions>(?:, - .*?)?): payable (?P<payable>\S+) kg x "
+         r"(?P<price>\S+) yuan/kg = (?P<amount>\S+) yuan\. Grade (?P<grade>\S+)\. Farmer "
+         r"confirms\?", _("Net {net} kg{deductions}: payable {payable} kg x {price} yuan/kg = "
+                          "{amount} yuan. Grade {grade}. Does the farmer agree?")),
+        (r"Supervisor (?P<name>.+) acknowledged the new legally relevant software\. Swipe the "
+         r"farmer's card\.", _("Supervisor {name} acknowledged the new weighing and pricing "
+                                 "software. Put the farmer's card on the reader")),
+        (r"The acknowledgement was NOT recorded: (?P<reason>.*)",
+         _("The acknowledgement was NOT recorded: {reason}")),
         (r"Grade (?P<grade>\S+), (?P<price>\S+) yuan/kg, amount (?P<amount>\S+) yuan\. "
          r"Farmer confirms\?", _("Grade {grade}, {price} yuan/kg, amount {amount} yuan. Does "
                                  "the farmer agree?")),
@@ -97,6 +127,8 @@ def _patterns(lang: Language) -> list[tuple[re.Pattern, str]]:
         (r"WARNING: could not record (?P<what>\S+): (?P<reason>.*)",
          _("WARNING: could not record {what}: {reason}")),
     ]
+    keyed = keyed_messages(lang)
+    table[:0] = [(_template(CATALOGUE[key]), keyed[key]) for key in CATALOGUE if key in keyed]
     return [(re.compile(f"^{pattern}$", re.S), words) for pattern, words in table]
 
 
@@ -115,5 +147,8 @@ def flow_words(lang: Language, text: str) -> str:
     for pattern, words in _table(lang.tag):
         found = pattern.match(text)
         if found:
-            return words.format(**found.groupdict())
+            values = found.groupdict()
+            if values.get("reason"):        # a reason may be one of the station's sentences
+                values["reason"] = flow_words(lang, values["reason"])
+            return words.format(**values)
     return text

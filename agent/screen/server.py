@@ -69,6 +69,7 @@ class Broadcaster:
         self.seq = 0
         self.data: str | None = None
         self.closed = False
+        self._cache: dict = {}
         self._cond = threading.Condition()
 
     def run(self, stop: threading.Event) -> None:
@@ -76,8 +77,8 @@ class Broadcaster:
         try:
             while not stop.is_set():
                 try:
-                    data = json.dumps(snapshot(self.part, self.lang), ensure_ascii=False,
-                                      sort_keys=True)
+                    data = json.dumps(snapshot(self.part, self.lang, self._cache),
+                                      ensure_ascii=False, sort_keys=True)
                 except EXPECTED as exc:
                     log.warning("screen: cannot read the station: %s", exc)
                     data = self.data

@@ -98,24 +98,6 @@ def _instruction(lang: Language, phase: str) -> str:
     }.get(phase, phase)
 
 
-def keyed_messages(lang: Language) -> dict[str, str]:
-    """The flow's messages that have a key (agent.station.messages), in the clerk's language;
-    a test checks that their English is the catalogue's."""
-    _ = lang._
-    return {
-        "sale_may_be_recorded": _("The sale MAY HAVE BEEN RECORDED: check today's sales list "
-                                  "before selling this lot again ({reason})"),
-    }
-
-
-def _keyed(lang: Language, key: str | None, english: str) -> str:
-    words = keyed_messages(lang).get(key or "")
-    if words is None:
-        return flow_words(lang, english)
-    reason = english.rsplit("(", 1)[-1].rstrip(")") if "(" in english else ""
-    return words.format(reason=reason)
-
-
 def _parts(part, lang: Language, online: bool, queued: int) -> list[dict]:
     _ = lang._
     reader = part.card_reader_fault()
@@ -188,7 +170,9 @@ def _fields(part, lang: Language) -> tuple[list[dict], str]:
              "low": str(f.low), "high": str(f.high)} for f in grade_fields(table)], ""
 
 
-def snapshot(part, lang: Language) -> dict:
+def snapshot(part, lang: Language, cache: dict | None = None) -> dict:
+    """The state; `cache` (kept by the caller between calls) holds the grade fields of the
+    current sale, so the price tables are read once per sale, not at every change."""
     _ = lang._
     runner = part.station
     flow = runner.flow
@@ -213,7 +197,7 @@ def snapshot(part, lang: Language) -> dict:
         "online": online,
         "queued": queued,
     }
-    message = _keyed(lang, runner.message_key, part.message)
+    message = flow_words(lang, part.message)   # keyed or not, known by its words
     state["message"] = {"text": message, "refused": part.refused}
     taken = sale.weighing if sale is not None else None
     state["taken"] = None if taken is None else {
@@ -226,7 +210,10 @@ def snapshot(part, lang: Language) -> dict:
         "amount": lang.number(priced.amount, 2),
         "breakdown": _breakdown(lang, priced.record)}
     if flow.phase.value == "grading":
-        state["fields"], state["no_table"] = _fields(part, lang)
+        cache = {} if cache is None else cache
+        if cache.get("sale") is not sale:
+            cache["sale"], cache["fields"] = sale, _fields(part, lang)
+        state["fields"], state["no_table"] = cache["fields"]
     voucher = runner.last_voucher
     state["last_voucher"] = None if voucher is None or sale is not None else {
         "voucher": voucher["voucher"], "farmer": voucher["farmer"],

@@ -10,9 +10,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from agent.contract.signing import Ed25519Signer
+from agent.demo.station import install_price_table
 from agent.screen.server import ScreenPart
 from agent.station.part import StationPart
-from agent.station.price_store import PriceTableStore
 from drivers.scale.sim_model import WeightModel
 from drivers.scale.simulator import Simulator
 
@@ -63,7 +63,7 @@ def start_screen_station(site, services, pty_pair, tmp_path, virtual_card, *,
                                "stable_count": 4, "stable_window_s": 1.0},
                         printer={"url": f"file://{tmp_path / 'vouchers.escpos'}"},
                         screen={"port": port, "language": language})
-    PriceTableStore(config.parent / "data").install(table_in_force(datetime.now(timezone.utc)))
+    install_price_table(config.parent / "data", datetime.now(timezone.utc), site.backend_key)
     services.ingest(site.ingest_config)
     running = services.agent(config)
     part = next(x for x in running.agent.parts if isinstance(x, StationPart))
