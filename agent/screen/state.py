@@ -15,6 +15,7 @@ from agent.errors import EXPECTED
 from agent.screen.fields import grade_fields
 from agent.screen.flow_words import flow_words
 from agent.screen.i18n import Language
+from agent.station.purchase import breakdown
 from agent.station.view import sale_lines, start_of_day
 
 
@@ -125,38 +126,31 @@ def _parts(part, lang: Language, online: bool, queued: int) -> list[dict]:
     return out
 
 
-def _breakdown(lang: Language, record: dict) -> list[dict]:
-    """Rows for the pricing record, whatever fields it has: known ones with their words,
-    deductions with the measurement that caused them, any other scalar as it is."""
+def _breakdown(lang: Language, net_g: int, priced) -> list[dict]:
+    """Rows for the amount as the flow breaks it down (agent.station.purchase.breakdown): the
+    net weight, each deduction that took something with what was measured, the payable weight,
+    the grade and its price, the unit price; a field the breakdown gains later is shown as it
+    comes."""
     _ = lang._
-    rows = []
-    inputs = record.get("inputs", {})
-    if "net_g" in inputs:
-        rows.append({"label": _("Net"), "value": f"{lang.kg(int(inputs['net_g']))} "
-                     f"{_('kg')}"})
-    if "grade" in record:
-        rows.append({"label": _("Grade"), "value": str(record["grade"])})
-    if "graded_price" in record:
+    b = breakdown(priced.record)
+    rows = [{"label": _("Net"), "value": f"{lang.kg(net_g)} {_('kg')}"},
+            {"label": _("Grade"), "value": priced.grade_label}]
+    if b.get("graded_price"):
         rows.append({"label": _("Price of the grade"),
-                     "value": f"{lang.number(record['graded_price'])} {_('yuan/kg')}"})
-    for d in record.get("deductions", []):
-        if Decimal(d.get("pct", "0")) == 0:
-            continue
+                     "value": f"{lang.number(b['graded_price'])} {_('yuan/kg')}"})
+    for d in b.get("deductions", ()):
         target = _("of the weight") if d.get("applies_to") == "mass" else _("of the price")
         rows.append({"label": f"{_('Deduction')}: {measure_label(lang, d.get('measure', ''))}"
                               f" {lang.percent(d.get('measured_pct', '0'))} %",
                      "value": f"-{lang.percent(d['pct'])} % {target}"})
-    if "payable_g" in record:
+    if b.get("payable_g"):
         rows.append({"label": _("Payable weight"),
-                     "value": f"{lang.kg(Decimal(record['payable_g']))} {_('kg')}"})
-    if "unit_price" in record:
-        rows.append({"label": _("Price"),
-                     "value": f"{lang.number(record['unit_price'], 2)} {_('yuan/kg')}"})
-    shown = {"format", "table", "method", "inputs", "grade", "price_unit", "graded_price",
-             "deductions", "payable_g", "unit_price", "amount", "currency", "rounding",
-             "mass_deduct_pct", "price_deduct_pct"}
-    for key, value in record.items():   # fields the pricing gains later, shown as they are
-        if key not in shown and isinstance(value, str | int):
+                     "value": f"{lang.kg(Decimal(b['payable_g']))} {_('kg')}"})
+    rows.append({"label": _("Price"),
+                 "value": f"{lang.number(priced.unit_price, 2)} {_('yuan/kg')}"})
+    for key, value in b.items():        # what the breakdown gains later, shown as it comes
+        if key not in ("deductions", "payable_g", "graded_price", "price_unit") and \
+                isinstance(value, str | int) and value != "":
             rows.append({"label": key, "value": str(value)})
     return rows
 
@@ -208,7 +202,7 @@ def snapshot(part, lang: Language, cache: dict | None = None) -> dict:
         "grade": priced.grade_label,
         "unit_price": lang.number(priced.unit_price, 2),
         "amount": lang.number(priced.amount, 2),
-        "breakdown": _breakdown(lang, priced.record)}
+        "breakdown": _breakdown(lang, taken.net_g, priced)}
     if flow.phase.value == "grading":
         cache = {} if cache is None else cache
         if cache.get("sale") is not sale:
