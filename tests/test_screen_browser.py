@@ -137,6 +137,8 @@ def test_a_whole_sale_by_touch(site, services, pty_pair, tmp_path, virtual_card,
         farmer.wait_for_function(
             f"document.getElementById('f-amount').textContent === {amount!r}", timeout=5000)
         assert farmer.evaluate("document.documentElement.lang") == language
+        box = farmer.locator("#f-amount").bounding_box()           # the amount in full view
+        assert box["y"] >= 0 and box["y"] + box["height"] <= 1080, box
         screenshot(farmer, f"farmer-{language}-1920x1080")
         big = browser.new_context(viewport={"width": 1920, "height": 1080}, has_touch=True,
                                   bypass_csp=True)
