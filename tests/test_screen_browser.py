@@ -140,6 +140,10 @@ def test_a_whole_sale_by_touch(site, services, pty_pair, tmp_path, virtual_card,
         box = farmer.locator("#f-amount").bounding_box()           # the amount in full view
         assert box["y"] >= 0 and box["y"] + box["height"] <= 1080, box
         screenshot(farmer, f"farmer-{language}-1920x1080")
+        farmer.set_viewport_size({"width": 800, "height": 480})      # a 7-inch farmer's display
+        box = farmer.locator("#f-amount").bounding_box()
+        assert box["y"] + box["height"] <= 480 and box["x"] + box["width"] <= 800, box
+        screenshot(farmer, f"farmer-{language}-800x480")
         big = browser.new_context(viewport={"width": 1920, "height": 1080}, has_touch=True,
                                   bypass_csp=True)
         wide = big.new_page()
