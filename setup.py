@@ -14,7 +14,9 @@ from setuptools import find_packages, setup
 SHARED = [
     "paho-mqtt>=2.1,<3",
     "sqlite-utils>=3.36",
-    "cryptography>=41",
+    # 43 is the first with SM4 and with 3DES under hazmat.decrepit (the PSAM scheme of the
+    # CPU cards, drivers/pcsc/symmetric.py)
+    "cryptography>=43",
     "pynacl>=1.5",  # Ed25519 signing of events through libsodium, outside the GIL
     "rfc8785>=0.1.4",
     "click>=8.1",
@@ -96,6 +98,7 @@ setup(
             "jsonschema>=4.17",
             "packaging>=23",  # tests/test_setup_markers.py evaluates install_requires markers
             "psycopg[binary]>=3.1",  # the ingest's store tests, run on SQLite and PostgreSQL
+            "gmssl>=3.2",  # an independent SM4, to cross-check the card keys' diversification
             # The screen's tests drive Debian's chromium (no browser download) by touch.
             "playwright>=1.40",
         ],

@@ -52,6 +52,18 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
         "CREATE TABLE parked (id {id}, device TEXT, topic TEXT, payload {blob}, reason TEXT, "
         "worker TEXT, at {real})",
     )),
+    # The bank recomputes every purchase (ingest/purchases.py): the backend's price tables as
+    # the bank holds them, and each verified purchase with its recomputation and payment.
+    ("0005-purchases-and-price-tables", (
+        "CREATE TABLE price_tables (table_id TEXT NOT NULL, version {int} NOT NULL, "
+        "digest TEXT NOT NULL, document TEXT NOT NULL, added_at {real}, "
+        "PRIMARY KEY (table_id, version))",
+        "CREATE TABLE purchases (device TEXT NOT NULL, seq {int} NOT NULL, voucher TEXT, "
+        "farmer_id TEXT, net_g {int}, amount TEXT, recomputed TEXT, result TEXT NOT NULL, "
+        "reason TEXT, payment TEXT NOT NULL, payment_ref TEXT, paid_at {real}, "
+        "recorded_at TEXT, PRIMARY KEY (device, seq))",
+        "CREATE INDEX purchases_payment ON purchases (payment)",
+    )),
 ]
 
 

@@ -24,10 +24,12 @@ from agent.contract.envelope import parse_json_object
 from agent.contract.errors import EventFormatError, SignatureError
 from ingest.db import connect
 from ingest.migrations import migrate
+from ingest.purchases import record_purchase, record_void
 
 log = logging.getLogger(__name__)
 
 ACCEPTED, DUPLICATE, REJECTED, FORKED = "accepted", "duplicate", "rejected", "forked"
+PURCHASE_RECORDED, PURCHASE_VOIDED = "purchase.recorded", "purchase.voided"
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,10 @@ class IngestStore:
                             f"the device resumed its chain at seq {seq} after seq {after_seq}; "
                             f"it declares {count} seq(s) lost: "
                             + ", ".join(f"{a}-{b}" for a, b in lost)[:300])
+        elif event["type"] == PURCHASE_RECORDED:
+            record_purchase(self, device, seq, event)
+        elif event["type"] == PURCHASE_VOIDED:
+            record_void(self, device, event["body"])
         self._count(device, "accepted")
         return Outcome(ACCEPTED, device, seq, event["type"], event["priority"])
 

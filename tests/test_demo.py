@@ -27,8 +27,13 @@ def test_demo_records_purchases_that_the_ingest_verifies_and_acknowledges(tmp_pa
     assert "clerk :  sale recorded, voucher station-01-" in out
     assert "purchases recorded this run: 2" in out
     # the final status table shows the device, nothing rejected
-    last = [line for line in out.splitlines() if line.startswith("station-01")][-1].split()
-    assert int(last[-2]) == 0  # rejected
+    status, *purchases = [line.split() for line in out.splitlines()
+                          if line.startswith("station-01 ")]
+    assert int(status[-2]) == 0  # rejected
+    # ... and the bank recomputed both purchases to the station's amounts
+    assert [(row[-3], row[-2], row[-1]) for row in purchases] == [
+        (row[-4], "match", "unpaid") for row in purchases]
+    assert len(purchases) == 2
     assert (tmp_path / "demo" / "vouchers.escpos").stat().st_size > 0
 
 

@@ -19,8 +19,8 @@ from agent.screen.config import parse_screen
 from agent.screen.fields import grade_fields
 from agent.screen.flow_words import keyed_messages
 from agent.screen.i18n import LOCALE_DIR, Language
+from agent.station import card_messages, messages
 from agent.station import purchase as p
-from agent.station.messages import CATALOGUE
 from tests.support.screen_station import start_screen_station, table_in_force
 from tests.support.waiting import wait_for
 
@@ -55,6 +55,7 @@ def test_every_word_has_its_chinese_and_keyed_messages_are_the_flows():
     assert untranslated == []
     assert {m.id for m in template if m.id} == {m.id for m in catalog if m.id}
     english = keyed_messages(Language("en"))
+    CATALOGUE = {**messages.CATALOGUE, **card_messages.CATALOGUE}
     assert set(english) == set(CATALOGUE)
     assert all(english[k] == CATALOGUE[k] for k in CATALOGUE)
     assert Language("zh-CN")._("Confirm") == "确认"

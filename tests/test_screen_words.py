@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from agent.screen.flow_words import flow_words, known
 from agent.screen.i18n import Language
+from agent.station import card_messages
 from agent.station import purchase as p
 
 CLERK = p.Staff("s-01", "Clerk Li", "clerk")
@@ -77,6 +78,16 @@ def all_sentences() -> list[str]:
     texts += said(p.PurchaseFlow("station-01"), [
         p.StaffCard(CLERK), p.FarmerCard(FARMER), p.ScaleUpdate(GOOD),
         p.GradeRefused(p.message("cannot_price", reason="the price table was edited"))])
+    for key, values in (("card_cannot_authenticate", {"card": "farmer card", "detail": "6A82"}),
+                        ("card_failed_authentication", {"card": "staff card"}),
+                        ("card_refused_station", {"card": "farmer card", "detail": "6982"}),
+                        ("psam_unavailable", {"reason": "no SAM in the slot"}),
+                        ("m1_not_allowed", {}), ("blacklist_never", {}),
+                        ("blacklist_too_old", {"age_h": "80", "limit_h": "72"})):
+        texts.append("Card refused: " + card_messages.message(key, **values))  # card desk
+    notices = [card_messages.message("m1_weaker"),                  # beside the flow's line
+               card_messages.message("blacklist_stale", age_h="30", max_h="24")]
+    texts.append(" | ".join(["Sale recorded: voucher station-01-20261207-0001", *notices]))
     texts += [p.message("legal_hold"),                                  # part.py, unkeyed
               "Voucher station-01-20261207-0001 paid by the bank (BANK-0001)",   # part.py
               "Printer fault: out of paper. The sale is recorded; print it again.",  # effects
@@ -105,3 +116,8 @@ def test_the_screen_says_them_in_chinese_keeping_the_values():
     cannot = "Grading refused: " + p.message("cannot_price", reason="edited")
     assert flow_words(zh, cannot) == "定级被拒：本站无法计价：edited"
     assert flow_words(zh, "something new") == "something new"
+    refused = "Card refused: " + card_messages.message("card_failed_authentication",
+                                                       card="farmer card")
+    assert flow_words(zh, refused).startswith("卡被拒绝：此蚕农卡")
+    line = "Sale recorded: voucher V-1 | " + card_messages.message("m1_weaker")
+    assert flow_words(zh, line).startswith("收购已记录：凭证 V-1 | M1 卡")

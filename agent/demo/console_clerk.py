@@ -87,7 +87,9 @@ class Clerk:
             if not self.screen.wait(lambda s: s.message.startswith("Sale recorded"), 15):
                 self.say(f"sale not recorded: {self.screen.message}")
                 return None
-            voucher = self.screen.message.split("voucher ", 1)[1].split(".")[0].strip()
+            # the station's own line, without the notices it may add after " | "
+            said = self.screen.message.split(" | ", 1)[0]
+            voucher = said.split("voucher ", 1)[1].split(".")[0].strip()
             self.vouchers.append(voucher)
             self.say(f"sale recorded, voucher {voucher} printed")
             return voucher

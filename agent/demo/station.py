@@ -27,7 +27,7 @@ from pathlib import Path
 from agent.contract.commands import make_command
 from agent.contract.pricing.errors import PricingError
 from agent.contract.signing import Verifier, load_signer
-from agent.demo.bench import READER, Bench
+from agent.demo.bench import READER, SAM_READER, Bench
 from agent.demo.clerk import Clerk, Screen
 from agent.demo.sandbox import Site
 from agent.demo.screen_client import ScreenClient
@@ -64,21 +64,25 @@ def terminate(procs: list[subprocess.Popen], timeout_s: float = 15) -> None:
 
 
 def print_ingest_status(bindir: Path, site: Site) -> None:
-    """What the bank's side holds at the end: `cocoon-ingest status`."""
-    status = subprocess.run([str(bindir / "cocoon-ingest"), "--config", str(site.ingest_config),
-                             "--log-level", "warning", "status"], capture_output=True, text=True)
-    print("\n" + status.stdout, end="")
+    """What the bank's side holds at the end: `cocoon-ingest status`, and `purchases` (each
+    recomputed by the bank)."""
+    for command in ("status", "purchases"):
+        out = subprocess.run([str(bindir / "cocoon-ingest"), "--config",
+                              str(site.ingest_config), "--log-level", "warning", command],
+                             capture_output=True, text=True)
+        print("\n" + out.stdout, end="")
 
 
 def install_price_table(data_dir: Path, now: datetime, backend_key: Path,
-                        device: str = DEVICE) -> None:
+                        device: str = DEVICE) -> dict | None:
     """Give the station a table in force now, signed by the backend as its `price_table.set`
-    command would be (the backend's job in the field)."""
+    command would be (the backend's job in the field); the signed command, which the bank
+    keeps too (`cocoon-ingest price-tables add`), or None when one was in force already."""
     signer = load_signer(backend_key)
     store = PriceTableStore(data_dir, Verifier.from_pem(signer.public_key_pem()), device)
     try:
         store.in_force(now)
-        return
+        return None
     except PricingError:
         pass
     doc = json.loads(EXAMPLE_TABLE.read_text(encoding="utf-8"))
@@ -88,7 +92,21 @@ def install_price_table(data_dir: Path, now: datetime, backend_key: Path,
         pass
     doc["valid_from"] = (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     doc["valid_until"] = (now + timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    store.install(make_command(device, "price_table.set", doc, signer, now=now))
+    signed = make_command(device, "price_table.set", doc, signer, now=now)
+    store.install(signed)
+    return signed
+
+
+def give_the_bank(site: Site, signed: dict | None) -> None:
+    """The bank keeps the backend's table too, to recompute every purchase with it."""
+    if signed is None:
+        return
+    path = site.root / "price-tables" / f"{signed['body']['id']}-v{signed['body']['version']}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(signed), encoding="utf-8")
+    subprocess.run([str(Path(sys.executable).parent / "cocoon-ingest"), "--config",
+                    str(site.ingest_config), "--log-level", "warning", "price-tables", "add",
+                    str(path)], check=True, capture_output=True)
 
 
 def open_screen(client: ScreenClient, stop: threading.Event, timeout_s: float = 30) -> bool:
@@ -132,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     site.add_device(
         DEVICE,
         station={"confirming_s": 120},
-        card={"reader": READER, "issuer_public_key_file": str(bench.issuer_pem)},
+        card={"reader": READER, "issuer_public_key_file": str(bench.issuer_pem),
+              "sam_reader": SAM_READER},
         scale={"port": str(bench.scale_port), "protocol": "xk3190-a9", "id": "bench-1",
                "division_g": "10", "capacity_g": "150000", "tare_g": 500, "stable_count": 5,
                "stable_window_s": 0.5},
@@ -140,10 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         screen={"port": args.screen_port or free_port(), "language": args.language},
     )
     broker = site.start_broker()
-    install_price_table(site.devices[DEVICE].parent / "data", datetime.now(timezone.utc),
-                        site.backend_key)
+    give_the_bank(site, install_price_table(site.devices[DEVICE].parent / "data",
+                                            datetime.now(timezone.utc), site.backend_key))
     print(f"broker  : mosquitto on {broker.host}:{broker.port} (TLS, client certificates)")
-    print(f"cards   : virtual reader '{bench.pcscd.reader(READER).name}' on a private pcscd")
+    print(f"cards   : virtual reader '{bench.pcscd.reader(READER).name}' on a private pcscd, "
+          f"PSAM (SM4) in '{bench.pcscd.reader(SAM_READER).name}'")
     print(f"scale   : XK3190-A9 simulator on {bench.scale_port}")
     print(f"agent   : {site.devices[DEVICE]}")
     port = site.device_sections[DEVICE]["screen"]["port"]

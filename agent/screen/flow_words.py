@@ -14,7 +14,10 @@ import functools
 import re
 
 from agent.screen.i18n import Language
-from agent.station.messages import CATALOGUE
+from agent.station.card_messages import CATALOGUE as CARD_CATALOGUE
+from agent.station.messages import CATALOGUE as FLOW_CATALOGUE
+
+CATALOGUE = {**FLOW_CATALOGUE, **CARD_CATALOGUE}   # every keyed message
 
 
 def keyed_messages(lang: Language) -> dict[str, str]:
@@ -27,7 +30,36 @@ def keyed_messages(lang: Language) -> dict[str, str]:
         "cannot_price": _("The station CANNOT PRICE: {reason}"),
         "legal_hold": _("The weighing and pricing software has changed: a supervisor must "
                         "swipe the supervisor's card to acknowledge it before any sale"),
+        "card_cannot_authenticate": _(
+            "This {card} cannot answer the station's authentication challenge ({detail}): it "
+            "is an older card or not the cooperative's. Do not accept it; its holder gets a "
+            "new card at the cooperative office"),
+        "card_failed_authentication": _(
+            "This {card} failed the authentication challenge: it is not the card the "
+            "cooperative issued (a copy?). Keep it and send its holder to the cooperative "
+            "office"),
+        "card_refused_station": _(
+            "This {card} did not accept the station's PSAM ({detail}): the card and the PSAM "
+            "in the SAM slot belong to different key sets. Call the cooperative's technician"),
+        "psam_unavailable": _("Cards cannot be checked: {reason}. Call the cooperative's "
+                              "technician"),
+        "m1_not_allowed": _("This station takes CPU cards only: MIFARE (M1) cards are switched "
+                            "off here. The farmer gets a CPU card at the cooperative office"),
+        "m1_weaker": _("M1 card: the weaker kind (it cannot be challenged; a copy is caught "
+                       "only by the bank's counter check)"),
+        "blacklist_never": _("No card blacklist from the bank yet (or its age is unknown): "
+                             "connect the station"),
+        "blacklist_stale": _("The card blacklist is {age_h} h old (over {max_h} h): connect "
+                             "the station so that the bank's list can arrive"),
+        "blacklist_too_old": _("No sale: the card blacklist is {age_h} h old (over {limit_h} "
+                               "h). The station sells again once a fresh list arrives from "
+                               "the bank: connect it"),
     }
+
+
+def _card_kind(lang: Language, kind: str) -> str:
+    _ = lang._
+    return {"farmer card": _("farmer card"), "staff card": _("staff card")}.get(kind, kind)
 
 
 def _template(english: str) -> str:
@@ -138,17 +170,24 @@ def _table(tag: str) -> list[tuple[re.Pattern, str]]:
 
 
 def known(text: str) -> bool:
-    """Whether the table recognises this sentence of the station's."""
-    return any(pattern.match(text) for pattern, _ in _table("en"))
+    """Whether the table recognises this sentence of the station's (each part of it)."""
+    return all(any(pattern.match(part) for pattern, _ in _table("en"))
+               for part in text.split(" | "))
 
 
 def flow_words(lang: Language, text: str) -> str:
-    """The station's sentence `text` in the clerk's language (as it is, when unknown)."""
+    """The station's sentence `text` in the clerk's language (as it is, when unknown). The
+    card desk's notices follow the flow's sentence after " | "; each is said on its own."""
+    if " | " in text:
+        return " | ".join(flow_words(lang, part) for part in text.split(" | "))
     for pattern, words in _table(lang.tag):
         found = pattern.match(text)
         if found:
             values = found.groupdict()
-            if values.get("reason"):        # a reason may be one of the station's sentences
-                values["reason"] = flow_words(lang, values["reason"])
+            for name in ("reason", "detail"):   # one of the station's sentences, maybe
+                if values.get(name):
+                    values[name] = flow_words(lang, values[name])
+            if values.get("card"):
+                values["card"] = _card_kind(lang, values["card"])
             return words.format(**values)
     return text

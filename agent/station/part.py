@@ -116,6 +116,10 @@ class StationPart:
                              outbox=agent.outbox, submit=self.submit, blacklist=self.blacklist,
                              m1_master_key=load_m1_master_key(card.m1_master_key_file),
                              require_card_key=card.internal_authenticate,
+                             auth=card.auth, sam_reader=card.sam_reader,
+                             allow_m1=card.allow_m1,
+                             blacklist_max_age_h=card.blacklist_max_age_h,
+                             blacklist_refuse_age_h=card.blacklist_refuse_age_h,
                              tz=st.timezone)
         self.judge = ScaleJudge(
             scale.scale_id,
@@ -180,7 +184,8 @@ class StationPart:
 
     def _show(self, text: str) -> None:
         log.info("station: %s", text)
-        self.message = text
+        # the card desk's notices (an M1 card is the weaker kind, an old blacklist) go along
+        self.message = " | ".join([text, *self.desk.notices()])
         self.refused = False
         self._touch()
 
@@ -276,6 +281,7 @@ class StationPart:
     def close(self) -> None:
         self.scale_reader.stop()
         self.monitor.stop()
+        self.desk.close()
         for thread in self._threads:
             thread.join(timeout=5)
         if self.signals is not None:

@@ -10,14 +10,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from agent.contract.signing import Ed25519Signer
-from agent.demo.station import install_price_table
+from agent.demo.station import give_the_bank, install_price_table
 from agent.screen.server import ScreenPart
 from agent.station.part import StationPart
 from drivers.scale.sim_model import WeightModel
 from drivers.scale.simulator import Simulator
 
 from .running import add_device
-from .station_cards import farmer_card, staff_card
+from .station_cards import SAM_READER, farmer_card, psam, staff_card
 from .waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,13 +57,16 @@ def start_screen_station(site, services, pty_pair, tmp_path, virtual_card, *,
                     rate_hz=20).start()
     config = add_device(site, "station-01",
                         station={"confirming_s": 120, "grading_s": 300},
-                        card={"reader": READER, "issuer_public_key_file": str(issuer_pem)},
+                        card={"reader": READER, "issuer_public_key_file": str(issuer_pem),
+                              "sam_reader": SAM_READER},
                         scale={"port": str(pty.device), "protocol": "xk3190-a9", "id": "bench-1",
                                "division_g": "20", "capacity_g": "150000", "tare_g": 400,
                                "stable_count": 4, "stable_window_s": 1.0},
                         printer={"url": f"file://{tmp_path / 'vouchers.escpos'}"},
                         screen={"port": port, "language": language})
-    install_price_table(config.parent / "data", datetime.now(timezone.utc), site.backend_key)
+    give_the_bank(site, install_price_table(config.parent / "data", datetime.now(timezone.utc),
+                                            site.backend_key))
+    psam(virtual_card).insert()                      # the PSAM in the SAM slot ([card] auth)
     services.ingest(site.ingest_config)
     running = services.agent(config)
     part = next(x for x in running.agent.parts if isinstance(x, StationPart))
