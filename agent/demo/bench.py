@@ -144,7 +144,8 @@ class Bench:
         self.socat = subprocess.Popen(
             [socat, f"pty,raw,echo=0,link={self._sim_port}",
              f"pty,raw,echo=0,link={self.scale_port}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)     # a terminal's Ctrl-C is for the demo; stop() ends it
         deadline = time.monotonic() + 5
         while not (self.scale_port.exists() and self._sim_port.exists()):
             if time.monotonic() > deadline or self.socat.poll() is not None:

@@ -63,6 +63,7 @@ class EffectRunner:
         self.clock = clock
         self.inputs: queue.Queue = queue.Queue()
         self.last_voucher: dict | None = None
+        self.printer_fault = ""     # why the last voucher did not print ('' when it did)
 
     # -- feeding ----------------------------------------------------------------------
 
@@ -262,8 +263,10 @@ class EffectRunner:
 
         try:
             print_voucher(self.printer, voucher)
+            self.printer_fault = ""
         except PrinterError as exc:
             log.error("%s", exc)
+            self.printer_fault = str(exc)
             self.display(f"Printer fault: {exc}. The sale is recorded; print it again.")
             self._record(Draft("printer.failed", "alert",
                                {"voucher": voucher["voucher"], "reason": str(exc)[:300]}))

@@ -81,6 +81,7 @@ class StationPart:
         self.device = config.device.id
         self.outbox = agent.outbox
         self.message = "Swipe a staff card to start."
+        self.refused = False    # the last message came with the refusal beep
         self._changed = threading.Condition()
         self._version = 0
         self.prices = PriceTableStore(st.price_tables_dir or config.device.data_dir,
@@ -185,9 +186,13 @@ class StationPart:
         log.info("station: %s", text)
         # the card desk's notices (an M1 card is the weaker kind, an old blacklist) go along
         self.message = " | ".join([text, *self.desk.notices()])
+        self.refused = False
         self._touch()
 
     def _beep(self, kind: str) -> None:
+        if kind == "refuse":
+            self.refused = True
+            self._touch()
         if self.signals is not None:
             self.signals.beep(kind)
 
