@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from agent.contract.legal import running_legal_id
 from tests.support.browser import OUTSIDE_VIEWPORT_JS, chromium, need_chromium, screenshot
 from tests.support.screen_station import start_screen_station
 from tests.support.waiting import wait_for
@@ -163,6 +164,8 @@ def test_a_whole_sale_by_touch(site, services, pty_pair, tmp_path, virtual_card,
         wait_for(lambda: number in page.inner_text("#sales-table") or None, 5,
                  what="the sale in today's sales")
         assert "1" in page.inner_text("#sales-total")
+        # the legally relevant software identifies itself on the clerk's request
+        assert f"legal {running_legal_id()}" in page.inner_text("#software")
         inside(page, "sales")
         screenshot(page, f"screen-{language}-800x480-sales")
         page.tap("#sales-close")

@@ -11,6 +11,7 @@ import time
 from datetime import datetime, timezone
 from decimal import Decimal
 
+from agent import __version__
 from agent.errors import EXPECTED
 from agent.screen.fields import grade_fields
 from agent.screen.flow_words import flow_words
@@ -80,6 +81,7 @@ def labels(lang: Language) -> dict[str, str]:
         "deduction": _("Deduction"),
         "measured": _("Measured"),
         "last_sale": _("Last sale"),
+        "software": _("Weighing software"),
     }
 
 
@@ -233,4 +235,7 @@ def _sales(part, lang: Language) -> dict:
         "net": lang.kg(sum(s.net_g for s in kept)),
         "amount": lang.number(sum((Decimal(s.amount) for s in kept), Decimal(0)), 2),
         "acknowledged": sum(1 for s in kept if s.state in ("acknowledged", "paid")),
+        # The legally relevant software's identification, as `cocoon-agent --version` says
+        # it: shown with today's sales, on the clerk's (or a verifier's) request.
+        "software": f"cocoon-agent {__version__}, legal {part.legal.legal_id}",
     }

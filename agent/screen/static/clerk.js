@@ -112,6 +112,7 @@ function drawParts(s) {
 function drawSales(sales) {
   text("sales-total", `${L.total}: ${sales.count} · ${sales.net} ${L.kg} · ${sales.amount} ` +
     `${L.yuan} · ${sales.acknowledged}/${sales.count} ✓`);
+  text("software", `${L.software}: ${sales.software}`);
   const table = $("sales-table");
   table.textContent = "";
   for (const line of sales.lines.slice().reverse()) {
