@@ -73,6 +73,7 @@ def voucher_lines(v: dict) -> list[str]:
     """
     lines = [
         "FRESH COCOON PURCHASE VOUCHER",
+        *(["*** COPY ***"] if v.get("copy") else []),
         f"No. {v['voucher']}",
         f"Farmer: {v['farmer']} ({v['farmer_id']})",
         f"Gross: {_kg(v['gross_g'])} kg",
@@ -104,15 +105,27 @@ def qr_payload(v: dict) -> str:
                       separators=(",", ":"))
 
 
+def print_lines(printer, lines: list[str], *, qr: str | None = None) -> None:
+    """Print a report or a voucher: its first line as a bold centred title, the rest as they
+    are, then the QR code when there is one, and cut; raises PrinterError on any printer
+    fault."""
+    try:
+        printer.set(align="center", bold=True)
+        printer.text(lines[0] + "\n")
+        printer.set(align="left", bold=False)
+        for line in lines[1:]:
+            printer.text(line + "\n")
+        if qr is not None:
+            printer.qr(qr, native=True, size=4)
+        printer.cut()
+    except Exception as exc:  # escpos and the transports raise unrelated types
+        raise PrinterError(f"printing {lines[0].lower()} failed: {exc}") from None
+
+
 def print_voucher(printer, v: dict) -> None:
     """Print one voucher; raises PrinterError on any printer fault."""
     try:
-        printer.set(align="center", bold=True)
-        printer.text(voucher_lines(v)[0] + "\n")
-        printer.set(align="left", bold=False)
-        for line in voucher_lines(v)[1:]:
-            printer.text(line + "\n")
-        printer.qr(qr_payload(v), native=True, size=4)
-        printer.cut()
-    except Exception as exc:  # escpos and the transports raise unrelated types
-        raise PrinterError(f"printing voucher {v.get('voucher')} failed: {exc}") from None
+        print_lines(printer, voucher_lines(v), qr=qr_payload(v))
+    except PrinterError as exc:
+        raise PrinterError(f"printing voucher {v.get('voucher')} failed: "
+                           f"{str(exc).split(': ', 1)[-1]}") from None

@@ -112,6 +112,12 @@ def test_only_the_signed_in_clerks_page_can_act(site, services, pty_pair, tmp_pa
 
     status, answer = clerk.act("grade", measurements={"shell_g": "abc"})
     assert status == 400 and "not a measurement" in answer["error"]  # the console's words
+    assert clerk.act("reprint", voucher="")[0] == 400
+    # the end of the day, from the sales panel: the station records day.closed
+    status, _ = clerk.act("close-day")
+    assert status == 202
+    wait_for(lambda: st.part.message.startswith("Day ") and "closed: 0 sales" in
+             st.part.message, 10, what=f"day.closed recorded ({st.part.message})")
     status, _ = clerk.act("sign-out")
     assert status == 202
     wait_for(lambda: st.part.station.flow.phase is p.Phase.IDLE, 10, what="signed out")

@@ -121,3 +121,19 @@ def test_the_screen_says_them_in_chinese_keeping_the_values():
     assert flow_words(zh, refused).startswith("卡被拒绝：此蚕农卡")
     line = "Sale recorded: voucher V-1 | " + card_messages.message("m1_weaker")
     assert flow_words(zh, line).startswith("收购已记录：凭证 V-1 | M1 卡")
+
+
+def test_the_station_requests_sentences_are_known_and_said_in_chinese():
+    """The end of the day and a voucher's copy speak through the same table."""
+    zh = Language("zh-CN")
+    closed = ("Day 20261207 closed: 3 sales, 5120.40 yuan; 2 acknowledged by the bank. "
+              "The report is printed.")
+    copy = "Voucher station-01-20261207-0002 printed again (copy)"
+    for text in (closed, copy, "Sign in with your staff card first",
+                 "no sale V-9 at this station",
+                 "Printer fault: out of paper. The day report 20261207 is recorded; print it "
+                 "again."):
+        assert known(text), text
+        assert flow_words(zh, text) != text and "{" not in flow_words(zh, text)
+    assert flow_words(zh, closed) == ("20261207 已日结：3 笔，5120.40 元；银行已收到 2 笔。"
+                                      "报表已打印")

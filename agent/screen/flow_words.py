@@ -156,6 +156,21 @@ def _patterns(lang: Language) -> list[tuple[re.Pattern, str]]:
          _("Voucher {voucher} paid by the bank ({ref})")),
         (r"Printer fault: (?P<reason>.*)\. The sale is recorded; print it again\.",
          _("Printer fault: {reason}. The sale is recorded; print the voucher again")),
+        (r"Printer fault: (?P<reason>.*)\. The day report (?P<day>\d+) is recorded; print it "
+         r"again\.",
+         _("Printer fault: {reason}. The day report {day} is recorded; print it again")),
+        (r"Day (?P<day>\d+) closed: (?P<count>\d+) sales, (?P<amount>\S+) yuan; "
+         r"(?P<acked>\d+) acknowledged by the bank\. The report is printed\.",
+         _("Day {day} closed: {count} sales, {amount} yuan; {acked} received by the bank. "
+           "The report is printed")),
+        (r"Voucher (?P<voucher>\S+) printed again \(copy\)",
+         _("Voucher {voucher} printed again (copy)")),
+        (r"Sign in with your staff card first", _("Sign in with your staff card first")),
+        (r"no copy of voucher (?P<voucher>\S+) is kept \(it was recorded by an earlier "
+         r"release\)",
+         _("No copy of voucher {voucher} is kept (it was recorded by an earlier release)")),
+        (r"no sale (?P<voucher>\S+) at this station",
+         _("No sale {voucher} at this station")),
         (r"WARNING: could not record (?P<what>\S+): (?P<reason>.*)",
          _("WARNING: could not record {what}: {reason}")),
     ]

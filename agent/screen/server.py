@@ -33,7 +33,14 @@ from agent.errors import EXPECTED, CocoonError
 from agent.screen.config import ScreenConfig
 from agent.screen.i18n import Language
 from agent.screen.state import labels, snapshot
-from agent.station.console import ClerkKeyError, Grade, apply_key, parse_measurements
+from agent.station.console import (
+    ClerkKeyError,
+    CloseDay,
+    Grade,
+    Reprint,
+    apply_key,
+    parse_measurements,
+)
 from agent.station.purchase import Cancel, Confirm, SignOut
 
 log = logging.getLogger(__name__)
@@ -45,7 +52,8 @@ COOKIE = "cocoon_screen"
 MAX_SESSIONS = 32
 MAX_STREAMS = 6
 KEEPALIVE_S = 5.0      # a closed page's stream is noticed (and its thread freed) by then
-ACTIONS = {"confirm": Confirm(), "cancel": Cancel(), "sign-out": SignOut()}
+ACTIONS = {"confirm": Confirm(), "cancel": Cancel(), "sign-out": SignOut(),
+           "close-day": CloseDay()}
 
 
 class Refused(CocoonError):
@@ -238,6 +246,11 @@ class ScreenApp:
                 action = Grade(parse_measurements([f"{k}={v}" for k, v in measurements.items()]))
             except ClerkKeyError as exc:
                 raise Refused("400 Bad Request", str(exc)) from None
+        elif name == "reprint":
+            voucher = request.get("voucher")
+            if not isinstance(voucher, str) or not 0 < len(voucher) <= 128:
+                raise Refused("400 Bad Request", "reprint: a voucher number")
+            action = Reprint(voucher)
         else:
             raise Refused("400 Bad Request", f"unknown action {name!r}")
         log.info("screen: clerk's action %s", name)

@@ -82,6 +82,8 @@ def labels(lang: Language) -> dict[str, str]:
         "measured": _("Measured"),
         "last_sale": _("Last sale"),
         "software": _("Weighing software"),
+        "reprint": _("Copy"),
+        "close_day": _("Close the day"),
     }
 
 

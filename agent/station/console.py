@@ -5,6 +5,8 @@
     x          cancel the current sale
     v VOUCHER REASON...   void a recorded sale (a supervisor must be signed in)
     r VOUCHER REASON...   correct a recorded sale: the next sale replaces it (supervisor)
+    p VOUCHER  print a recorded sale's voucher again (marked as a copy)
+    e          end of day: record day.closed with the day's totals and print the report
     o          sign the clerk out
     q          leave the screen (the agent stops with it)
 
@@ -28,6 +30,7 @@ from decimal import Decimal, InvalidOperation
 from agent.errors import EXPECTED, CocoonError
 from agent.station import purchase as p
 from agent.station import sales
+from agent.station.effects import CloseDay, Reprint
 
 MEASUREMENTS = ("shell_g", "shell_ratio_pct", "moisture_pct", "reelable_pct")
 _DEFECT = re.compile(r"^defects_pct\.([a-z_]{1,32})$")
@@ -63,9 +66,10 @@ def parse_key(line: str):
     """A clerk's line -> a flow input, Grade, VoidRequest, CorrectRequest or Quit."""
     words = line.split()
     if not words:
-        raise ClerkKeyError("type a command: g (grade), c, x, v, r, o or q")
+        raise ClerkKeyError("type a command: g (grade), c, x, v, r, p, e, o or q")
     key, args = words[0].lower(), words[1:]
-    simple = {"c": p.Confirm(), "x": p.Cancel(), "o": p.SignOut(), "q": Quit()}
+    simple = {"c": p.Confirm(), "x": p.Cancel(), "o": p.SignOut(), "q": Quit(),
+              "e": CloseDay()}
     if key in simple:
         if args:
             raise ClerkKeyError(f"{key} takes nothing after it")
@@ -80,7 +84,11 @@ def parse_key(line: str):
         if len(args) < 2:
             raise ClerkKeyError("correct: r VOUCHER REASON (the reason is required)")
         return CorrectRequest(args[0], " ".join(args[1:])[:200])
-    raise ClerkKeyError(f"unknown key {key!r}: use g, c, x, v, r, o or q")
+    if key == "p":
+        if len(args) != 1:
+            raise ClerkKeyError("print a copy: p VOUCHER")
+        return Reprint(args[0])
+    raise ClerkKeyError(f"unknown key {key!r}: use g, c, x, v, r, p, e, o or q")
 
 
 def parse_measurements(args: list[str]) -> dict:

@@ -122,6 +122,13 @@ function drawSales(sales) {
       line.net + " " + L.kg, line.amount, line.state_text]) {
       tr.insertCell().textContent = v;
     }
+    if (line.state !== "voided") {
+      const copy = document.createElement("button");
+      copy.className = "small reprint";
+      copy.textContent = L.reprint;
+      copy.addEventListener("click", () => act("reprint", {voucher: line.voucher}));
+      tr.insertCell().appendChild(copy);
+    }
   }
 }
 
@@ -199,5 +206,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("sign-out").addEventListener("click", () => act("sign-out"));
   $("sales-open").addEventListener("click", () => show($("sales"), true));
   $("sales-close").addEventListener("click", () => show($("sales"), false));
+  $("close-day").addEventListener("click", () => { act("close-day"); show($("sales"), false); });
   follow(render);
 });
