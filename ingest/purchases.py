@@ -19,7 +19,9 @@ document per (id, version), and refuses another document under a name it already
 from __future__ import annotations
 
 import json
+import re
 import time
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from agent.contract.envelope import verify_object
@@ -29,8 +31,10 @@ from ingest.recompute import MATCH, recompute_purchase
 
 UNPAID, HELD, PAID, VOIDED = "unpaid", "held", "paid", "voided"
 MISMATCH_ALERT = "purchase.mismatch"
-COLUMNS = ("device", "seq", "voucher", "farmer_id", "net_g", "amount", "recomputed", "result",
-           "reason", "payment", "payment_ref", "paid_at", "recorded_at")
+COLUMNS = ("device", "seq", "voucher", "day", "farmer_id", "net_g", "amount", "amount_fen",
+           "recomputed", "recomputed_fen", "result", "reason", "payment", "payment_ref",
+           "paid_at", "recorded_at")
+VOUCHER_DAY = re.compile(r"-(\d{8})-\d{4,}$")    # DEVICE-YYYYMMDD-NNNN (agent.station.sales)
 
 
 class PriceTableRefusedByBank(CocoonError):
@@ -85,13 +89,15 @@ def record_purchase(store, device: str, seq: int, event: dict) -> str:
     scale = body.get("scale") if isinstance(body.get("scale"), dict) else {}
     farmer = body.get("farmer") if isinstance(body.get("farmer"), dict) else {}
     net = scale.get("net_g")
+    voucher = _str(body.get("voucher"))
+    day = VOUCHER_DAY.search(voucher) if voucher else None
     store.db.execute(
-        "INSERT INTO purchase_state (device, seq, voucher, farmer_id, net_g, amount, recomputed,"
-        " result, reason, payment, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT DO NOTHING",
-        (device, seq, _str(body.get("voucher")), _str(farmer.get("farmer_id")),
-         int(net) if isinstance(net, str) and net.isdigit() else None,
-         _str(body.get("amount")), got.amount, got.result, got.reason[:500],
+        "INSERT INTO purchase_state (device, seq, voucher, day, farmer_id, net_g, amount,"
+        " amount_fen, recomputed, recomputed_fen, result, reason, payment, recorded_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (device, seq, voucher, day.group(1) if day else None, _str(farmer.get("farmer_id")),
+         _grams(net), _str(body.get("amount")), fen(body.get("amount")), got.amount,
+         fen(got.amount), got.result, got.reason[:500],
          UNPAID if got.result == MATCH else HELD, event.get("ts")))
     if isinstance(body.get("corrects"), dict):
         record_void(store, device, body["corrects"])
@@ -135,6 +141,37 @@ def mark_paid(store, device: str, seq: int, ref: str) -> dict:
     store.db.execute("UPDATE purchase_state SET payment = ?, payment_ref = ?, paid_at = ? WHERE "
                      "device = ? AND seq = ?", (PAID, ref, time.time(), device, seq))
     return {"device": device, "seq": seq, "voucher": voucher, "amount": amount, "ref": ref}
+
+
+def record_day_closed(store, device: str, seq: int, event: dict) -> None:
+    """Keep a station's signed end of day, for the `reconciliation` view."""
+    body = event["body"]
+    day = body.get("day")
+    if not isinstance(day, str) or not re.fullmatch(r"\d{8}", day):
+        return
+    store.db.execute(
+        "INSERT INTO day_closures (device, day, seq, count, net_g, amount, amount_fen, voided,"
+        " acknowledged, closed_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (device, day, seq, _int(body.get("count")), _grams(body.get("net_g")),
+         _str(body.get("amount")), fen(body.get("amount")), _int(body.get("voided")),
+         _int(body.get("acknowledged")), event.get("ts")))
+
+
+def fen(amount) -> int | None:
+    """An amount in yuan (a decimal string) as exact integer fen; None unless it is one."""
+    try:
+        value = Decimal(amount) * 100 if isinstance(amount, str) else None
+    except InvalidOperation:
+        return None
+    return int(value) if value is not None and value == value.to_integral_value() else None
+
+
+def _grams(value) -> int | None:
+    return int(value) if isinstance(value, str) and value.isdigit() else None
+
+
+def _int(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _str(value) -> str | None:

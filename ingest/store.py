@@ -25,12 +25,13 @@ from agent.contract.envelope import parse_json_object
 from agent.contract.errors import EventFormatError, SignatureError
 from ingest.db import connect
 from ingest.migrations import migrate
-from ingest.purchases import record_purchase, record_void
+from ingest.purchases import record_day_closed, record_purchase, record_void
 
 log = logging.getLogger(__name__)
 
 ACCEPTED, DUPLICATE, REJECTED, FORKED = "accepted", "duplicate", "rejected", "forked"
 PURCHASE_RECORDED, PURCHASE_VOIDED = "purchase.recorded", "purchase.voided"
+DAY_CLOSED = "day.closed"
 MONEY_CHANNEL = "cocoon_money"      # LISTEN/NOTIFY: {"device", "seq"} of each new money event
 
 
@@ -208,6 +209,8 @@ class IngestStore:
             record_purchase(self, device, seq, event)
         elif event["type"] == PURCHASE_VOIDED:
             record_void(self, device, event["body"])
+        elif event["type"] == DAY_CLOSED:
+            record_day_closed(self, device, seq, event)
         if event["priority"] == "money":
             # Integrators listening on PostgreSQL hear of it once the batch commits.
             self.db.notify(MONEY_CHANNEL, json.dumps({"device": device, "seq": seq}))

@@ -189,14 +189,47 @@ def test_the_purchases_view_reads_as_the_contract_says(store):
     assert store.query("SELECT version FROM schema_version") == [(1,)]
     cur = store.db.execute("SELECT * FROM purchases")
     columns = [d[0] for d in cur.description]
-    assert columns == ["device", "seq", "voucher", "farmer_id", "net_g", "amount", "recomputed",
-                       "result", "reason", "payment", "payment_ref", "paid_at", "recorded_at",
-                       "hash", "event"]
+    assert columns == ["device", "seq", "voucher", "day", "farmer_id", "net_g", "amount",
+                       "amount_fen", "recomputed", "recomputed_fen", "result", "reason",
+                       "payment", "payment_ref", "paid_at", "recorded_at", "hash", "event"]
     (row,) = cur.fetchall()
     view = dict(zip(columns, row, strict=True))
     assert (view["result"], view["payment"], view["hash"]) == ("match", "unpaid",
                                                                events.event_hash(sealed))
     assert json.loads(view["event"]) == sealed     # the signed event, to verify again
+    assert view["day"] == "20260601" and view["amount_fen"] == int(
+        Decimal(view["amount"]) * 100) == view["recomputed_fen"]
+
+
+def test_each_stations_day_is_reconciled_against_what_the_bank_stored(store):
+    """The station's signed day.closed against the bank's purchases of that day: reconciled
+    when count, net and amount agree; a later close of the same day is the one that counts."""
+    device = Ed25519Signer.generate()
+    sealed = _sealed_purchases(device, 2)
+    amount = Decimal(sealed[0]["body"]["amount"])
+
+    def closed(seq, prev, count, total):
+        return events.seal(Draft("day.closed", "money", {
+            "station": "st-1", "clerk": "s-01", "day": "20260601", "count": count,
+            "net_g": str(51_800 * count), "amount": str(total), "by_grade": [], "voided": 0,
+            "acknowledged": 0, "paid": 0, "first_seq": 1, "last_seq": 2}),
+            device="st-1", seq=seq, prev=prev, signer=device)
+
+    early = closed(3, events.event_hash(sealed[-1]), 1, amount)      # closed too soon
+    _batch(store, [*sealed, early], device)
+    cols = ["device", "day", "closed_seq", "station_count", "bank_count", "station_amount_fen",
+            "bank_amount_fen", "bank_held", "reconciled"]
+    (row,) = store.query(f"SELECT {', '.join(cols)} FROM reconciliation")
+    fen = int(amount * 100)
+    assert dict(zip(cols, row, strict=True)) == {
+        "device": "st-1", "day": "20260601", "closed_seq": 3, "station_count": 1,
+        "bank_count": 2, "station_amount_fen": fen, "bank_amount_fen": 2 * fen,
+        "bank_held": 0, "reconciled": 0}
+    again = closed(4, events.event_hash(early), 2, 2 * amount)
+    _batch(store, [again], device)
+    (row,) = store.query(f"SELECT {', '.join(cols)} FROM reconciliation")
+    assert dict(zip(cols, row, strict=True))["closed_seq"] == 4
+    assert dict(zip(cols, row, strict=True))["reconciled"] == 1
 
 
 @pytest.fixture
