@@ -41,6 +41,7 @@ class StationConfig:
     staff_reader: str               # "" = the card reader; else a part of another reader's name
     timezone: tzinfo                # the station's local time: voucher days, today's sales
     untrusted_time_max_h: int = DEFAULT_MAX_UNTRUSTED_H  # price by the last trusted time
+    language: str = "zh-CN"         # the station's language: the farmer's voucher
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class StationSection(Schema, kw_only=True):
     staff_reader: str = ""
     timezone: text() = DEFAULT_TIMEZONE
     untrusted_time_max_h: integer(1, 8760) = DEFAULT_MAX_UNTRUSTED_H
+    language: one_of("zh-CN", "en") = "zh-CN"
 
 
 def parse_station(path: Path, table) -> StationConfig:
@@ -102,7 +104,7 @@ def parse_station(path: Path, table) -> StationConfig:
         "card_write_s")})
     return StationConfig(timeouts=timeouts, price_tables_dir=st.price_tables_dir,
                          staff_reader=st.staff_reader, timezone=_timezone(path, st.timezone),
-                         untrusted_time_max_h=st.untrusted_time_max_h)
+                         untrusted_time_max_h=st.untrusted_time_max_h, language=st.language)
 
 
 def _timezone(path: Path, name: str) -> tzinfo:

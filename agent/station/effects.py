@@ -45,7 +45,7 @@ class EffectRunner:
                  printer=None, prices=None, timeouts: p.Timeouts | None = None,
                  clock: Callable[[], float] = time.monotonic, tz: tzinfo | None = None,
                  wall_clock: Callable[[], float] = time.time,
-                 trusted: TrustedTime | None = None):
+                 trusted: TrustedTime | None = None, language: str = "en"):
         self.device = device
         self.tz = tz or sales.local_zone()  # the voucher's day is the station's local day
         self.wall_clock = wall_clock
@@ -59,6 +59,7 @@ class EffectRunner:
         self.prices = prices  # a PriceTableStore
         self.legal_record = None  # an agent.station.legal.LegalRecord, set by the part
         self.trusted = trusted or TrustedTime(outbox)
+        self.language = language    # the farmer's voucher: the station's language
         self._refused_tables = ""
         self.clock = clock
         self.inputs: queue.Queue = queue.Queue()
@@ -323,7 +324,7 @@ class EffectRunner:
         from drivers.printer import PrinterError, print_voucher
 
         try:
-            print_voucher(self.printer, voucher)
+            print_voucher(self.printer, voucher, self.language)
             self.printer_fault = ""
         except PrinterError as exc:
             log.error("%s", exc)

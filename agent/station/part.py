@@ -105,7 +105,8 @@ class StationPart:
         self.station = EffectRunner(self.device, agent.outbox, write_card=self._write_card,
                                     display=self._show, buzzer=self._beep, printer=printer,
                                     prices=self.prices, timeouts=st.timeouts, tz=st.timezone,
-                                    trusted=TrustedTime(agent.outbox, st.untrusted_time_max_h))
+                                    trusted=TrustedTime(agent.outbox, st.untrusted_time_max_h),
+                                    language=st.language)
         self.scale_config = scale
         self.legal = LegalRecord(agent.outbox, running_legal_id(),
                                  legal_parameters(scale, self._tables_for_the_record()))
