@@ -52,6 +52,7 @@ COOKIE = "cocoon_screen"
 MAX_SESSIONS = 32
 MAX_STREAMS = 6
 KEEPALIVE_S = 5.0      # a closed page's stream is noticed (and its thread freed) by then
+DISCONNECT_CHECK_S = 0.25   # how often a waiting stream looks whether its page went away
 ACTIONS = {"confirm": Confirm(), "cancel": Cancel(), "sign-out": SignOut(),
            "close-day": CloseDay()}
 
@@ -204,18 +205,26 @@ class ScreenApp:
         start_response("200 OK", [("Content-Type", "text/event-stream; charset=utf-8"),
                                   ("Cache-Control", "no-cache"),
                                   ("X-Accel-Buffering", "no")])
-        return self._stream(last)
+        return self._stream(last, environ.get("waitress.client_disconnected"))
 
-    def _stream(self, last: int):
+    def _stream(self, last: int, gone=None):
+        """The states after `last`; it ends as soon as waitress sees the page gone (it reads
+        ahead on the connection), so that a reloaded page's old stream frees its thread at
+        once rather than at its next keep-alive."""
         try:
             yield b"retry: 1000\n\n"
+            quiet = 0.0
             while not self.stop.is_set():
-                seq, data = self.broadcaster.next_after(last, KEEPALIVE_S)
-                if self.stop.is_set() or self.broadcaster.closed:
+                seq, data = self.broadcaster.next_after(last, DISCONNECT_CHECK_S)
+                if self.stop.is_set() or self.broadcaster.closed or (gone and gone()):
                     return
                 if data is None:
-                    yield b": still here\n\n"
+                    quiet += DISCONNECT_CHECK_S
+                    if quiet >= KEEPALIVE_S:
+                        quiet = 0.0
+                        yield b": still here\n\n"
                     continue
+                quiet = 0.0
                 last = seq
                 yield f"id: {self.broadcaster.run_id}.{seq}\ndata: {data}\n\n".encode()
         finally:
@@ -319,7 +328,8 @@ class ScreenPart:
             self.server = waitress.create_server(
                 app, host=self.config.listen,
                 port=self.config.port, threads=MAX_STREAMS + 3, ident="cocoon-agent",
-                channel_timeout=60, clear_untrusted_proxy_headers=True)
+                channel_timeout=60, clear_untrusted_proxy_headers=True,
+                channel_request_lookahead=1)
         except OSError as exc:
             # The station still records and forwards (and the console still sells); the
             # doctor's screen check and this line say what to fix.
