@@ -43,8 +43,13 @@ class PledgeLine:
         return max(0, self.pledged - self.released)
 
     @property
+    def missing(self) -> int:
+        """Tags required by the pledge and neither present nor unknown."""
+        return max(0, self.required - self.present - self.unknown)
+
+    @property
     def state(self) -> str:
-        missing = self.required - self.present - self.unknown
+        missing = self.missing
         if missing > 0:
             return f"SHORT by {missing}"
         return "ok (some unknown)" if self.unknown else "ok"
