@@ -42,12 +42,12 @@ from agent.screen.server import (
     Refused,
     ScreenApp,
 )
-from agent.warehouse.screen import load_view
+from agent.warehouse.screen import STALE_S, load_view
 
 ASSETS = {"dashboard.css": "text/css", "dashboard.js": "text/javascript",
           "common.js": "text/javascript"}
 DOMAIN = "dashboard"
-STALE_S = 20.0          # no sign of the warehouse's housekeeping for this long: stale data
+
 CLIMATE_HOURS = 24
 RECENT_S = 60           # a tag read within the last minute was seen "just now"
 
