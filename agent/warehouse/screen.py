@@ -134,9 +134,9 @@ def render(view: View, now: datetime, width: int = 100) -> str:
                        f"{line.present:>7} {line.unknown:>7} {line.departed:>5}")
     else:       # too narrow for the table: each lot on lines of its own
         for line in view.lots:
-            out += _wrap(f"{line.lot}  pledge {line.pledge or '-'}  tags {line.bound}  present "
-                         f"{line.present}  unknown {line.unknown}  gone {line.departed}",
-                         width, "  ", "      ")
+            out += _pack([line.lot, f"pledge {line.pledge or '-'}", f"tags {line.bound}",
+                          f"present {line.present}", f"unknown {line.unknown}",
+                          f"gone {line.departed}"], width)
     if view.pending_receipts:
         out.append(f"  {view.pending_receipts} receipt(s) waiting for the agent")
     out += ["", "PLEDGES"]
@@ -150,9 +150,9 @@ def render(view: View, now: datetime, width: int = 100) -> str:
                        f"{p.released:>8} {p.present:>7} {p.unknown:>7}  {p.state}")
     else:
         for p in view.pledges:
-            out += _wrap(f"{p.pledge}  lots {len(p.lots)}  pledged {p.pledged}  released "
-                         f"{p.released}  present {p.present}  unknown {p.unknown}  {p.state}",
-                         width, "  ", "      ")
+            out += _pack([p.pledge, f"lots {len(p.lots)}", f"pledged {p.pledged}",
+                          f"released {p.released}", f"present {p.present}",
+                          f"unknown {p.unknown}", p.state], width)
     out += ["", f"OPEN ALERTS ({len(view.alerts)})"]
     if not view.alerts:
         out.append("  none")
@@ -176,6 +176,17 @@ def render(view: View, now: datetime, width: int = 100) -> str:
         out += _wrap(f"{name:{name_w}} " + (f"DOWN ({reason}) {detail}" if reason else "online"),
                      width, "  ", "    ")
     return "\n".join(out) + "\n"
+
+
+def _pack(chunks: list[str], width: int) -> list[str]:
+    """A row too wide for its table: its labelled values, packed whole onto indented lines."""
+    lines = ["  " + chunks[0]]
+    for chunk in chunks[1:]:
+        if len(lines[-1]) + 2 + len(chunk) <= width:
+            lines[-1] += "  " + chunk
+        else:
+            lines.append("      " + chunk)
+    return lines
 
 
 def _wrap(text: str, width: int, first: str, rest: str) -> list[str]:
