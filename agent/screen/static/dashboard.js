@@ -164,6 +164,11 @@ async function drawClimate() {
   };
   line((p) => yRh(p[2]), "rh");
   line((p) => yT(p[1]), "temp");
+  const now = doc.points[doc.points.length - 1];     // the latest reading, as a dot
+  if (now) {
+    add("circle", {cx: x(now[0]), cy: yRh(now[2]), r: 3, class: "rh-dot"});
+    add("circle", {cx: x(now[0]), cy: yT(now[1]), r: 3, class: "temp-dot"});
+  }
   svg.dataset.points = doc.points.length;
   add("text", {x: left + 4, y: top + 10, class: "temp-key"}, L.temperature);
   add("text", {x: left + 90, y: top + 10, class: "rh-key"}, L.humidity);
