@@ -223,3 +223,44 @@ def test_zh_cn_is_the_default_language(tmp_path, make_outbox, factory):
     finally:
         board.close()
         rig.close()
+
+
+def test_the_doctor_finds_the_dashboard_answering(breached):
+    from agent.fleet.doctor_checks import Status, check_screen
+
+    _, board = breached
+    result = check_screen(ScreenConfig("127.0.0.1", board.port, "en"))
+    assert result.status is Status.OK, result
+    assert check_screen(ScreenConfig("127.0.0.1", board.port, "zh-CN")).status is Status.WARN
+
+
+def test_the_light_and_siren_follow_open_alerts_across_a_restart(tmp_path, make_outbox,
+                                                                 factory):
+    """A reader outage lights the light without the siren; a breach sounds the siren too.
+    After a restart with the breach still open the light is on again at once, and the siren
+    is not sounded a second time for the same alert."""
+    outbox = make_outbox()
+    rig = Rig(tmp_path, outbox, factory, siren_s=0.3)
+    rig.reader.reads(LOT + OTHER)
+    rig.receive()
+    rig.pledge()
+    assert factory.pin(26).state is False and factory.pin(19).state is False
+    rig.reader.health(False, "cable pulled")
+    wait_for(lambda: rig.events("reader.offline"), 2, what="the outage")
+    assert factory.pin(26).state is True and factory.pin(19).state is False
+    rig.reader.health(True, "connected")
+    wait_for(lambda: factory.pin(26).state is False, 2, what="the light off")
+    rig.leave_with(LOT[2:] + OTHER)
+    assert factory.pin(19).state is True and factory.pin(26).state is True
+    wait_for(lambda: factory.pin(19).state is False, 3, what="the siren's end")
+    rig.close()
+    factory.reset()
+    again = Rig(tmp_path, outbox, factory, siren_s=0.3, start=False)
+    assert factory.pin(26).state is False       # before the service starts
+    again.start()
+    try:
+        assert factory.pin(26).state is True
+        time.sleep(0.1)
+        assert factory.pin(19).state is False
+    finally:
+        again.close()
