@@ -81,8 +81,9 @@ class Dashboard:
         return json.loads(body)
 
     def close(self):
-        self.stop.set()
-        self.part.close()
+        if not self.stop.is_set():
+            self.stop.set()
+            self.part.close()
 
 
 @pytest.fixture

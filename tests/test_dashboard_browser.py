@@ -214,5 +214,9 @@ def test_the_dashboard_through_a_breach_in_english(rig, factory, signer):  # noq
             assert factory.pin(26).state is True                 # the light stays on
             page.set_viewport_size({"width": 1920, "height": 1080})
             screenshot(page, "dashboard-en-1920x1080")
+            assert page.is_hidden("#stale")
+            board.close()                   # the agent stops: the page says its data is stale
+            page.wait_for_selector("#stale", state="visible", timeout=10000)
+            assert "stopped reporting" in page.inner_text("#stale")
     finally:
         board.close()

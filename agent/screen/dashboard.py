@@ -147,7 +147,10 @@ def dashboard_view(device: str, store_path: Path):
     """The state function the broadcaster calls: `view(warehouse, lang, cache)`."""
 
     def view(wh, lang: Language, cache: dict) -> dict:
-        return snapshot(wh, device, store_path, lang)
+        version = wh.version        # read before the state: a change meanwhile is seen next
+        if cache.get("version") != version:
+            cache["state"], cache["version"] = snapshot(wh, device, store_path, lang), version
+        return cache["state"]
 
     return view
 

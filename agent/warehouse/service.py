@@ -109,6 +109,13 @@ class Warehouse:
 
     # -- for views ------------------------------------------------------------------------
 
+    @property
+    def version(self) -> int:
+        """Moves on with every change a view may show (and every few seconds while the
+        housekeeping runs)."""
+        with self._changed:
+            return self._version
+
     def wait_change(self, version: int, timeout: float) -> int:
         """Block until something may have changed after `version`; the new version."""
         with self._changed:
