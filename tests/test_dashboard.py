@@ -265,3 +265,19 @@ def test_the_light_and_siren_follow_open_alerts_across_a_restart(tmp_path, make_
         assert factory.pin(19).state is False
     finally:
         again.close()
+
+
+def test_every_word_of_the_dashboard_has_its_chinese():
+    from babel.messages.pofile import read_po
+
+    from agent.screen.i18n import LOCALE_DIR
+
+    with open(LOCALE_DIR / "zh_CN" / "LC_MESSAGES" / "dashboard.po", "rb") as f:
+        catalog = read_po(f)
+    with open(LOCALE_DIR / "dashboard.pot", "rb") as f:
+        template = read_po(f)
+    wanted = {m.id for m in template if m.id}
+    assert wanted and wanted <= {m.id for m in catalog if m.id and m.string}
+    source = (LOCALE_DIR.parent / "dashboard.py").read_text(encoding="utf-8")
+    said = set(re.findall(r'_\(\s*"((?:[^"\\]|\\.)*)"\s*\)', source))
+    assert said and {s for s in said if "\n" not in s} <= wanted     # the template is current

@@ -75,6 +75,7 @@ def labels(lang: Language) -> dict[str, str]:
         "gone": _("Gone"),
         "tags": _("Tags"),
         "tag": _("Tag"),
+        "state": _("State"),
         "where": _("Where"),
         "last_seen": _("Last read"),
         "no_lot": _("No lot received yet"),
@@ -92,14 +93,13 @@ def labels(lang: Language) -> dict[str, str]:
         "staff_id": _("Your staff number"),
         "signed_in_as": _("Signed in:"),
         "sign_in_first": _("Sign in with your staff number to acknowledge"),
-        "updated": _("Updated"),
         "preset_checked": _("Checked on site"),
         "preset_bank": _("Bank's supervisor told"),
         "preset_tech": _("Technician called"),
     }
 
 
-def _alert_words(lang: Language, kind: str, key: str) -> tuple[str, str]:
+def _alert_words(lang: Language, kind: str) -> tuple[str, str]:
     """An alert's title and what to do about it, in plain words."""
     _ = lang._
     words = {
@@ -179,7 +179,7 @@ def snapshot(wh, device: str, store_path: Path, lang: Language) -> dict:
         alive = float(wh.store.meta("alive") or 0)
         settings = wh.config.climate
     status_words = {"present": _("present"), "unknown": _("unknown"),
-                    "departed": _("gone")}
+                    "departed": _("gone"), "": _("not read yet")}
     pledges = {p.pledge: p for p in counts.pledges}
     lot_rows = []
     for line in counts.lots:
@@ -189,8 +189,8 @@ def snapshot(wh, device: str, store_path: Path, lang: Language) -> dict:
             "present": line.present, "unknown": line.unknown, "gone": line.departed,
             "pledged": None if pledge is None else pledge.required,
             "missing": 0 if pledge is None else pledge.missing,
-            "tags": [{"epc": epc, "status": tags.get(epc, ("unknown",))[0],
-                      "status_text": status_words.get(tags.get(epc, ("unknown",))[0], ""),
+            "tags": [{"epc": epc, "status": tags.get(epc, ("",))[0],
+                      "status_text": status_words.get(tags.get(epc, ("",))[0], ""),
                       "where": tags[epc][1] if epc in tags else "",
                       "seen": _ago(lang, now - tags[epc][2]) if epc in tags else ""}
                      for epc in lots.get(line.lot, [])]})
@@ -200,7 +200,7 @@ def snapshot(wh, device: str, store_path: Path, lang: Language) -> dict:
                                              "at": lang.time(at, _local())})
     alert_rows = []
     for key, kind, detail, opened, seq in alerts:
-        title, advice = _alert_words(lang, kind, key)
+        title, advice = _alert_words(lang, kind)
         alert_rows.append({"key": key, "kind": kind, "seq": seq, "title": title,
                            "advice": advice, "detail": detail,
                            "opened": _ago(lang, now - opened),

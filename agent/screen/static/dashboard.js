@@ -80,6 +80,9 @@ function renderLots(state) {
     });
     details.append(el("summary", null, `${L.tags} (${lot.bound})`));
     const t = el("table", "tag-list");
+    const head = el("tr");
+    for (const key of ["tag", "state", "where", "last_seen"]) head.append(el("th", null, L[key]));
+    t.append(head);
     for (const tag of lot.tags) {
       const r = el("tr", "tag " + tag.status);
       r.dataset.epc = tag.epc;
@@ -253,6 +256,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("sign-out").addEventListener("click", async () => {
     try { await post("/sign-out", {}); } finally { setStaff(""); }
   });
+  $("ack-note").placeholder = L.note_hint;
   setStaff("");
   follow(render);
   setInterval(checkStale, 1000);
