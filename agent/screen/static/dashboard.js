@@ -64,7 +64,7 @@ function renderLots(state) {
   for (const lot of state.lots) {
     const tr = el("tr", lot.missing > 0 ? "short" : "");
     tr.dataset.lot = lot.lot;
-    tr.append(el("td", "id", lot.lot), el("td", "id", lot.pledge || "-"),
+    tr.append(el("td", "id lot", lot.lot), el("td", "id", lot.pledge || "-"),
               el("td", "n", lot.pledged == null ? "-" : lot.pledged),
               el("td", "n present", lot.present), el("td", "n", lot.unknown),
               el("td", "n gone", lot.gone));
