@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from string import Template
 
 from babel.dates import format_timedelta
 
-from agent.errors import EXPECTED
+from agent.errors import EXPECTED, CocoonError
 from agent.screen.config import ScreenConfig
 from agent.screen.i18n import Language
 from agent.screen.server import (
@@ -149,7 +150,11 @@ def dashboard_view(device: str, store_path: Path):
     def view(wh, lang: Language, cache: dict) -> dict:
         version = wh.version        # read before the state: a change meanwhile is seen next
         if cache.get("version") != version:
-            cache["state"], cache["version"] = snapshot(wh, device, store_path, lang), version
+            try:
+                cache["state"] = snapshot(wh, device, store_path, lang)
+            except sqlite3.Error as exc:     # the broadcaster keeps the last state and says so
+                raise CocoonError(f"cannot read {store_path}: {exc}") from None
+            cache["version"] = version
         return cache["state"]
 
     return view
@@ -244,8 +249,6 @@ def snapshot(wh, device: str, store_path: Path, lang: Language) -> dict:
 
 
 def _local():
-    from datetime import datetime
-
     return datetime.now().astimezone().tzinfo
 
 
@@ -313,7 +316,7 @@ class DashboardApp(ScreenApp):
                 rows = store.climate_log(since)
             finally:
                 store.close()
-        except EXPECTED as exc:
+        except (sqlite3.Error, *EXPECTED) as exc:
             raise Refused("503 Service Unavailable", str(exc)) from None
         settings = self.warehouse.config.climate
         doc = {"from": since, "to": time.time(),
