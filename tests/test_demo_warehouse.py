@@ -26,6 +26,7 @@ def test_demo_warehouse_breach_arrives_signed_and_acknowledged(tmp_path):
     proc = run_demo(root)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
+    assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+/", out, re.M), out
     verified = {int(s): t for s, t in re.findall(rf"verified {DEV} seq (\d+) (\S+)", out)}
     (received,) = [s for s, t in verified.items() if t == "lot.received"]
     (done,) = [s for s, t in verified.items() if t == "command.done"]

@@ -112,3 +112,81 @@ def test_a_multi_lot_pledge_is_judged_over_all_its_lots(tmp_path):
                                if line.strip().startswith("LOT-2"))
     assert [line.split()[-1] for line in text.splitlines()
             if line.strip().startswith(("P-1", "P-2"))] == ["unknown)", "1"]
+
+
+LONG = View("wh-01", (LotLine("LOT-1206-231939", "P-LOT-1206-231939", 6, 5, 0, 1),),
+            (PledgeLine("P-LOT-1206-231939", ("LOT-1206-231939",), 6, 0, 5, 0),),
+            (("custody.breach", "lot LOT-1206-231939: tag e280859a4df7266001105028 left "
+              "without a release", NOW.timestamp() - 30),),
+            None, (("dock", "", ""),), 0, NOW.timestamp() - 3)
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 100, 200])
+def test_the_view_fits_its_width_and_never_cuts_an_id(width):
+    text = render(LONG, NOW, width)
+    words = text.split()
+    assert words.count("P-LOT-1206-231939") == 2            # the lot's line and the pledge's
+    assert "e280859a4df7266001105028" in words
+    assert "THE AGENT IS STOPPED" not in text
+    assert [line for line in text.splitlines() if len(line) > width] == []
+
+
+def test_the_view_says_when_the_agent_stopped_reporting():
+    stopped = View(*LONG.__dict__.values())
+    object.__setattr__(stopped, "alive", NOW.timestamp() - 600)
+    text = render(stopped, NOW, 80)
+    assert "THE AGENT IS STOPPED" in text and "10 min ago" in text
+    assert all(len(line) <= 80 for line in text.splitlines()[:6])
+
+
+CONFIG = """\
+[device]
+id = "wh-01"
+data_dir = "data"
+[mqtt]
+host = "127.0.0.1"
+ca_file = "ca.pem"
+cert_file = "dev.pem"
+key_file = "dev.key"
+[keys]
+ingest_public_key_file = "ingest.pem"
+[warehouse]
+"""
+
+
+def test_once_exits_non_zero_while_alerts_are_open_or_the_agent_stopped(tmp_path):
+    import time
+
+    from click.testing import CliRunner
+
+    from agent.cli.main import cli
+    from agent.cli.warehouse import AGENT_STOPPED, ALERTS_OPEN
+
+    config = tmp_path / "agent.toml"
+    config.write_text(CONFIG)
+    (tmp_path / "data").mkdir()
+    store = WarehouseStore(tmp_path / "data" / "warehouse.sqlite")
+    c = Custody()
+    c.receive("LOT-1206-231939", ["s/1"], ["aa", "bb"])
+    c.pledge("P-LOT-1206-231939", {"lots": ["LOT-1206-231939"], "tags": 2, "kg": "10"})
+    store.save_custody(c)
+    store.set_meta("alive", str(time.time()))
+
+    def once(*extra):
+        return CliRunner().invoke(cli, ["--config", str(config), "warehouse", "--once",
+                                        *extra], env={"COLUMNS": "60"})
+
+    result = once()
+    assert result.exit_code == 0, result.output
+    assert "P-LOT-1206-231939" in result.output.split()
+    assert max(len(line) for line in result.output.splitlines()) <= 60
+    store.open_alert("breach:aa", "custody.breach", "lot LOT-1206-231939: tag aa left", 18)
+    assert once().exit_code == ALERTS_OPEN
+    assert once("--width", "120").exit_code == ALERTS_OPEN
+    store.close_alert("breach:aa")
+    store.set_meta("alive", str(time.time() - 120))
+    result = once()
+    assert result.exit_code == AGENT_STOPPED and "THE AGENT IS STOPPED" in result.output
+    store.close()
+    help_text = CliRunner().invoke(cli, ["--config", str(config), "warehouse", "--help"]).output
+    assert "3  at least one alert is open" in help_text and "4  the agent has stopped" in help_text

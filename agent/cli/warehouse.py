@@ -7,6 +7,7 @@ read-only; `receive` leaves the lot in its inbox for the running agent to bind a
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,30 +25,52 @@ def _store_path(obj: ConfigContext) -> Path:
     return obj.config.device.data_dir / STORE_NAME
 
 
+#: `warehouse --once` exit statuses (see its --help).
+ALERTS_OPEN = 3
+AGENT_STOPPED = 4
+
+
 @click.group(invoke_without_command=True)
-@click.option("--once", is_flag=True, help="Print the view once and exit.")
+@click.option("--once", is_flag=True, help="Print the view once and exit (see the exit "
+              "statuses below).")
 @click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
               help="Seconds between refreshes.")
+@click.option("--width", type=click.IntRange(min=40), default=None,
+              help="Columns to fit (default: the terminal's width, or $COLUMNS, or 80).")
 @click.pass_context
-def warehouse(ctx: click.Context, once: bool, interval: float) -> None:
+def warehouse(ctx: click.Context, once: bool, interval: float, width: int | None) -> None:
     """The supervised warehouse: lots, pledged against present counts, open alerts, climate
-    and reader health, refreshed until Ctrl-C.
+    and reader health, refreshed until Ctrl-C. The view fits the terminal's width (ids are
+    never cut) and says so when the agent has stopped reporting (its data may be stale).
 
-    Example: cocoon-agent --config /etc/cocoon-agent/agent.toml warehouse
+    \b
+    Exit statuses of --once:
+      0  no alert is open
+      3  at least one alert is open
+      4  the agent has stopped reporting: what is shown may be out of date
+      1  the view could not be read (e.g. the agent never ran here)
+      2  a usage error
+
+    Example: cocoon-agent --config /etc/cocoon-agent/agent.toml warehouse --once
     """
     if ctx.invoked_subcommand is not None:
         return
-    from agent.warehouse.screen import load_view, render
+    from agent.warehouse.screen import load_view, render, stale_for
 
     obj: ConfigContext = ctx.obj
     path = _store_path(obj)
     if not path.exists():
         raise click.ClickException(f"{path} does not exist yet: start the agent first")
     while True:
-        text = render(load_view(path, obj.config.device.id), datetime.now(timezone.utc))
+        columns = width or shutil.get_terminal_size((80, 24)).columns
+        now = datetime.now(timezone.utc)
+        view = load_view(path, obj.config.device.id)
+        text = render(view, now, columns)
         if once:
             click.echo(text, nl=False)
-            return
+            if stale_for(view, now) is not None:
+                ctx.exit(AGENT_STOPPED)
+            ctx.exit(ALERTS_OPEN if view.alerts else 0)
         click.clear()
         click.echo(text, nl=False)
         time.sleep(interval)

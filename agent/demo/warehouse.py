@@ -36,7 +36,8 @@ from pathlib import Path
 import tomlkit
 
 from agent.demo.sandbox import Site
-from agent.demo.station import print_ingest_status, terminate
+from agent.demo.station import free_port, print_ingest_status, terminate
+from agent.screen.config import LANGUAGES
 from drivers.tags.sim_field import TagField
 from drivers.tags.simulator import BB7ESimulator
 from ingest.config import load_ingest_config
@@ -232,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="work folder (default: var/demo-warehouse)")
     parser.add_argument("--duration", type=float, default=None,
                         help="stop after this many seconds (default: run until Ctrl-C)")
+    parser.add_argument("--dashboard-port", type=int, default=0,
+                        help="the dashboard's port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--language", choices=LANGUAGES, default="zh-CN",
+                        help="the dashboard's language (default: zh-CN)")
     parser.add_argument("--exit-when-acknowledged", action="store_true",
                         help="stop as soon as the ingest has acknowledged the breach")
     args = parser.parse_args(argv)
@@ -250,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     module.start()
     box = FieldBox(root, field)
     box.start()
-    site.add_device(DEVICE, warehouse=WAREHOUSE)
+    site.add_device(DEVICE, warehouse=WAREHOUSE,
+                    screen={"port": args.dashboard_port or free_port(), "language": args.language})
     broker = site.start_broker()
     config = configure(site, module, box)
     bindir = Path(sys.executable).parent
@@ -264,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     print("pins    : gpiozero mock pins (door 5, tamper 6, power 13, siren 19, light 26); "
           "climate: simulated SHT3x")
     print(f"agent   : {config}")
+    port = site.device_sections[DEVICE]["screen"]["port"]
+    print(f"dashboard: http://127.0.0.1:{port}/ (the monitor's dashboard)")
     print(f"logs    : {logs}; Ctrl-C to stop\n")
 
     ingest = subprocess.Popen(

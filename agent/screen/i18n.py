@@ -28,15 +28,16 @@ LOCALE_DIR = Path(__file__).with_name("locale")
 DOMAIN = "screen"
 
 
-@functools.lru_cache(maxsize=4)
-def translations(language: str) -> gettext.NullTranslations:
-    """The catalog of `language` ("zh-CN", "en"), compiled from its .po file."""
+@functools.lru_cache(maxsize=8)
+def translations(language: str, domain: str = DOMAIN) -> gettext.NullTranslations:
+    """The catalog of `language` ("zh-CN", "en"), compiled from its .po file; the warehouse's
+    dashboard has its own domain (`dashboard`)."""
     folder = language.replace("-", "_")     # zh-CN -> zh_CN (not Babel's zh_Hans_CN)
-    po = LOCALE_DIR / folder / "LC_MESSAGES" / f"{DOMAIN}.po"
+    po = LOCALE_DIR / folder / "LC_MESSAGES" / f"{domain}.po"
     if not po.is_file():
         return gettext.NullTranslations()
     with po.open("rb") as f:
-        catalog = read_po(f, locale=Locale.parse(folder), domain=DOMAIN)
+        catalog = read_po(f, locale=Locale.parse(folder), domain=domain)
     buf = io.BytesIO()
     write_mo(buf, catalog)
     buf.seek(0)
@@ -48,13 +49,14 @@ class Language:
     """One language of the screen: its tag for `<html lang>`, its messages and its formats."""
 
     tag: str
+    domain: str = DOMAIN
 
     @functools.cached_property
     def locale(self) -> Locale:
         return Locale.parse(self.tag, sep="-")
 
     def _(self, message: str) -> str:
-        return translations(self.tag).gettext(message)
+        return translations(self.tag, self.domain).gettext(message)
 
     def kg(self, grams: int | Decimal | None) -> str:
         if grams is None:

@@ -69,8 +69,8 @@ class Broadcaster:
     Only this thread reads the station (and its outbox) for the screens, so the screens stop
     reading before the agent closes the outbox."""
 
-    def __init__(self, part, lang: Language):
-        self.part, self.lang = part, lang
+    def __init__(self, part, lang: Language, view=snapshot):
+        self.part, self.lang, self.view = part, lang, view
         # Ids are "<run>.<seq>": a browser that reconnects to an agent started again sends an
         # id of the previous run, and must get the current state at once, not after as many
         # changes as it had seen.
@@ -86,7 +86,7 @@ class Broadcaster:
         try:
             while not stop.is_set():
                 try:
-                    data = json.dumps(snapshot(self.part, self.lang, self._cache),
+                    data = json.dumps(self.view(self.part, self.lang, self._cache),
                                       ensure_ascii=False, sort_keys=True)
                 except EXPECTED as exc:
                     log.warning("screen: cannot read the station: %s", exc)
@@ -266,7 +266,8 @@ class ScreenApp:
         apply_key(self.part, action)
         return self._json(start_response, "202 Accepted", {"ok": True})
 
-    def _check_same_origin(self, environ) -> None:
+    def _check_same_origin(self, environ) -> str:
+        """Refuse a request from another site or without the page's session; its cookie."""
         origin = environ.get("HTTP_ORIGIN")
         if origin is not None and origin != f"http://{environ.get('HTTP_HOST', '')}":
             raise Refused("403 Forbidden", "cross-site request refused")
@@ -285,6 +286,7 @@ class ScreenApp:
         given = environ.get("HTTP_X_COCOON_TOKEN", "")
         if expected is None or not secrets.compare_digest(expected, given):
             raise Refused("403 Forbidden", "no screen session: reload the page")
+        return morsel.value
 
     # -- replies ------------------------------------------------------------------------
 
@@ -319,11 +321,18 @@ class ScreenPart:
         from agent.station.part import StationPart
 
         part = next((x for x in self.agent.parts if isinstance(x, StationPart)), None)
-        if part is None:
-            log.error("screen: [screen] needs a station ([station] section); not served")
-            return
-        broadcaster = Broadcaster(part, Language(self.config.language))
-        app = ScreenApp(part, self.config, broadcaster, self._stop)
+        if part is None:        # a warehouse's agent serves the monitor's dashboard
+            from agent.screen.dashboard import dashboard_app
+
+            app = dashboard_app(self.agent, self.config, self._stop)
+            if app is None:
+                log.error("screen: [screen] needs a station ([station] section) or a "
+                          "warehouse ([warehouse]); not served")
+                return
+            broadcaster = app.broadcaster
+        else:
+            broadcaster = Broadcaster(part, Language(self.config.language))
+            app = ScreenApp(part, self.config, broadcaster, self._stop)
         try:
             self.server = waitress.create_server(
                 app, host=self.config.listen,
@@ -340,8 +349,11 @@ class ScreenPart:
         port = self.server.effective_port
         app.port = port
         self.url = f"http://{self.config.listen}:{port}/"
-        log.info("screen: serving the clerk's screen on %s (farmer's display %sfarmer)",
-                 self.url, self.url)
+        if part is None:
+            log.info("screen: serving the warehouse's dashboard on %s", self.url)
+        else:
+            log.info("screen: serving the clerk's screen on %s (farmer's display %sfarmer)",
+                     self.url, self.url)
         for name, target in (("screen-state", lambda: broadcaster.run(self._stop)),
                              ("screen-http", self.server.run)):
             thread = threading.Thread(target=target, name=name, daemon=True)

@@ -44,6 +44,14 @@ from agent.warehouse.store import WarehouseStore
 log = logging.getLogger(__name__)
 
 STORE_NAME = "warehouse.sqlite"
+ALIVE_EVERY_S = 5.0           # how often the housekeeping loop says it runs (meta `alive`)
+CLIMATE_LOG_EVERY_S = 60.0    # one reading a minute for the day's chart
+NOTE_MAX = 500                # characters of an acknowledgement's note
+STAFF_MAX = 64
+
+
+class AcknowledgeError(CocoonError):
+    """An acknowledgement that cannot be recorded; the message says why."""
 
 
 def _mono_ms() -> int:
@@ -93,6 +101,55 @@ class Warehouse:
         # Each reader's count of answers (see drivers.tags.reads.TagReader) when last looked.
         self._answers = {r.name: getattr(r, "answers", None) for r in self.readers}
         self.power_lost_seq: int | None = None
+        # Views (the dashboard) wait on this for a change worth showing.
+        self._changed = threading.Condition()
+        self._version = 0
+        self._alive_at = 0.0
+        self._climate_logged_at = 0.0
+
+    # -- for views ------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """Moves on with every change a view may show (and every few seconds while the
+        housekeeping runs)."""
+        with self._changed:
+            return self._version
+
+    def wait_change(self, version: int, timeout: float) -> int:
+        """Block until something may have changed after `version`; the new version."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._version != version, timeout)
+            return self._version
+
+    def _touch(self) -> None:
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    def acknowledge(self, alert_seq: int, note: str, staff: str) -> int:
+        """A monitor saw the open alert opened by event `alert_seq`: a signed
+        `alert.acknowledged` (its seq returned). The alert stays open until the event that
+        closes it; the light stays on."""
+        if isinstance(alert_seq, bool) or not isinstance(alert_seq, int):
+            raise AcknowledgeError("alert_seq must be the seq of the event that opened it")
+        note = note.strip() if isinstance(note, str) else ""
+        staff = staff.strip() if isinstance(staff, str) else ""
+        if not staff:
+            raise AcknowledgeError("who acknowledges it is not known: sign in first")
+        if len(note) > NOTE_MAX or len(staff) > STAFF_MAX:
+            raise AcknowledgeError(f"the note is longer than {NOTE_MAX} characters")
+        with self.lock:
+            rows = [r for r in self.store.alert_rows() if r[4] == alert_seq]
+            if not rows:
+                raise AcknowledgeError(f"no open alert was opened by event {alert_seq}")
+            key, kind = rows[0][0], rows[0][1]
+            seq = self.outbox.append(Draft("alert.acknowledged", "alert", {
+                "alert_seq": alert_seq, "alert": kind, "note": note, "staff": staff}))
+            self.store.add_ack(key, alert_seq, seq, staff, note)
+        log.info("alert seq %d (%s) acknowledged by %s", alert_seq, kind, staff)
+        self._touch()
+        return seq
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -181,6 +238,10 @@ class Warehouse:
             self.take_receipts()
             now = self.mono_ms()
             self._take_answers(now)
+            if time.monotonic() - self._alive_at >= ALIVE_EVERY_S:
+                self._alive_at = time.monotonic()
+                self.store.set_meta("alive", str(time.time()))
+                self._touch()       # ages on the dashboard move on
             if now >= self._next_check:
                 self._next_check = now + int(self.config.check_interval_s * 1000)
                 self._apply(self.presence.tick(now))
@@ -237,6 +298,10 @@ class Warehouse:
             self._emit(self.climate.reading(reading.temp_c100, reading.rh_c100, self.mono_ms()))
             self.store.save_climate(str(reading.temp_c), str(reading.rh_pct),
                                     self.climate.band, None)
+            if time.monotonic() - self._climate_logged_at >= CLIMATE_LOG_EVERY_S:
+                self._climate_logged_at = time.monotonic()
+                self.store.log_climate(str(reading.temp_c), str(reading.rh_pct))
+        self._touch()
 
     def take_receipts(self) -> None:
         with self.lock:
@@ -354,7 +419,7 @@ class Warehouse:
             if change is not None:
                 if change.open:
                     log.warning("ALERT %s", change.detail)
-                    self.store.open_alert(change.key, draft.type, change.detail)
+                    self.store.open_alert(change.key, draft.type, change.detail, seq)
                     siren = siren or change.siren
                 else:
                     self.store.close_alert(change.key)
@@ -366,6 +431,7 @@ class Warehouse:
             self.pins.sound_siren()
         if drafts:
             self.pins.show_alerts(bool(self.store.open_alerts()))
+            self._touch()
 
     def _flush_tags(self) -> None:
         if not self._dirty:

@@ -41,7 +41,18 @@ def _m001(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")
 
 
-MIGRATIONS = [("0001-warehouse", _m001)]
+def _m002(db: sqlite_utils.Database) -> None:
+    # What the dashboard shows beside the terminal view: the seq of the event that opened each
+    # alert (an acknowledgement names it), the monitors' acknowledgements of open alerts, and
+    # a day of climate readings for its chart.
+    db["alerts"].add_column("seq", int)
+    db["acks"].create({"alert_key": str, "alert_seq": int, "seq": int, "staff": str,
+                       "note": str, "at": float}, pk="seq")
+    db["climate_log"].create({"at": float, "temp_c": str, "rh_pct": str}, pk="at")
+
+
+MIGRATIONS = [("0001-warehouse", _m001), ("0002-dashboard", _m002)]
+CLIMATE_KEPT_S = 24 * 3600
 
 
 class WarehouseStore:
@@ -146,12 +157,28 @@ class WarehouseStore:
     def load_readers(self) -> list[tuple[str, str, str]]:
         return self.rows("SELECT name, down_reason, detail FROM readers ORDER BY name")
 
-    def open_alert(self, key: str, kind: str, detail: str) -> None:
-        self.conn.execute("INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?)",
-                          (key, kind, detail, time.time()))
+    def open_alert(self, key: str, kind: str, detail: str, seq: int | None = None) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO alerts (key, kind, detail, opened, seq) "
+                          "VALUES (?, ?, ?, ?, ?)", (key, kind, detail, time.time(), seq))
 
     def close_alert(self, key: str) -> None:
-        self.conn.execute("DELETE FROM alerts WHERE key = ?", (key,))
+        self._tx([("DELETE FROM alerts WHERE key = ?", (key,)),
+                  ("DELETE FROM acks WHERE alert_key = ?", (key,))])
+
+    def alert_rows(self) -> list[tuple[str, str, str, float, int | None]]:
+        """Open alerts with the seq of the event that opened them (None: opened before this
+        was kept)."""
+        return self.rows("SELECT key, kind, detail, opened, seq FROM alerts "
+                         "ORDER BY opened, key")
+
+    def add_ack(self, alert_key: str, alert_seq: int, seq: int, staff: str, note: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO acks VALUES (?, ?, ?, ?, ?, ?)",
+                          (alert_key, alert_seq, seq, staff, note, time.time()))
+
+    def acks(self) -> list[tuple[str, int, int, str, str, float]]:
+        """The acknowledgements of open alerts: (alert_key, alert_seq, seq, staff, note, at)."""
+        return self.rows("SELECT alert_key, alert_seq, seq, staff, note, at FROM acks "
+                         "ORDER BY seq")
 
     def open_alerts(self) -> list[tuple[str, str, str, float]]:
         return self.rows("SELECT key, kind, detail, opened FROM alerts ORDER BY opened, key")
@@ -164,6 +191,16 @@ class WarehouseStore:
     def load_climate(self) -> tuple | None:
         rows = self.rows("SELECT temp_c, rh_pct, band, error, updated FROM climate")
         return rows[0] if rows else None
+
+    def log_climate(self, temp_c: str, rh_pct: str, at: float | None = None) -> None:
+        """One reading for the day's chart; readings older than a day are dropped."""
+        at = time.time() if at is None else at
+        self._tx([("INSERT OR REPLACE INTO climate_log VALUES (?, ?, ?)", (at, temp_c, rh_pct)),
+                  ("DELETE FROM climate_log WHERE at < ?", (at - CLIMATE_KEPT_S,))])
+
+    def climate_log(self, since: float) -> list[tuple[float, str, str]]:
+        return self.rows("SELECT at, temp_c, rh_pct FROM climate_log WHERE at >= ? ORDER BY at",
+                         (since,))
 
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
