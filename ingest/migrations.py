@@ -52,6 +52,20 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
         "CREATE TABLE parked (id {id}, device TEXT, topic TEXT, payload {blob}, reason TEXT, "
         "worker TEXT, at {real})",
     )),
+    # Revocation at the bank: the device's watermark when it was revoked; its events above
+    # it are refused, whatever the broker's CRL says.
+    ("0006-revoked-devices", (
+        "CREATE TABLE revoked (device TEXT PRIMARY KEY, watermark {int}, revoked_at {real}, "
+        "reason TEXT)",
+    )),
+    # One event, one signature. `events.payload` and `hash` hold the low-s form of an ES256
+    # signature; `chain_hash` is the hash of the form the device's chain names when it is the
+    # other one ('' while two forms came and no later event has named one; NULL: `hash`).
+    # `signing` records what each `agent.started` announced (low_s: 1 or 0) at its seq.
+    ("0007-one-signature", (
+        "ALTER TABLE events ADD COLUMN chain_hash TEXT",
+        "CREATE TABLE signing (device TEXT, seq {int}, low_s {int}, PRIMARY KEY (device, seq))",
+    )),
 ]
 
 
