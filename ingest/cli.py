@@ -86,6 +86,57 @@ def status(obj: ConfigContext, as_json: bool) -> None:
                    f"{r['duplicates']:>5} {r['rejected']:>8}  {', '.join(r['open_alerts']) or '-'}")
 
 
+@cli.command()
+@click.option("--device", required=True, help="The device id to revoke.")
+@click.option("--reason", default="", help="Why (kept with the record).")
+@click.option("--cert", "cert_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A certificate of the device the enrolment service did not issue, to list on "
+                   "the CRL too (repeatable).")
+@click.pass_obj
+def revoke(obj: ConfigContext, device: str, reason: str, cert_files) -> None:
+    """Revoke DEVICE at the bank: its events above its watermark now are refused.
+
+    The watermark is recorded in the store; every worker refuses (and counts) the device's
+    events above it, whatever their time and whatever the broker's CRL says, and the enrolment
+    service refuses to renew its certificate. With [broker] crl_file, the CRL is written again
+    (signed by the [enrolment] CA) with the device's certificates, and [broker] reload_command
+    is run. Prints the recorded watermark.
+    """
+    from agent.contract.topics import DEVICE_ID_RE
+
+    from . import revocation
+    from .store import open_store
+
+    if not DEVICE_ID_RE.match(device):
+        raise click.BadParameter(f"{device!r} is not a device id", param_hint="--device")
+    settings = obj.config.require_ingest()
+    store = open_store(settings)
+    try:
+        watermark, at, new = store.revoke(device, reason)
+        everyone = set(store.revoked())
+    finally:
+        store.close()
+    revocation.mark(settings.devices_dir, device, watermark, at)
+    click.echo(f"revoked {device} at seq {watermark}"
+               + ("" if new else " (already revoked then)"))
+    broker = obj.config.broker
+    if broker.crl_file is None:
+        click.echo("no [broker] crl_file: the broker's CRL is left as it is", err=True)
+        return
+    enrolment = obj.config.enrolment
+    if enrolment is None:
+        raise click.ClickException("[broker] crl_file needs the [enrolment] section (the "
+                                   "device CA that signs the CRL); the revocation is recorded")
+    serials = revocation.issued_serials(enrolment.data_dir, everyone)
+    serials |= {revocation.certificate_serial(f) for f in cert_files}
+    count = revocation.write_crl(broker.crl_file, enrolment.ca_cert_file, enrolment.ca_key_file,
+                                 serials)
+    click.echo(f"CRL {broker.crl_file}: {count} certificate(s) listed")
+    if broker.reload_command:
+        revocation.reload_broker(broker.reload_command)
+        click.echo("broker told to reload")
+
+
 @cli.command("send-command")
 @click.option("--key", "key_file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="PEM private key of the bank or backend, whichever the type requires.")

@@ -142,8 +142,7 @@ class IngestStore:
         named = {d for d in (topics.device_of(t) for t, _ in messages) if d}
         self._counts: dict[str, dict[str, int]] = {}
         with self.db.transaction(named):
-            self._revoked = dict(self.db.execute("SELECT device, watermark FROM revoked"
-                                                 ).fetchall())
+            self._revoked = self.revoked()
             self._signing: dict[str, list[tuple[int, int]]] = {}
             for topic, payload in messages:
                 outcome = self._process(topic, payload, registry)
@@ -422,6 +421,28 @@ class IngestStore:
         self.db.execute("UPDATE devices SET watermark=?, watermark_hash=? WHERE device=?",
                         (wm, wm_hash, device))
         return wm, wm_hash
+
+    # -- revocation ---------------------------------------------------------------------
+
+    def revoke(self, device: str, reason: str = "") -> tuple[int, float, bool]:
+        """Record `device` as revoked at its watermark now (under its lock, so that no batch of
+        it is half way); (watermark, revoked_at, whether this call revoked it). Revoking again
+        keeps the first record."""
+        with self.db.transaction([device]):
+            wm, _ = self.watermark(device)
+            at = time.time()
+            new = bool(self.db.execute(
+                "INSERT INTO revoked (device, watermark, revoked_at, reason) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (device) DO NOTHING RETURNING device",
+                (device, wm, at, _text(reason[:500]))).fetchall())
+            if not new:
+                wm, at = self.db.execute("SELECT watermark, revoked_at FROM revoked WHERE "
+                                         "device=?", (device,)).fetchone()
+        return wm, at, new
+
+    def revoked(self) -> dict[str, int]:
+        """Revoked devices and the watermark above which their events are refused."""
+        return dict(self.db.execute("SELECT device, watermark FROM revoked").fetchall())
 
     # -- status & alerts ---------------------------------------------------------------
 
