@@ -66,6 +66,13 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
         "ALTER TABLE events ADD COLUMN chain_hash TEXT",
         "CREATE TABLE signing (device TEXT, seq {int}, low_s {int}, PRIMARY KEY (device, seq))",
     )),
+    # The device's own alerts (agent/contract/alerts.py): the seqs of the latest event that
+    # opened and that closed each, so that the order of arrival does not matter; the alert is
+    # open, in `alerts`, while opened_seq > closed_seq.
+    ("0008-device-alerts", (
+        "CREATE TABLE alert_state (device TEXT, kind TEXT, opened_seq {int}, closed_seq {int}, "
+        "PRIMARY KEY (device, kind))",
+    )),
 ]
 
 

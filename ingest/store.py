@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.contract import events, topics
+from agent.contract.alerts import alert_change
 from agent.contract.envelope import parse_json_object
 from agent.contract.errors import EventFormatError, SignatureError
 from agent.contract.signing import ES256, P256_N, b64url, b64url_decode, is_high_s, low_s
@@ -257,8 +258,28 @@ class IngestStore:
                             f"the device resumed its chain at seq {seq} after seq {after_seq}; "
                             f"it declares {count} seq(s) lost: "
                             + ", ".join(f"{a}-{b}" for a, b in lost)[:300])
+        change = alert_change(event["type"], event["body"])
+        if change:
+            self._device_alert(device, seq, *change)
         self._count(device, "accepted")
         return Outcome(ACCEPTED, device, seq, event["type"], event["priority"])
+
+    def _device_alert(self, device: str, seq: int, kind: str, opens: bool) -> None:
+        """An event at `seq` opened or closed the device's alert `kind`: the later seq wins,
+        whichever came first; `alerts` holds it open while its opening seq is the later."""
+        column = "opened_seq" if opens else "closed_seq"
+        self.db.execute(
+            "INSERT INTO alert_state (device, kind, opened_seq, closed_seq) VALUES (?, ?, 0, 0)"
+            " ON CONFLICT (device, kind) DO NOTHING", (device, kind))
+        self.db.execute(f"UPDATE alert_state SET {column} = ? WHERE device = ? AND kind = ? AND"
+                        f" {column} < ?", (seq, device, kind, seq))
+        opened, closed = self.db.execute(
+            "SELECT opened_seq, closed_seq FROM alert_state WHERE device = ? AND kind = ?",
+            (device, kind)).fetchone()
+        if opened > closed:
+            self.open_alert(device, kind, f"opened by seq {opened}")
+        else:
+            self.close_alerts(device, kind)
 
     def _chain_problem(self, device: str, event: dict, digest: str) -> tuple[str | None,
                                                                              str | None]:
