@@ -146,16 +146,32 @@ def revoke(obj: ConfigContext, device: str, reason: str, cert_files) -> None:
 @click.option("--expires", default=3600, show_default=True, type=click.IntRange(1, 30 * 86400),
               help="Seconds until the command expires.")
 @click.option("--id", "command_id", default=None, help="Command id (default: a new UUID).")
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0.1), default=None, metavar="S",
+              help="Wait up to S seconds for the device's answer, read from the ingest's store "
+                   "(--config then needs [ingest], and [store] if the ingest has one), and "
+                   "print it on a second line: accepted (exit 0), refused (exit 3), failed "
+                   "(exit 4) or no answer (exit 5).")
 @click.pass_obj
-def send_command(obj: ConfigContext, key_file, device, type_, body, expires, command_id) -> None:
+def send_command(obj: ConfigContext, key_file, device, type_, body, expires, command_id,
+                 wait_s) -> None:
     """Sign a command and publish it to the device's commands topic (QoS 1).
 
-    Uses the [mqtt] section of --config (an operator's client certificate).
+    Uses the [mqtt] section of --config (an operator's client certificate). Prints the command
+    id. With --wait S, then waits for the device's verified answer in the ingest's store:
+    `accepted` (command.accepted, and command.done once its handler ran; exit 0), `refused`
+    (command.refused; exit 3), `failed` (accepted, then command.failed; exit 4) or `no answer`
+    within S seconds (exit 5); the reason of a refusal or failure goes to stderr. Exit 1: the
+    broker did not take the command; 2: a configuration problem.
 
     Example: cocoon-ingest --config operator.toml send-command --key bank.key --device st-01
     --type payment.confirmed
     --body '{"voucher": "st-01-20260601-0007", "payment_ref": "B-1", "amount": "2015.09"}'
     """
+    watcher = None
+    if wait_s is not None:
+        from .answers import AnswerWatcher
+
+        watcher = AnswerWatcher(obj.config.require_ingest(), device)
     from agent.link.mqtt import LinkSettings, MqttLink
 
     command = make_command(device, type_, parse_json_object(body, "--body"),
@@ -200,6 +216,12 @@ def send_command(obj: ConfigContext, key_file, device, type_, body, expires, com
     if result["code"] >= 0x80:
         raise click.ClickException(f"broker refused the command (reason code {result['code']})")
     click.echo(command["id"])
+    if watcher is not None:
+        answer = watcher.wait(command["id"], wait_s)
+        click.echo(answer.outcome)
+        if answer.reason:
+            click.echo(f"{answer.outcome}: {answer.reason}", err=True)
+        raise click.exceptions.Exit(answer.exit_code)
 
 
 @cli.group()
