@@ -14,7 +14,9 @@ from setuptools import find_packages, setup
 SHARED = [
     "paho-mqtt>=2.1,<3",
     "sqlite-utils>=3.36",
-    "cryptography>=41",
+    # 43 is the first with SM4 and with 3DES under hazmat.decrepit (the PSAM scheme of the
+    # CPU cards, drivers/pcsc/symmetric.py)
+    "cryptography>=43",
     "pynacl>=1.5",  # Ed25519 signing of events through libsodium, outside the GIL
     "rfc8785>=0.1.4",
     "click>=8.1",
@@ -38,6 +40,11 @@ DEVICE = [
     # Farmer and staff cards over PC/SC. No Linux wheel on PyPI: it builds from source and
     # needs gcc, the Python headers and libpcsclite-dev (scripts/bootstrap installs them).
     "pyscard>=2.0",
+    # The clerk's screen (agent/screen): waitress serves it from a few threads of the agent
+    # (+1.5 MiB RSS measured, against +6 for werkzeug, +11 for uvicorn with starlette and +17
+    # for aiohttp); Babel formats its numbers and dates and reads its gettext catalogs.
+    "waitress>=3.0",
+    "babel>=2.12",
     # Pin backends exist only on a Raspberry Pi: RPi.GPIO for older models, lgpio for
     # the Pi 5 (where RPi.GPIO fails). 64-bit Raspberry Pi OS reports aarch64, 32-bit
     # armv7l (Pi 2 to 5) or armv6l (Pi 1, Zero, Zero W). x86 test machines use gpiozero's
@@ -68,8 +75,10 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["agent*", "drivers*", "firmware_bridge*", "ingest*"]),
-    # The list of legally relevant files that `cocoon-agent --version` identifies.
-    package_data={"agent.contract": ["legal_manifest.txt"]},
+    # The list of legally relevant files that `cocoon-agent --version` identifies; the clerk's
+    # screen's pages and its gettext catalogs (compiled when the screen starts).
+    package_data={"agent.contract": ["legal_manifest.txt"],
+                  "agent.screen": ["static/*", "locale/*/LC_MESSAGES/*.po", "babel.cfg"]},
     install_requires=SHARED + (DEVICE if fielded_device() else []),
     extras_require={
         "device": DEVICE,
@@ -89,6 +98,9 @@ setup(
             "jsonschema>=4.17",
             "packaging>=23",  # tests/test_setup_markers.py evaluates install_requires markers
             "psycopg[binary]>=3.1",  # the ingest's store tests, run on SQLite and PostgreSQL
+            "gmssl>=3.2",  # an independent SM4, to cross-check the card keys' diversification
+            # The screen's tests drive Debian's chromium (no browser download) by touch.
+            "playwright>=1.40",
         ],
     },
     entry_points={

@@ -110,6 +110,7 @@ PLUGGED_SECTIONS: dict[str, str] = {
     "scale": "agent.station.config:parse_scale",
     "printer": "agent.station.config:parse_printer",
     "signals": "agent.station.config:parse_signals",
+    "screen": "agent.screen.config:parse_screen",
     "update": "agent.fleet.release.layout:parse_update",
     "firmware": "firmware_bridge.config:parse_firmware",
     "metrics": "agent.ops.metrics_config:parse_metrics",

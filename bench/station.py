@@ -1,6 +1,6 @@
 """Benchmark of the station: swipe to holder shown, confirm to durable, over many sales.
 
-    .venv/bin/python bench/station.py [--sales 200]
+    .venv/bin/python bench/station.py [--sales 200] [--auth psam|ed25519|none] [--alg sm4|3des]
 
 Everything is the production path on simulated hardware: a private pcscd with a vpcd reader
 and virtual farmer CPU cards (drivers.vpcd), the CardMonitor and CardDesk, a Yaohua XK3190-A9
@@ -12,7 +12,11 @@ bench/spine.py.
     farmer's name (pcscd noticing the card, the monitor, connecting, SELECT and the reads, the
     issuer signature check, the INTERNAL AUTHENTICATE challenge, the flow); and the part of it
     from the monitor reporting the card to the holder shown (the agent's own share: pcscd
-    notices a card by polling its reader driver).
+    notices a card by polling its reader driver). With `--auth psam` (the default, as the
+    station's default) the challenge is the PSAM scheme's mutual authentication: INTERNAL
+    AUTHENTICATE, GET CHALLENGE and EXTERNAL AUTHENTICATE to the card and two INIT FOR DESCRYPT
+    and CIPHER DATA pairs to a virtual PSAM in the second reader; `--auth ed25519` is the
+    card's own key pair (one INTERNAL AUTHENTICATE), `--auth none` no challenge.
 (b) confirm -> durable: from the clerk's confirmation to `purchase.recorded` committed with
     fsync (the voucher drawn in the same transaction).
 Beside them, measured in the same run: (c) a bare APDU round trip (SELECT through pcscd to a
@@ -38,6 +42,7 @@ from agent.contract.signing import Ed25519Signer, Verifier
 from agent.station import purchase as p
 
 READER = "PCD 00 00"
+SAM_READER = "PCD 00 01"
 HOLDER = {"farmer_id": "F-0001", "name": "Bench Farmer", "address": "Bench town",
           "labour": 2, "mulberry_area_mu": "3", "silkworm_room_area_m2": "40",
           "account_ref": "acct-bench"}
@@ -74,6 +79,8 @@ class TimedOutbox:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sales", type=int, default=200)
+    parser.add_argument("--auth", choices=("psam", "ed25519", "none"), default="psam")
+    parser.add_argument("--alg", choices=("sm4", "3des"), default="sm4")
     args = parser.parse_args()
 
     from drivers.vpcd.pcscd import SOCKET_ENV, Pcscd
@@ -89,8 +96,11 @@ def main() -> int:
     from agent.station.weighing import ScaleJudge
     from drivers.pcsc import ApduTransport, CardInserted, CardMonitor
     from drivers.pcsc import farmer_card as fc
+    from drivers.pcsc.psam import USAGE_EXTERNAL, USAGE_INTERNAL
+    from drivers.pcsc.symmetric import ALG_3DES, ALG_SM4
     from drivers.scale import Reading, SalePolicy, ScaleReader, StabilityDetector
     from drivers.vpcd.cpu_card import CpuFarmerCard
+    from drivers.vpcd.psam import VirtualPsam, card_keys
 
     pcscd = Pcscd(root / "pcscd", root / "pcscd.comm")
     pcscd.start()
@@ -106,7 +116,8 @@ def main() -> int:
     station = EffectRunner("station-bench", outbox, write_card=lambda f, s: desk.write_card(f, s),
                            display=display, timeouts=p.Timeouts(duplicate_window_s=0.0))
     desk = CardDesk(reader=READER, issuer_verifier=Verifier.from_pem(issuer.public_key_pem()),
-                    outbox=outbox, submit=station.submit, blacklist=Blacklist(outbox))
+                    outbox=outbox, submit=station.submit, blacklist=Blacklist(outbox),
+                    auth=args.auth, sam_reader=SAM_READER)
     judge = ScaleJudge("bench-1", SalePolicy(Decimal("10")), tare_g=0,
                        detector=StabilityDetector(5, 0.5))
 
@@ -120,21 +131,28 @@ def main() -> int:
     worker.start()
     bench.load_platform("52.40")
 
-    def wait_text(prefix: str, timeout: float = 15.0) -> float:
+    def wait_text(prefix: str, timeout: float = 15.0, *, within: bool = False) -> float:
         deadline = time.monotonic() + timeout
         while True:
             at, text = shown.get(timeout=max(0.01, deadline - time.monotonic()))
-            if text.startswith(prefix):
+            if text.startswith(prefix) or (within and prefix in text):
                 return at
+            if os.environ.get("BENCH_TRACE"):
+                print("  screen:", text, file=sys.stderr)
             if text.startswith(("Card refused", "SALE NOT RECORDED")):
                 raise RuntimeError(text)
 
     reader_slot = pcscd.reader(READER)
+    alg = {"sm4": ALG_SM4, "3des": ALG_3DES}[args.alg]
+    masters = {USAGE_INTERNAL: os.urandom(16), USAGE_EXTERNAL: os.urandom(16)}
+    VirtualPsam(pcscd.reader(SAM_READER), alg=alg, masters=masters).insert()
     cards = []
     for i in range(10):
-        card = CpuFarmerCard(reader_slot, serial=bytes.fromhex(f"860011223344{i:04d}"))
+        serial = bytes.fromhex(f"860011223344{i:04d}")
+        card = CpuFarmerCard(reader_slot, serial=serial, sym_alg=alg,
+                             sym_keys=card_keys(alg, masters, serial))
         with card, ApduTransport.open(READER) as t:
-            fc.issue_cpu_card(t, HOLDER, issuer)          # with its own key: challenged
+            fc.issue_cpu_card(t, HOLDER, issuer)   # its own key too (for --auth ed25519)
         cards.append(card)
     detected: queue.Queue = queue.Queue()
 
@@ -160,7 +178,7 @@ def main() -> int:
         read.append(holder_shown - max(t for t in reported if t <= holder_shown))
         wait_text("Net ")                       # the stable weight, already on the platform
         station.submit(p.Graded(p.Priced("+1", Decimal("39.30"), Decimal("2043.60"), {})))
-        wait_text("Grade ")
+        wait_text("Farmer confirms?", within=True)      # the priced lot, shown to confirm
         t1 = time.perf_counter()
         station.submit(p.Confirm())
         durable.append(outbox.durable.get(timeout=15) - t1)
@@ -188,13 +206,15 @@ def main() -> int:
         os.close(fd)
 
     monitor.stop()
+    desk.close()                            # the PSAM's connection, before pcscd goes
     reader.stop()
     outbox.close()
     bench.scale.stop()
     bench.socat.terminate()
     pcscd.stop()
     print(f"station benchmark: {args.sales} sales through pcscd (vpcd), a pty scale and a "
-          f"real outbox; {os.cpu_count()} CPUs")
+          f"real outbox; card challenge: {args.auth}"
+          + (f" ({args.alg})" if args.auth == "psam" else "") + f"; {os.cpu_count()} CPUs")
     print(f"{'measure':<44} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}")
     print(row("(a) card swipe -> holder shown", swipe))
     print(row("    of which: card reported -> holder shown", read))

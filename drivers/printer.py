@@ -64,37 +64,68 @@ def _exact_kg(grams: str) -> str:
     return f"{three:f}" if kg == three else f"{kg.normalize():f}"
 
 
-def voucher_lines(v: dict) -> list[str]:
-    """The voucher's text, one line per item (also shown on screen and tested).
+# The voucher's words in each language the station speaks (`[station] language`): the farmer
+# reads them. Values (names, numbers, vouchers) are printed as they are.
+WORDS = {
+    "en": {"title": "FRESH COCOON PURCHASE VOUCHER", "copy": "*** COPY ***", "no": "No. {}",
+           "farmer": "Farmer: {} ({})", "gross": "Gross: {} kg", "tare": "Tare:  {} kg",
+           "net": "Net:   {} kg", "less_weight": "Less {} % of weight: {} {} %",
+           "payable": "Payable: {} kg", "grade": "Grade: {}", "graded": " at {} yuan/{}",
+           "less_price": "Less {} % of price: {} {} %", "price": "Price: {} yuan/kg",
+           "amount": "AMOUNT: {} kg x {} = {} yuan", "event": "Event: {} #{}"},
+    "zh-CN": {"title": "鲜茧收购凭证", "copy": "*** 补打副本 ***", "no": "凭证号 {}",
+              "farmer": "蚕农：{}（{}）", "gross": "毛重：{} 公斤", "tare": "皮重：{} 公斤",
+              "net": "净重：{} 公斤", "less_weight": "扣重 {}%：{} {}%",
+              "payable": "计价重量：{} 公斤", "grade": "等级：{}", "graded": "（{} 元/{}）",
+              "less_price": "扣价 {}%：{} {}%", "price": "单价：{} 元/公斤",
+              "amount": "金额：{} 公斤 × {} = {} 元", "event": "事件：{} #{}"},
+}
+MEASURES_ZH = {"moisture": "含水率", "reelable": "上车茧率", "defects.perforated": "穿头茧",
+               "defects.stained": "黄斑茧", "defects.thin": "薄皮茧", "defects.mouldy": "霉茧"}
+LANGUAGES = tuple(WORDS)
+
+
+def voucher_lines(v: dict, language: str = "en") -> list[str]:
+    """The voucher's text, one line per item, in `language` (also shown on screen and tested).
 
     The printed numbers multiply out, so that the farmer can check the sum: net, each
     deduction with its reason (what was measured), the payable weight, the price and the
     amount = payable weight x price, rounded to the fen.
     """
+    w = WORDS[language]
+    unit = {"kg": "公斤", "50kg": "50公斤"} if language == "zh-CN" else {}
+
+    def measure(name: str) -> str:
+        return MEASURES_ZH.get(name, name) if language == "zh-CN" else name
+
     lines = [
-        "FRESH COCOON PURCHASE VOUCHER",
-        f"No. {v['voucher']}",
-        f"Farmer: {v['farmer']} ({v['farmer_id']})",
-        f"Gross: {_kg(v['gross_g'])} kg",
-        f"Tare:  {_kg(v['tare_g'])} kg",
-        f"Net:   {_kg(v['net_g'])} kg",
+        w["title"],
+        *([w["copy"]] if v.get("copy") else []),
+        w["no"].format(v["voucher"]),
+        w["farmer"].format(v["farmer"], v["farmer_id"]),
+        w["gross"].format(_kg(v["gross_g"])),
+        w["tare"].format(_kg(v["tare_g"])),
+        w["net"].format(_kg(v["net_g"])),
     ]
     deductions = v.get("deductions", ())
     for d in deductions:
         if d["applies_to"] == "mass":
-            lines.append(f"Less {d['pct']} % of weight: {d['measure']} {d['measured_pct']} %")
+            lines.append(w["less_weight"].format(d["pct"], measure(d["measure"]),
+                                                 d["measured_pct"]))
     payable = _exact_kg(v["payable_g"]) if "payable_g" in v else _kg(v["net_g"])
-    lines.append(f"Payable: {payable} kg")
-    graded = f" at {v['graded_price']} yuan/{v.get('price_unit') or 'kg'}" \
+    lines.append(w["payable"].format(payable))
+    price_unit = v.get("price_unit") or "kg"
+    graded = w["graded"].format(v["graded_price"], unit.get(price_unit, price_unit)) \
         if v.get("graded_price") else ""
-    lines.append(f"Grade: {v['grade']}{graded}")
+    lines.append(w["grade"].format(v["grade"]) + graded)
     for d in deductions:
         if d["applies_to"] != "mass":
-            lines.append(f"Less {d['pct']} % of price: {d['measure']} {d['measured_pct']} %")
+            lines.append(w["less_price"].format(d["pct"], measure(d["measure"]),
+                                                d["measured_pct"]))
     lines += [
-        f"Price: {v['unit_price']} yuan/kg",
-        f"AMOUNT: {payable} kg x {v['unit_price']} = {v['amount']} yuan",
-        f"Event: {v['device']} #{v['seq']}",
+        w["price"].format(v["unit_price"]),
+        w["amount"].format(payable, v["unit_price"], v["amount"]),
+        w["event"].format(v["device"], v["seq"]),
     ]
     return lines
 
@@ -104,15 +135,40 @@ def qr_payload(v: dict) -> str:
                       separators=(",", ":"))
 
 
-def print_voucher(printer, v: dict) -> None:
-    """Print one voucher; raises PrinterError on any printer fault."""
+# ESC/POS for Chinese printers: FS & enters the double-byte (Chinese) character mode, in which
+# the printer reads GB18030 (GB2312 on older models, a subset of it); FS . leaves it.
+CHINESE_ON, CHINESE_OFF = b"\x1c\x26", b"\x1c\x2e"
+
+
+def print_lines(printer, lines: list[str], *, qr: str | None = None,
+                language: str = "en") -> None:
+    """Print a report or a voucher: its first line as a bold centred title, the rest as they
+    are, then the QR code when there is one, and cut; raises PrinterError on any printer
+    fault. Chinese is sent as GB18030 in the printer's Chinese mode."""
     try:
         printer.set(align="center", bold=True)
-        printer.text(voucher_lines(v)[0] + "\n")
+        _text(printer, lines[0] + "\n", language)
         printer.set(align="left", bold=False)
-        for line in voucher_lines(v)[1:]:
-            printer.text(line + "\n")
-        printer.qr(qr_payload(v), native=True, size=4)
+        for line in lines[1:]:
+            _text(printer, line + "\n", language)
+        if qr is not None:
+            printer.qr(qr, native=True, size=4)
         printer.cut()
     except Exception as exc:  # escpos and the transports raise unrelated types
-        raise PrinterError(f"printing voucher {v.get('voucher')} failed: {exc}") from None
+        raise PrinterError(f"printing {lines[0].lower()} failed: {exc}") from None
+
+
+def _text(printer, text: str, language: str) -> None:
+    if language == "zh-CN":
+        printer._raw(CHINESE_ON + text.encode("gb18030") + CHINESE_OFF)
+    else:
+        printer.text(text)
+
+
+def print_voucher(printer, v: dict, language: str = "en") -> None:
+    """Print one voucher in `language`; raises PrinterError on any printer fault."""
+    try:
+        print_lines(printer, voucher_lines(v, language), qr=qr_payload(v), language=language)
+    except PrinterError as exc:
+        raise PrinterError(f"printing voucher {v.get('voucher')} failed: "
+                           f"{str(exc).split(': ', 1)[-1]}") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
 import threading
@@ -11,12 +10,12 @@ import time
 import click
 
 from agent import __version__
-from agent.contract import topics
 from agent.contract.commandline import ConfigContext, run_cli, setup_logging, version_line
 from agent.contract.commands import SIGNER_OF, make_command
 from agent.contract.envelope import parse_json_object
 from agent.contract.signing import generate_key_file, load_signer
 
+from .cli_purchases import grant_reader, mark_paid, price_tables, purchases
 from .config import load_ingest_config
 
 
@@ -167,54 +166,17 @@ def send_command(obj: ConfigContext, key_file, device, type_, body, expires, com
     --type payment.confirmed
     --body '{"voucher": "st-01-20260601-0007", "payment_ref": "B-1", "amount": "2015.09"}'
     """
+    from .commanding import publish_command
+
     watcher = None
     if wait_s is not None:
         from .answers import AnswerWatcher
 
         watcher = AnswerWatcher(obj.config.require_ingest(), device)
-    from agent.link.mqtt import LinkSettings, MqttLink
 
     command = make_command(device, type_, parse_json_object(body, "--body"),
                            load_signer(key_file), expires_in_s=expires, command_id=command_id)
-    payload = json.dumps(command).encode()
-    done = threading.Event()
-    result = {}
-
-    class OneShot:
-        mid = None
-
-        def on_connected(self, link):
-            self.mid = link.publish(topics.commands(device), payload, qos=1)
-
-        def on_disconnected(self, link, reason):
-            pass
-
-        def on_message(self, *args):
-            pass
-
-        def on_puback(self, link, mid, reason_code):
-            if mid == self.mid:
-                result["code"] = reason_code
-                done.set()
-
-        def on_tick(self, link):
-            pass
-
-    cfg = obj.config.mqtt
-    settings = dataclasses.replace(
-        LinkSettings.from_config(f"cmd-{command['id'][:12]}", cfg),
-        clean_start=True, session_expiry_s=0, reconnect_max_s=2.0)
-    link = MqttLink(settings, OneShot())
-    watchdog = threading.Timer(cfg.connack_timeout_s + 10, done.set)
-    watchdog.start()
-    link_thread = threading.Thread(target=link.run, args=(done,), daemon=True)
-    link_thread.start()
-    link_thread.join()
-    watchdog.cancel()
-    if "code" not in result:
-        raise click.ClickException(f"command not delivered: {link.status.last_error or 'timeout'}")
-    if result["code"] >= 0x80:
-        raise click.ClickException(f"broker refused the command (reason code {result['code']})")
+    publish_command(obj.config.mqtt, command)
     click.echo(command["id"])
     if watcher is not None:
         answer = watcher.wait(command["id"], wait_s)
@@ -262,6 +224,12 @@ def enrolment_token(obj: ConfigContext, device: str, ttl_hours: float, replace: 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = TokenStore(settings.data_dir / "enrolment.sqlite")
     click.echo(store.issue(device, ttl_s=ttl_hours * 3600, replace=replace))
+
+
+cli.add_command(price_tables)
+cli.add_command(purchases)
+cli.add_command(mark_paid)
+cli.add_command(grant_reader)
 
 
 def main(argv=None) -> None:

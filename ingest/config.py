@@ -42,6 +42,8 @@ class IngestSettings:
     #: [store] url: a PostgreSQL database (postgresql://...) all workers share; None keeps the
     #: SQLite file `store_path`.
     store_url: str | None = None
+    #: The backend's public key: checks the price tables the bank recomputes purchases with.
+    backend_public_key_file: Path | None = None
 
     @property
     def client_id(self) -> str:
@@ -104,6 +106,7 @@ class IngestSection(Schema, kw_only=True):
     group: text(DEVICE_ID_RE) = "ingest"
     heartbeat_interval_s: seconds(0.05, 86400) = 60.0
     silence_intervals: integer(1, 1000) = 3
+    backend_public_key_file: PATH | None = None
 
 
 class EnrolmentSection(Schema, kw_only=True):
@@ -157,6 +160,7 @@ def _ingest(path: Path, table, store_table) -> IngestSettings | None:
         heartbeat_interval_s=sec.heartbeat_interval_s,
         silence_intervals=sec.silence_intervals,
         store_url=store.url,
+        backend_public_key_file=sec.backend_public_key_file,
     )
 
 

@@ -52,6 +52,50 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
         "CREATE TABLE parked (id {id}, device TEXT, topic TEXT, payload {blob}, reason TEXT, "
         "worker TEXT, at {real})",
     )),
+    # The bank recomputes every purchase (ingest/purchases.py): the backend's price tables as
+    # the bank holds them, and each verified purchase with its recomputation and payment; and
+    # the first of the views integrators read (docs/ingest.md, "What integrators read"), whose
+    # columns are a contract: `schema_version` says which.
+    ("0005-purchases-and-price-tables", (
+        "CREATE TABLE price_tables (table_id TEXT NOT NULL, version {int} NOT NULL, "
+        "digest TEXT NOT NULL, document TEXT NOT NULL, added_at {real}, "
+        "PRIMARY KEY (table_id, version))",
+        "CREATE TABLE purchase_state (device TEXT NOT NULL, seq {int} NOT NULL, voucher TEXT, "
+        "day TEXT, farmer_id TEXT, net_g {int}, amount TEXT, amount_fen {int}, "
+        "recomputed TEXT, recomputed_fen {int}, result TEXT NOT NULL, reason TEXT, "
+        "payment TEXT NOT NULL, payment_ref TEXT, paid_at {real}, recorded_at TEXT, "
+        "PRIMARY KEY (device, seq))",
+        "CREATE INDEX purchase_state_payment ON purchase_state (payment)",
+        "CREATE INDEX purchase_state_day ON purchase_state (device, day)",
+        # Each station's signed end of day (day.closed), against which its day is reconciled.
+        "CREATE TABLE day_closures (device TEXT NOT NULL, day TEXT NOT NULL, seq {int} NOT NULL, "
+        "count {int}, net_g {int}, amount TEXT, amount_fen {int}, voided {int}, "
+        "acknowledged {int}, closed_ts TEXT, PRIMARY KEY (device, day, seq))",
+        "CREATE VIEW schema_version AS SELECT 1 AS version",
+        "CREATE VIEW purchases AS SELECT p.device, p.seq, p.voucher, p.day, p.farmer_id, "
+        "p.net_g, p.amount, p.amount_fen, p.recomputed, p.recomputed_fen, p.result, p.reason, "
+        "p.payment, p.payment_ref, p.paid_at, p.recorded_at, e.hash, {event_json} AS event "
+        "FROM purchase_state p JOIN events e ON e.device = p.device AND e.seq = p.seq",
+        # A station's day as it closed it (its last day.closed of that day) against what the
+        # bank stored of that day (voided sales apart): reconciled when all three agree.
+        "CREATE VIEW reconciliation AS SELECT r.device, r.day, r.closed_seq, r.closed_ts, "
+        "r.station_count, r.station_net_g, r.station_amount_fen, r.bank_count, r.bank_net_g, "
+        "r.bank_amount_fen, r.bank_held, "
+        "CASE WHEN r.station_count = r.bank_count AND r.station_net_g = r.bank_net_g AND "
+        "r.station_amount_fen = r.bank_amount_fen THEN 1 ELSE 0 END AS reconciled FROM ("
+        "SELECT c.device, c.day, c.seq AS closed_seq, c.closed_ts, c.count AS station_count, "
+        "c.net_g AS station_net_g, c.amount_fen AS station_amount_fen, "
+        "(SELECT count(*) FROM purchase_state p WHERE p.device = c.device AND p.day = c.day "
+        "AND p.payment <> 'voided') AS bank_count, "
+        "(SELECT coalesce(sum(p.net_g), 0) FROM purchase_state p WHERE p.device = c.device "
+        "AND p.day = c.day AND p.payment <> 'voided') AS bank_net_g, "
+        "(SELECT coalesce(sum(p.amount_fen), 0) FROM purchase_state p WHERE p.device = c.device "
+        "AND p.day = c.day AND p.payment <> 'voided') AS bank_amount_fen, "
+        "(SELECT count(*) FROM purchase_state p WHERE p.device = c.device AND p.day = c.day "
+        "AND p.payment = 'held') AS bank_held "
+        "FROM day_closures c WHERE c.seq = (SELECT max(c2.seq) FROM day_closures c2 "
+        "WHERE c2.device = c.device AND c2.day = c.day)) r",
+    )),
     # Revocation at the bank: the device's watermark when it was revoked; its events above
     # it are refused, whatever the broker's CRL says.
     ("0006-revoked-devices", (

@@ -13,6 +13,7 @@ against a lost one. Whatever fails is counted, logged and kept out of the events
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from contextlib import contextmanager
@@ -26,10 +27,14 @@ from agent.contract.errors import EventFormatError, SignatureError
 from agent.contract.signing import ES256, P256_N, b64url, b64url_decode, is_high_s, low_s
 from ingest.db import connect
 from ingest.migrations import migrate
+from ingest.purchases import record_day_closed, record_purchase, record_void
 
 log = logging.getLogger(__name__)
 
 ACCEPTED, DUPLICATE, REJECTED, FORKED = "accepted", "duplicate", "rejected", "forked"
+PURCHASE_RECORDED, PURCHASE_VOIDED = "purchase.recorded", "purchase.voided"
+DAY_CLOSED = "day.closed"
+MONEY_CHANNEL = "cocoon_money"      # LISTEN/NOTIFY: {"device", "seq"} of each new money event
 AGENT_STARTED = "agent.started"
 
 
@@ -258,6 +263,15 @@ class IngestStore:
                             f"the device resumed its chain at seq {seq} after seq {after_seq}; "
                             f"it declares {count} seq(s) lost: "
                             + ", ".join(f"{a}-{b}" for a, b in lost)[:300])
+        elif event["type"] == PURCHASE_RECORDED:
+            record_purchase(self, device, seq, event)
+        elif event["type"] == PURCHASE_VOIDED:
+            record_void(self, device, event["body"])
+        elif event["type"] == DAY_CLOSED:
+            record_day_closed(self, device, seq, event)
+        if event["priority"] == "money":
+            # Integrators listening on PostgreSQL hear of it once the batch commits.
+            self.db.notify(MONEY_CHANNEL, json.dumps({"device": device, "seq": seq}))
         change = alert_change(event["type"], event["body"])
         if change:
             self._device_alert(device, seq, *change)

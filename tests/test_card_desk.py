@@ -1,6 +1,8 @@
 """The station's card desk through the real pcscd: staff and farmer cards become flow inputs,
 forged, blocked and unknown cards are refused in plain words, and a sale the card missed is
-written to it at its next swipe."""
+written to it at its next swipe. The desk challenges cards as configured by default ([card]
+auth = "psam"), with the tests' PSAM in the second reader; tests/test_card_psam.py has the
+challenge's own cases."""
 
 from __future__ import annotations
 
@@ -22,7 +24,14 @@ from agent.station.effects import EffectRunner
 from drivers.pcsc import CardMonitor
 from drivers.pcsc import farmer_card as fc
 from tests.support.cpu_card import CpuFarmerCard
-from tests.support.station_cards import CLERK, HOLDER, SUPERVISOR, farmer_card, staff_card
+from tests.support.station_cards import (
+    CLERK,
+    HOLDER,
+    SUPERVISOR,
+    farmer_card,
+    psam,
+    staff_card,
+)
 
 READER = "00 00"
 GOOD = p.Weighing("scale-1", 52_400, 400, 52_000, True, True, frames_digest="d" * 64)
@@ -37,13 +46,13 @@ def issuer():
 class Desk:
     """A CardDesk watching the reader through a real CardMonitor; inputs land in a queue."""
 
-    def __init__(self, outbox, issuer):
+    def __init__(self, outbox, issuer, **kwargs):
         self.inputs: queue.Queue = queue.Queue()
         self.outbox = outbox
         self.blacklist = Blacklist(outbox)
         self.desk = CardDesk(reader=READER, issuer_verifier=Verifier.from_pem(
             issuer.public_key_pem()), outbox=outbox, submit=self.inputs.put,
-            blacklist=self.blacklist)
+            blacklist=self.blacklist, **kwargs)
         self.monitor = CardMonitor(self.desk.observe, poll_s=0.2).start()
 
     def next(self, timeout: float = 10.0):
@@ -55,10 +64,12 @@ class Desk:
 
 
 @pytest.fixture
-def desk(make_outbox, issuer):
+def desk(make_outbox, issuer, virtual_card):
+    psam(virtual_card).insert()                 # in the SAM slot for the whole test
     d = Desk(make_outbox(device="station-01"), issuer)
     yield d
     d.monitor.stop()
+    d.desk.close()
 
 
 def test_staff_and_farmer_cards_become_flow_inputs(desk, virtual_card, issuer):
@@ -205,6 +216,7 @@ def _farmer():
 # -- card authentication (INTERNAL AUTHENTICATE) -----------------------------------------------
 
 def test_a_card_with_its_own_key_answers_the_challenge(desk, virtual_card, issuer):
+    desk.desk.auth = "ed25519"
     with farmer_card(virtual_card, READER, issuer, own_key=True) as card:
         assert isinstance(desk.next(), p.FarmerCard)
         assert any(apdu[1] == 0x88 for apdu in card.commands)
@@ -212,6 +224,7 @@ def test_a_card_with_its_own_key_answers_the_challenge(desk, virtual_card, issue
 
 
 def test_a_copied_card_fails_the_challenge(desk, virtual_card, issuer):
+    desk.desk.auth = "ed25519"
     genuine = farmer_card(virtual_card, READER, issuer, own_key=True)
     clone = virtual_card(READER, cls=CpuFarmerCard, serial=bytes.fromhex("8600112233445566"))
     clone.files = copy.deepcopy(genuine.files)      # every readable byte, serial included
@@ -226,7 +239,7 @@ def test_a_copied_card_fails_the_challenge(desk, virtual_card, issuer):
 
 def test_a_station_that_requires_card_keys_refuses_cards_without_one(desk, virtual_card,
                                                                      issuer):
-    desk.desk.require_card_key = True
+    desk.desk.auth, desk.desk.require_card_key = "ed25519", True
     with farmer_card(virtual_card, READER, issuer):
         refused = desk.next()
         assert "cannot answer the authentication challenge" in refused.reason

@@ -21,6 +21,7 @@ from agent.station import purchase as p
 from agent.station.legal import LegalRecord, legal_parameters
 from agent.station.purchase import Farmer, PurchaseFlow, Staff
 
+pytest_plugins = ("tests.support.pty",)
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ("agent", "drivers", "firmware_bridge", "ingest")
 
@@ -210,3 +211,41 @@ def test_every_purchase_records_the_legal_identification():
                                           "tare_source")} == {
         "protocol": "xk3190-a9", "division_g": "20", "min_g": "400", "max_g": "150000",
         "tare_source": "configured"}
+
+
+def test_a_local_edit_of_the_scale_settings_is_found_at_the_next_start(site, services,
+                                                                       pty_pair, tmp_path):
+    """The real agent and its outbox: a technician edits [scale] division_g in agent.toml
+    while the station is stopped; at its next start the station records
+    legal.parameters_changed, its counter one above the last."""
+    from agent.contract.signing import Ed25519Signer
+    from agent.station.part import StationPart
+    from tests.support.running import add_device
+    from tests.support.waiting import wait_for
+
+    issuer = tmp_path / "issuer.pem"
+    issuer.write_bytes(Ed25519Signer.generate().public_key_pem())
+    config = add_device(site, "station-01", station={},
+                        card={"reader": "00 00", "issuer_public_key_file": str(issuer),
+                              "auth": "none"},
+                        scale={"port": str(pty_pair.device), "protocol": "toledo",
+                               "division_g": "10", "capacity_g": "150000"})
+
+    def legal_events(running):
+        rows = running.outbox.read("SELECT payload FROM events WHERE type LIKE 'legal.%' "
+                                   "ORDER BY seq")
+        return [json.loads(r[0]) for r in rows]
+
+    first = services.agent(config)
+    assert next(x for x in first.agent.parts if isinstance(x, StationPart))
+    (identified,) = wait_for(lambda: legal_events(first), 10, what="legal.identified")
+    assert identified["type"] == "legal.identified"
+    assert identified["body"]["parameters"]["scale"]["division_g"] == "10"
+    first.stop()
+    config.write_text(config.read_text().replace('division_g = "10"', 'division_g = "20"'))
+    second = services.agent(config)
+    changed = wait_for(lambda: legal_events(second)[1:], 10, what="the change recorded")[-1]
+    assert changed["type"] == "legal.parameters_changed"
+    assert changed["body"]["changed"] == ["scale.division_g"]
+    assert changed["body"]["counter"] == identified["body"]["counter"] + 1
+    assert changed["body"]["source"] == "start"

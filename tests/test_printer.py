@@ -63,3 +63,27 @@ def test_bad_urls_are_clear():
         open_printer("lpt://1")
     with pytest.raises(PrinterError, match="cannot open printer"):
         open_printer("file:///nonexistent-dir/lp0")
+
+
+def test_a_chinese_voucher_prints_as_gb18030_in_the_printers_chinese_mode():
+    """[station] language = "zh-CN" (the default): the farmer reads the voucher in Chinese,
+    sent as GB18030 between FS & and FS . (the ESC/POS Chinese mode), and the numbers are the
+    same ones, still multiplying out."""
+    v = {**VOUCHER, "farmer": "张三", "payable_g": "52340", "graded_price": "38.50",
+         "price_unit": "kg", "copy": True,
+         "deductions": [{"measure": "moisture", "measured_pct": "18.0", "applies_to": "mass",
+                         "pct": "0"}]}
+    lines = voucher_lines(v, "zh-CN")
+    assert lines[:3] == ["鲜茧收购凭证", "*** 补打副本 ***", "凭证号 station-01-20260601-0001"]
+    assert "蚕农：张三（F-0001）" in lines and "扣重 0%：含水率 18.0%" in lines
+    assert lines[-2] == "金额：52.340 公斤 × 38.50 = 2015.09 元"
+    printer = open_printer("dummy://")
+    print_voucher(printer, v, "zh-CN")
+    out = printer.output
+    title = b"\x1c\x26" + "鲜茧收购凭证\n".encode("gb18030") + b"\x1c\x2e"
+    assert title == b"\x1c\x26\xcf\xca\xbc\xeb\xca\xd5\xb9\xba\xc6\xbe\xd6\xa4\n\x1c\x2e"
+    assert title in out
+    for line in lines:
+        assert b"\x1c\x26" + (line + "\n").encode("gb18030") + b"\x1c\x2e" in out
+    assert "张三".encode("gb18030") in out and "张三".encode() not in out
+    assert qr_payload(v).encode() in out and out.endswith(b"\x1dV\x00")

@@ -13,7 +13,7 @@ from agent.errors import CocoonError, OutboxFull
 from agent.spine.dispatcher import Dispatcher
 from agent.station import purchase as p
 from agent.station import sales
-from agent.station.effects import EffectRunner, payment_handler
+from agent.station.effects import CloseDay, EffectRunner, Reprint, payment_handler
 from drivers.printer import open_printer
 
 CLERK = p.Staff("s-01", "Clerk Li", "clerk")
@@ -471,3 +471,55 @@ def test_grading_without_weight_or_table_is_refused(make_outbox, tmp_path):
     station.grade({"shell_g": "9.35"})
     station.handle(station.inputs.get_nowait())
     assert any("no price table" in t for t in shown)
+
+
+# -- the end of the day, and a voucher's copy ------------------------------------------------
+
+
+def test_the_day_is_closed_with_its_totals_per_grade_and_the_report_printed(rig):
+    station, outbox, _, shown, printer = rig
+    sell(station)
+    sell(station)
+    station.handle(p.Confirm())                     # the same weight again: confirmed twice
+    first, second = sales.since(outbox, 0)
+    void(station, second.voucher)
+    station.handle(CloseDay())
+    (closed,) = [e for e in stored(outbox) if e["type"] == "day.closed"]
+    assert closed["priority"] == "money"            # signed, never evicted
+    body = closed["body"]
+    day = first.voucher.split("-")[-2]
+    assert (body["day"], body["count"], body["net_g"], body["amount"], body["voided"]) == (
+        day, 1, "52340", "2015.09", 1)
+    assert body["by_grade"] == [{"grade": "+1", "count": 1, "net_g": "52340",
+                                 "amount": "2015.09"}]
+    assert (body["station"], body["clerk"], body["acknowledged"], body["paid"]) == (
+        "station-01", SUPERVISOR.staff_id, 0, 0)
+    assert (body["first_seq"], body["last_seq"]) == (first.seq, second.seq)
+    assert b"END OF DAY REPORT" in printer.output
+    assert b"Grade +1: 1 sales, 52.340 kg, 2015.09 yuan" in printer.output
+    assert shown[-1].startswith(f"Day {day} closed: 1 sales, 2015.09 yuan")
+
+
+def test_a_voucher_is_printed_again_marked_as_a_copy(rig):
+    station, outbox, _, shown, printer = rig
+    sell(station)
+    (sale,) = sales.since(outbox, 0)
+    first = printer.output
+    station.handle(Reprint(sale.voucher))
+    again = printer.output[len(first):]
+    assert b"*** COPY ***" in again and sale.voucher.encode() in again
+    assert b"*** COPY ***" not in first
+    assert shown[-1] == f"Voucher {sale.voucher} printed again (copy)"
+    station.handle(Reprint("station-01-20000101-0001"))
+    assert shown[-1] == "no sale station-01-20000101-0001 at this station"
+
+
+def test_closing_the_day_needs_a_clerk_and_no_sale_in_progress(rig):
+    station, outbox, _, shown, _ = rig
+    station.handle(CloseDay())
+    assert shown[-1] == "Sign in with your staff card first"
+    for event in (p.StaffCard(CLERK), p.ScaleUpdate(GOOD), p.FarmerCard(FARMER)):
+        station.handle(event)
+    station.handle(CloseDay())
+    assert shown[-1] == "Finish or cancel the current sale first"
+    assert not [e for e in stored(outbox) if e["type"] == "day.closed"]

@@ -14,7 +14,7 @@ import pytest
 
 from agent.contract.envelope import parse_json_object
 from agent.contract.signing import Ed25519Signer, Verifier
-from agent.demo.station import install_price_table
+from agent.demo.station import give_the_bank, install_price_table
 from agent.station import purchase as p
 from agent.station.part import StationPart
 from drivers.pcsc import ApduTransport
@@ -24,7 +24,7 @@ from drivers.scale.sim_model import WeightModel
 from drivers.scale.simulator import Simulator
 from tests.support.m1_card import M1Card
 from tests.support.running import BIN, add_device, ingest_store_rows
-from tests.support.station_cards import HOLDER, farmer_card, staff_card
+from tests.support.station_cards import HOLDER, SAM_READER, farmer_card, psam, staff_card
 from tests.support.waiting import wait_for
 
 pytest_plugins = ("tests.support.pty", "tests.support.coprocessor")
@@ -56,13 +56,15 @@ def station(site, services, pty_pair, tmp_path, virtual_card):
     config = add_device(site, "station-01",
                         station={"confirming_s": 60},
                         card={"reader": READER, "issuer_public_key_file": str(issuer_pem),
-                              "m1_master_key_file": str(master)},
+                              "m1_master_key_file": str(master), "sam_reader": SAM_READER},
                         scale={"port": str(pty.device), "protocol": "xk3190-a9", "id": "bench-1",
                                "division_g": "20", "capacity_g": "150000", "tare_g": 400,
                                "stable_count": 4, "stable_window_s": 0.3},
                         signals={"status_light": 17, "buzzer": 27, "factory": "mock"})
-    install_price_table(config.parent / "data", datetime.now(timezone.utc), site.backend_key)
+    give_the_bank(site, install_price_table(config.parent / "data", datetime.now(timezone.utc),
+                                            site.backend_key))
     m1_card = issued_m1_card(virtual_card, issuer)   # at the office, before the station runs
+    psam(virtual_card).insert()                      # the PSAM in the SAM slot ([card] auth)
     services.ingest(site.ingest_config)
     running = services.agent(config)
     part = next(x for x in running.agent.parts if isinstance(x, StationPart))
@@ -93,6 +95,8 @@ def test_a_sale_from_card_insertion_to_an_acknowledged_event(station, virtual_ca
         wait_phase(part, p.Phase.READY, "clerk signed in")
     card.insert()
     wait_phase(part, p.Phase.WEIGHING, "farmer card accepted")
+    # the screen marks an M1 card as the weaker kind (it cannot be challenged)
+    assert ("M1 card: the weaker kind" in part.message) is (kind == "m1")
     sim.set_target("52.40")
     wait_phase(part, p.Phase.GRADING, "a stable weight")
     part.grade({"shell_g": "9.6", "moisture_pct": "15", "reelable_pct": "100",
@@ -128,12 +132,19 @@ def test_a_sale_from_card_insertion_to_an_acknowledged_event(station, virtual_ca
     screen = part.screen()
     assert body["voucher"] in screen and "acknowledged" in screen
 
-    # the bank pays: a signed payment.confirmed through the broker marks the sale paid
+    # the bank recomputed the amount from the event alone, with its own copy of the table
+    listed = subprocess.run([str(BIN / "cocoon-ingest"), "--config", str(site.ingest_config),
+                             "purchases", "--json"], capture_output=True, text=True, timeout=60)
+    (purchase,) = json.loads(listed.stdout)
+    assert (purchase["seq"], purchase["voucher"], purchase["result"], purchase["payment"]) == (
+        event["seq"], body["voucher"], "match", "unpaid")
+    assert purchase["recomputed"] == purchase["amount"] == body["amount"]
+    # the bank pays: mark-paid records it and sends the signed payment.confirmed, which marks
+    # the sale paid at the station
     sent = subprocess.run(
-        [str(BIN / "cocoon-ingest"), "--config", str(site.operator_config), "send-command",
-         "--key", str(site.bank_key), "--device", "station-01", "--type", "payment.confirmed",
-         "--body", json.dumps({"voucher": body["voucher"], "payment_ref": "BANK-0001",
-                               "amount": body["amount"]})],
+        [str(BIN / "cocoon-ingest"), "--config", str(site.ingest_config), "mark-paid",
+         f"station-01/{event['seq']}", "--ref", "BANK-0001", "--key", str(site.bank_key),
+         "--operator", str(site.operator_config)],
         capture_output=True, text=True, timeout=60)
     assert sent.returncode == 0, sent.stderr
     wait_for(lambda: "paid" in part.screen(), 10, what="the sale shown paid")

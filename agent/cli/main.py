@@ -107,16 +107,27 @@ def station(obj: ConfigContext) -> None:
     part = next((x for x in agent.parts if isinstance(x, StationPart)), None)
     if part is None:
         raise click.UsageError("this device has no [station] section: it is not a station")
-    stop = threading.Event()
+    # Two stops: the console's (SIGTERM, Ctrl-C, q) and the agent's. The agent stops after the
+    # console has stopped drawing, so the screen never reads an outbox being closed.
+    stop, agent_stop = threading.Event(), threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    runner = threading.Thread(target=agent.run, args=(stop,), name="agent")
+
+    def run_agent() -> None:
+        try:
+            agent.run(agent_stop)
+        finally:
+            agent_stop.set()    # an agent that stopped by itself ends the console too
+
+    runner = threading.Thread(target=run_agent, name="agent")
     runner.start()
     try:
-        Console(part).run(stop)
+        Console(part).run(stop, agent_stopped=agent_stop)
     finally:
-        stop.set()
+        agent_stop.set()
         runner.join(timeout=30)
+    if agent.exit_code:
+        sys.exit(agent.exit_code)
 
 
 @cli.command()

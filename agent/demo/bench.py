@@ -1,7 +1,8 @@
 """The demo station's simulated hardware: a card reader with cards, and a scale on a pty.
 
 - a private pcscd with vpcd virtual readers (drivers.vpcd), a clerk's staff card and a few
-  farmers' CPU cards issued by a demo issuer key;
+  farmers' CPU cards issued by a demo issuer key, and the station's PSAM in the second reader
+  (the SAM slot) with the demo's master keys, from which every card's keys are diversified;
 - a Yaohua XK3190-A9 indicator simulated on one end of a socat pty pair; the agent opens the
   other end as it would /dev/ttyUSB0.
 
@@ -22,8 +23,11 @@ from pathlib import Path
 from agent.contract.signing import generate_key_file, load_signer
 from drivers.pcsc import farmer_card as fc
 from drivers.pcsc import staff_card as sc
+from drivers.pcsc.psam import USAGE_EXTERNAL, USAGE_INTERNAL
+from drivers.pcsc.symmetric import ALG_SM4
 from drivers.vpcd.cpu_card import BinaryFile, CpuFarmerCard, RecordFile
 from drivers.vpcd.pcscd import SOCKET_ENV, Pcscd
+from drivers.vpcd.psam import VirtualPsam, card_keys
 
 FARMERS = [
     {"farmer_id": "F-330521-0042", "name": "Wang Xiuying", "address": "Xinshi town, group 3",
@@ -38,6 +42,7 @@ FARMERS = [
 ]
 CLERK = {"staff_id": "S-07", "name": "Clerk Li", "role": "clerk"}
 READER = "PCD 00 00"          # a unique part of the first vpcd reader's name
+SAM_READER = "PCD 00 01"      # the second: the reader's SAM slot, with the PSAM
 
 
 def _dump(card: CpuFarmerCard) -> dict:
@@ -69,7 +74,9 @@ class Bench:
         self.cards_file = self.root / "cards.json"
         self.issuer_key = self.root / "issuer.key"
         self.issuer_pem = self.root / "issuer.pem"
+        self.psam_keys = self.root / "psam-masters.json"    # the PSAM's secret, kept by it
         self.pcscd: Pcscd | None = None
+        self.psam: VirtualPsam | None = None
         self.socat: subprocess.Popen | None = None
         self.scale_port = self.root / "scale-indicator"   # the agent's end of the cable
         self._sim_port = self.root / "scale-sim"
@@ -90,6 +97,9 @@ class Bench:
         self.pcscd.start()
         self._start_scale()
         reader = self.pcscd.reader(READER)
+        self.masters = self._masters()
+        self.psam = VirtualPsam(self.pcscd.reader(SAM_READER), alg=ALG_SM4,
+                                masters=self.masters).insert()
         saved = json.loads(self.cards_file.read_text()) if self.cards_file.exists() else {}
         self.staff = self._card(reader, "5300000000000007", sc.STAFF_AID,
                                 sc.build_staff(CLERK), issuer, saved)
@@ -97,8 +107,22 @@ class Bench:
                                    fc.build_holder(holder), issuer, saved)
                         for i, holder in enumerate(FARMERS, start=1)]
 
+    def _masters(self) -> dict[int, bytes]:
+        """The demo PSAM's master keys, made once (SM4, 16 bytes each)."""
+        if not self.psam_keys.exists():
+            self.psam_keys.write_text(json.dumps({
+                "internal": os.urandom(16).hex(), "external": os.urandom(16).hex()}))
+            self.psam_keys.chmod(0o600)
+        keys = json.loads(self.psam_keys.read_text())
+        return {USAGE_INTERNAL: bytes.fromhex(keys["internal"]),
+                USAGE_EXTERNAL: bytes.fromhex(keys["external"])}
+
     def _card(self, reader, serial: str, aid: bytes, record: bytes, issuer, saved: dict):
-        card = CpuFarmerCard(reader, serial=bytes.fromhex(serial), aid=aid, sales_capacity=10)
+        # Every card carries the PSAM scheme's keys, diversified by its serial, as the card
+        # maker personalises the cooperative's cards (cards saved by an earlier run too).
+        card = CpuFarmerCard(reader, serial=bytes.fromhex(serial), aid=aid, sales_capacity=10,
+                             sym_alg=ALG_SM4,
+                             sym_keys=card_keys(ALG_SM4, self.masters, bytes.fromhex(serial)))
         if serial in saved:
             _load(card, saved[serial])
         else:                                        # issued as `cocoon-agent card issue` does
@@ -120,7 +144,8 @@ class Bench:
         self.socat = subprocess.Popen(
             [socat, f"pty,raw,echo=0,link={self._sim_port}",
              f"pty,raw,echo=0,link={self.scale_port}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)     # a terminal's Ctrl-C is for the demo; stop() ends it
         deadline = time.monotonic() + 5
         while not (self.scale_port.exists() and self._sim_port.exists()):
             if time.monotonic() > deadline or self.socat.poll() is not None:
@@ -137,7 +162,7 @@ class Bench:
         tmp.replace(self.cards_file)
 
     def stop(self) -> None:
-        for card in [self.staff, *self.farmers]:
+        for card in [self.staff, *self.farmers, self.psam]:
             if card is not None and card.inserted:
                 card.remove(wait=False)
         self.save()

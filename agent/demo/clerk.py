@@ -1,8 +1,10 @@
 """A scripted clerk for the demo station: works the bench as a person would.
 
-It watches the station's screen (the text `cocoon-agent station` prints), swipes cards, puts
-cocoons on the scale, types the grade and confirms, using only what a clerk has: the cards,
-the platform and the keyboard. The station decides everything, as in the field.
+It follows the clerk's screen as its page does (the state the agent pushes over Server-Sent
+Events), swipes cards, puts cocoons on the scale, and enters the grade and confirms through the
+screen's HTTP interface, as the page's taps do (agent.demo.screen_client). It has only what a
+clerk has: the cards, the platform and the screen. The station decides everything, as in the
+field.
 """
 
 from __future__ import annotations
@@ -17,22 +19,23 @@ DEFECTS = ("perforated", "stained", "thin", "mouldy")
 
 
 class Screen:
-    """The last station screen seen, fed line by line from the station's output."""
+    """The last state the clerk's screen showed."""
 
     def __init__(self):
-        self.step = ""
-        self.message = ""
+        self.state: dict = {}
         self._cond = threading.Condition()
 
-    def feed(self, line: str) -> None:
-        line = line.rstrip("\n")
+    @property
+    def step(self) -> str:
+        return self.state.get("phase", "")
+
+    @property
+    def message(self) -> str:
+        return (self.state.get("message") or {}).get("text", "")
+
+    def feed(self, state: dict) -> None:
         with self._cond:
-            if line.startswith("step:"):
-                self.step = line.split(":", 1)[1].strip()
-            elif line.startswith(">>"):
-                self.message = line[2:].strip()
-            else:
-                return
+            self.state = state
             self._cond.notify_all()
 
     def wait(self, predicate: Callable[[Screen], bool], timeout: float) -> bool:
@@ -41,20 +44,36 @@ class Screen:
 
 
 class Clerk:
-    def __init__(self, bench, screen: Screen, type_line: Callable[[str], None],
-                 say: Callable[[str], None], *, seed: int | None = None):
-        self.bench, self.screen, self.type_line, self.say = bench, screen, type_line, say
+    def __init__(self, bench, screen: Screen, client, say: Callable[[str], None], *,
+                 seed: int | None = None, stop: threading.Event | None = None):
+        self.bench, self.screen, self.client, self.say = bench, screen, client, say
+        self.stop = stop or threading.Event()   # the demo stopping: no more waiting
         self.rng = random.Random(seed)
         self.vouchers: list[str] = []
 
     def _wait_step(self, step: str, timeout: float = 15) -> bool:
-        return self.screen.wait(lambda s: s.step == step, timeout)
+        return self.wait(lambda s: s.step == step, timeout)
+
+    def wait(self, predicate: Callable[[Screen], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            if self.screen.wait(predicate, min(0.2, deadline - time.monotonic())):
+                return True
+        return False
+
+    def _tap(self, action: str, **extra) -> bool:
+        status, answer = self.client.act(action, **extra)
+        if status >= 300:
+            self.say(f"the screen refused {action}: {answer.get('error')}")
+            return False
+        return True
 
     def sign_in(self) -> bool:
         with self.bench.staff:
             ok = self._wait_step("ready")
-        self.say("signed in with the staff card" if ok else
-                 f"could not sign in: {self.screen.message}")
+        if ok or not self.stop.is_set():
+            self.say("signed in with the staff card" if ok else
+                     f"could not sign in: {self.screen.message}")
         return ok
 
     def sell(self, farmer_card, stop: threading.Event) -> str | None:
@@ -66,26 +85,36 @@ class Clerk:
             if not self._wait_step("weighing"):
                 self.say(f"card not accepted: {self.screen.message}")
                 return None
+            farmer = self.screen.state["farmer"]
             kg = Decimal(self.rng.randrange(3_000, 9_000)).scaleb(-2)   # 30.00 - 89.99 kg
-            self.say(f"{self.screen.message.split('.')[0]}; {kg} kg of cocoons on the scale")
+            self.say(f"farmer {farmer['name']} ({farmer['id']}); {kg} kg of cocoons on the "
+                     "scale")
             self.bench.load_platform(kg + Decimal("0.5"))                # basket, 0.5 kg tare
             if not self._wait_step("grading"):
                 self.say(f"no stable weight: {self.screen.message}")
                 return None
-            shell = Decimal(self.rng.randrange(880, 1000)).scaleb(-2)
-            moisture = Decimal(self.rng.randrange(140, 170)).scaleb(-1)
-            defects = " ".join(f"defects_pct.{d}=0" for d in DEFECTS)
-            line = f"g shell_g={shell} moisture_pct={moisture} reelable_pct=100 {defects}"
-            self.type_line(line)
+            fields = [f["name"] for f in self.screen.state.get("fields", [])]
+            sample = {"shell_g": str(Decimal(self.rng.randrange(880, 1000)).scaleb(-2)),
+                      "moisture_pct": str(Decimal(self.rng.randrange(140, 170)).scaleb(-1)),
+                      "reelable_pct": "100"}
+            measurements = {name: sample.get(name, "0") for name in fields}
+            self.say("taps the grade: " + " ".join(f"{k}={v}" for k, v in measurements.items()))
+            if not self._tap("grade", measurements=measurements):
+                return None
             if not self._wait_step("confirming"):
                 self.say(f"grading refused: {self.screen.message}")
                 return None
-            self.say(self.screen.message.replace(" Farmer confirms?", ""))
-            self.type_line("c")
-            if not self.screen.wait(lambda s: s.message.startswith("Sale recorded"), 15):
+            priced = self.screen.state["priced"]
+            self.say(f"grade {priced['grade']}, {priced['unit_price']} yuan/kg, amount "
+                     f"{priced['amount']} yuan; the farmer agrees, taps Confirm")
+            before = (self.screen.state.get("last_voucher") or {}).get("voucher")
+            if not self._tap("confirm"):
+                return None
+            if not self.wait(lambda s: s.step == "ready" and (
+                    s.state.get("last_voucher") or {}).get("voucher") not in (None, before), 15):
                 self.say(f"sale not recorded: {self.screen.message}")
                 return None
-            voucher = self.screen.message.split("voucher ", 1)[1].split(".")[0].strip()
+            voucher = self.screen.state["last_voucher"]["voucher"]
             self.vouchers.append(voucher)
             self.say(f"sale recorded, voucher {voucher} printed")
             return voucher

@@ -195,6 +195,7 @@ class LocalBroker:
             stdout=self._stderr,
             stderr=subprocess.STDOUT,
             close_fds=True,
+            start_new_session=True,     # a terminal's Ctrl-C is for its owner; stop() ends it
         )
         deadline = time.monotonic() + _START_TIMEOUT
         while True:

@@ -98,7 +98,8 @@ class Site:
             load_signer(d / "ingest-signing.key").public_key_pem())
         write_toml(self.ingest_config, {
             "ingest": {"id": "ingest", "data_dir": ".", "devices_dir": "devices",
-                       "heartbeat_interval_s": 5, "silence_intervals": 3},
+                       "heartbeat_interval_s": 5, "silence_intervals": 3,
+                       "backend_public_key_file": str(self.root / "keys" / "backend.pem")},
             "mqtt": self.mqtt_section("ingest"),
         })
 

@@ -173,6 +173,9 @@ def plan(config, options: DoctorOptions) -> list[tuple[str, Callable[[], CheckRe
     scale = configured(config, "scale")
     if scale is not None:
         todo.append(("scale", lambda: checks.check_scale(scale, options.scale_seconds)))
+    screen = configured(config, "screen")
+    if screen is not None:
+        todo.append(("clerk's screen", lambda: checks.check_screen(screen)))
     firmware = configured(config, "firmware")
     if firmware is not None:
         todo.append(("co-processor", lambda: _coprocessor(firmware)))

@@ -460,3 +460,34 @@ def check_scale(scale, seconds: float = 3.0) -> CheckResult:
     return _fail(name, f"{where}: the port opened but the scale sent nothing in {seconds:g} s"
                  + (f" ({last_error})" if last_error else ""),
                  "switch the indicator on and check its serial output setting and baud rate")
+
+
+def check_screen(screen, timeout_s: float = 5.0) -> CheckResult:
+    """The clerk's screen answers on its address with its page, in its language: the running
+    agent serves it ([screen]), so a stopped agent fails this check too."""
+    import http.client
+
+    name = "clerk's screen"
+    if screen.port == 0:
+        return _warn(name, "[screen] port = 0: any free port, found at each start",
+                     "set [screen] port (8480) so that the kiosk can find the screen")
+    where = f"http://{screen.listen}:{screen.port}/"
+    conn = http.client.HTTPConnection(screen.listen, screen.port, timeout=timeout_s)
+    try:
+        conn.request("GET", "/")
+        reply = conn.getresponse()
+        page = reply.read(65536).decode("utf-8", "replace")
+    except OSError as exc:
+        return _fail(name, f"{where} does not answer: {exc}",
+                     "start the agent (systemctl start cocoon-agent): it serves the screen")
+    finally:
+        conn.close()
+    lang = re.search(r'<html lang="([^"]*)"', page)
+    if reply.status != 200 or 'name="cocoon-token"' not in page or lang is None:
+        return _fail(name, f"{where} answers HTTP {reply.status}, but not with the clerk's "
+                     "screen", f"another program holds port {screen.port}: stop it, or set "
+                     "[screen] port (and the kiosk's COCOON_SCREEN_PORT) to a free one")
+    if lang.group(1) != screen.language:
+        return _warn(name, f"{where} speaks {lang.group(1)}, the file says {screen.language}",
+                     "restart the agent to apply [screen] language")
+    return _ok(name, f"{where} answers ({screen.language})")

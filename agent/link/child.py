@@ -25,6 +25,7 @@ import base64
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -187,6 +188,10 @@ def run(spec: dict) -> int:
 
 
 def main() -> int:
+    # The agent stops this process (a line on its input, or the input's end). A Ctrl-C at the
+    # terminal reaches the whole process group: it must neither cut the link short nor print a
+    # KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec = json.loads(sys.stdin.readline())
     logs.setup(spec.get("log_level", "INFO"), journal=spec.get("journal"), expected=EXPECTED)
     return run(spec)

@@ -296,6 +296,8 @@ class Agent:
 PARTS: dict[str, str] = {
     "warehouse": "agent.warehouse.service:part",
     "station": "agent.station.part:StationPart",
+    # After the station: parts close in reverse, so the screen stops reading it first.
+    "screen": "agent.screen.server:ScreenPart",
     "metrics": "agent.ops.metrics:MetricsPart",
 }
 

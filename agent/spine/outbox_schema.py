@@ -82,6 +82,13 @@ def _m006_emit_keys_and_command_clock(db: sqlite_utils.Database) -> None:
     db["meta"].insert({"key": "command_clock", "value": ""})
 
 
+def _m007_sales_grade_and_voucher(db: sqlite_utils.Database) -> None:
+    # The end-of-day report sums the day's sales per grade (day.closed), and a voucher can be
+    # printed again, marked as a copy, from the very document first printed.
+    db["sales"].add_column("grade", str)
+    db["sales"].add_column("voucher_doc", str)
+
+
 MIGRATIONS = [
     ("0001-events-and-meta", _m001_events),
     ("0002-seen-commands", _m002_seen_commands),
@@ -89,4 +96,5 @@ MIGRATIONS = [
     ("0004-events-sent-index", _m004_sent_index),
     ("0005-station-cards", _m005_station_cards),
     ("0006-emit-keys-and-command-clock", _m006_emit_keys_and_command_clock),
+    ("0007-sales-grade-and-voucher", _m007_sales_grade_and_voucher),
 ]

@@ -5,11 +5,18 @@ the station's reader it decides, once, what the card is and whether it may be us
 
 - a staff card (clerk or supervisor) whose issuer signature verifies -> `StaffCard`;
 - a farmer card, CPU or MIFARE Classic, whose issuer signature verifies, which is not on the
-  backend's blacklist, and which (a CPU card with its own key) answers a fresh authentication
-  challenge -> `FarmerCard`, after any sale still owed to the card (a write that
-  failed when the card was pulled out) has been written to it;
+  backend's blacklist, and which (a CPU card) answers a fresh authentication challenge ->
+  `FarmerCard`, after any sale still owed to the card (a write that failed when the card was
+  pulled out) has been written to it;
 - anything else -> `CardRefused` with the reason in plain words, and forged or blocked cards
   are also reported to the bank as a `card.refused` alert.
+
+The challenge follows `[card] auth`: "psam" (the default), a mutual authentication of every
+CPU card, farmer's or staff's, with keys diversified from the master keys of the PSAM in the
+reader's SAM slot (INTERNAL then EXTERNAL AUTHENTICATE, drivers/pcsc/card_auth.py); "ed25519",
+the card's own key pair where it has one; "none". A MIFARE card cannot be challenged: it is
+accepted unless `allow_m1` is off, and marked on screen as the weaker kind (`notices`). Past
+the blacklist's refusal age no farmer card is accepted: no new sale until a fresh list comes.
 
 The card stays connected while it is in the reader, so the station can append the sale to it
 after the purchase is recorded (`write_card`). One lock serialises the monitor thread (reading)
@@ -28,6 +35,7 @@ from agent.contract.events import Draft
 from agent.errors import EXPECTED, CocoonError
 from agent.station import purchase as p
 from agent.station import sales
+from agent.station.card_messages import message
 from drivers.pcsc import (
     ApduTransport,
     CardInserted,
@@ -39,7 +47,8 @@ from drivers.pcsc import (
 )
 from drivers.pcsc import farmer_card as fc
 from drivers.pcsc import staff_card as sc
-from drivers.pcsc.card_auth import challenge_card
+from drivers.pcsc.card_auth import challenge_card, psam_authenticate
+from drivers.pcsc.psam import Psam, PsamError
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +60,31 @@ class CardWriteError(CocoonError):
 class CardDesk:
     def __init__(self, *, reader: str, issuer_verifier, outbox, submit: Callable[[object], None],
                  blacklist, m1_master_key: bytes | None = None, require_card_key: bool = False,
+                 auth: str = "psam", sam_reader: str = "", allow_m1: bool = True,
+                 blacklist_max_age_h: float = 24, blacklist_refuse_age_h: float = 72,
                  open_transport: Callable[[str], ApduTransport] = ApduTransport.open,
+                 list_readers: Callable[[], list[str]] | None = None,
                  tz: tzinfo | None = None):
+        if auth not in ("psam", "ed25519", "none"):
+            raise ValueError(f"card authentication {auth!r}: expected psam, ed25519 or none")
         self.reader = reader                # a part of the reader's name; "" = the first one
         self.issuer_verifier = issuer_verifier
         self.outbox = outbox
         self.submit = submit
         self.blacklist = blacklist
         self.m1_master_key = m1_master_key
-        self.require_card_key = require_card_key   # [card] internal_authenticate
+        self.require_card_key = require_card_key   # [card] internal_authenticate (ed25519)
+        self.auth = auth                    # [card] auth
+        self.sam_reader = sam_reader        # [card] sam_reader; "" = any reader but ours
+        self.allow_m1 = allow_m1
+        self.blacklist_ages = (blacklist_max_age_h, blacklist_refuse_age_h)
         self._open = open_transport
+        if list_readers is None:
+            from drivers.pcsc import list_readers
+        self._list_readers = list_readers
+        self._psam: Psam | None = None      # the PSAM session, opened at the first challenge
+        self._psam_reader: str | None = None
+        self._said_no_list = False
         self.tz = tz or sales.local_zone()  # a sale's date on the card is the station's day
         self._lock = threading.Lock()
         self._transport: ApduTransport | None = None
@@ -119,6 +143,8 @@ class CardDesk:
             return reader == self._reader_name
         if self.reader and self.reader not in reader:
             return False
+        if reader == self._psam_reader or (self.sam_reader and self.sam_reader in reader):
+            return False                    # the SAM slot is never the card reader
         self._reader_name = reader
         return True
 
@@ -161,6 +187,8 @@ class CardDesk:
 
     def _identify(self, transport, atr: bytes):
         if is_m1(atr):
+            if not self.allow_m1:
+                return p.CardRefused(message("m1_not_allowed"))
             if self.m1_master_key is None:
                 return p.CardRefused("this station is not set up for MIFARE cards (no M1 "
                                      "master key configured); use the farmer's CPU card")
@@ -187,6 +215,13 @@ class CardDesk:
         if blocked:
             self._report(staff.uid, "staff", f"blacklisted: {blocked}", staff_id=staff.staff_id)
             return p.CardRefused(f"this staff card is blocked ({blocked})")
+        # Staff cards carry no key record of their own: "ed25519" leaves them unchallenged
+        refusal, card_fault = ("", False) if self.auth == "ed25519" else self._challenge(
+            transport, staff.uid, None, "staff card")
+        if refusal:
+            if card_fault:
+                self._report(staff.uid, "staff", refusal, staff_id=staff.staff_id)
+            return p.CardRefused(refusal)
         return p.StaffCard(p.Staff(staff.staff_id, staff.name, staff.role))
 
     def _farmer_input(self, transport, kind: str, read: Callable[[], fc.FarmerCardData]):
@@ -206,25 +241,124 @@ class CardDesk:
             return p.CardRefused(f"this card is blocked by the bank ({blocked}): keep it and "
                                  "send the farmer to the cooperative office")
         if kind == "cpu":
-            refusal = self._challenge(transport, data)
+            refusal, card_fault = self._challenge(transport, data.uid, data.auth_key,
+                                                  "farmer card")
             if refusal:
-                self._report(data.uid, kind, refusal, farmer_id=data.holder.farmer_id)
+                if card_fault:
+                    self._report(data.uid, kind, refusal, farmer_id=data.holder.farmer_id)
                 return p.CardRefused(refusal)
+        fresh = self.blacklist.freshness(*self.blacklist_ages)
+        if fresh.state == "never" and not self._said_no_list:
+            log.warning(message("blacklist_never"))     # once: it is not news at every card
+            self._said_no_list = True
+        if fresh.state == "refuse":
+            log.error("card blacklist %.0f h old: no sale until a fresh list", fresh.age_h)
+            return p.CardRefused(message("blacklist_too_old", age_h=f"{fresh.age_h:.0f}",
+                                         limit_h=f"{fresh.refuse_age_h:g}"))
         if self._catch_up(transport, kind, data):
             data = read()
         farmer = p.Farmer(**asdict(replace(fc.accepted_card(data), card_kind=kind)))
         self._farmer = farmer
         return p.FarmerCard(farmer)
 
-    def _challenge(self, transport, data: fc.FarmerCardData) -> str:
-        """A card with its own key must prove it holds it (a copy cannot); a card without
-        one is refused only where the station requires card keys."""
-        if data.auth_key is None:
-            if self.require_card_key:
-                return ("this card cannot answer the authentication challenge this station "
-                        "requires: send the farmer to the cooperative office for a new card")
-            return ""
-        return challenge_card(transport, bytes.fromhex(data.uid), data.auth_key)
+    def _challenge(self, transport, uid: str, auth_key: bytes | None,
+                   what: str) -> tuple[str, bool]:
+        """("", _) when the CPU card in `transport` passes the station's challenge, else why
+        not (words for the clerk) and whether the card is at fault (a PSAM fault is the
+        station's: nothing to report about the card)."""
+        if self.auth == "none":
+            return "", False
+        if self.auth == "ed25519":
+            # A card with its own key must prove it holds it (a copy cannot); a card without
+            # one is refused only where the station requires card keys.
+            if auth_key is None:
+                if self.require_card_key:
+                    return (f"this {what} cannot answer the authentication challenge this "
+                            "station requires: its holder gets a new card at the cooperative "
+                            "office"), True
+                return "", False
+            return challenge_card(transport, bytes.fromhex(uid), auth_key), True
+        try:
+            outcome = psam_authenticate(transport, self._psam_session(), bytes.fromhex(uid))
+        except PsamError as exc:
+            log.error("station PSAM: %s", exc)
+            self._close_psam()              # opened afresh at the next card
+            return message("psam_unavailable", reason=str(exc)), False
+        if outcome.ok:
+            return "", False
+        log.warning("%s %s: PSAM challenge %s: %s", what, uid, outcome.result, outcome.detail)
+        key = {"unable": "card_cannot_authenticate", "failed": "card_failed_authentication",
+               "station_refused": "card_refused_station"}[outcome.result]
+        return message(key, card=what, detail=outcome.detail), True
+
+    # -- the PSAM ---------------------------------------------------------------------------
+
+    def _psam_session(self) -> Psam:
+        """The selected PSAM (caller holds the lock): the one in use while it answers, else
+        the one in `sam_reader`, else the first found in a reader other than the card's."""
+        if self._psam is not None:
+            try:
+                if self._psam.transport.card_present():
+                    return self._psam
+            except PcscError:
+                pass
+            self._close_psam()
+        if self.sam_reader:
+            candidates = [self.sam_reader]
+        else:
+            candidates = [name for name in self._list_readers()
+                          if name != self._reader_name
+                          and not (self.reader and self.reader in name)]
+        problems = []
+        for name in candidates:
+            try:
+                transport = self._open(name)
+            except PcscError as exc:
+                problems.append(str(exc))
+                continue
+            try:
+                self._psam = Psam.select(transport)
+            except PcscError as exc:
+                transport.close()
+                problems.append(str(exc))
+                continue
+            self._psam_reader = transport.reader
+            log.info("station PSAM in %r (%s keys)", transport.reader, self._psam.algorithm)
+            return self._psam
+        where = (f"reader {self.sam_reader!r}" if self.sam_reader
+                 else "any reader but the card reader")
+        raise PsamError(f"no PSAM of the cooperative in {where}"
+                        + (f" ({'; '.join(problems)})" if problems else "")
+                        + ": put it in the SAM slot, or name its reader in [card] sam_reader")
+
+    def _close_psam(self) -> None:
+        if self._psam is not None:
+            try:
+                self._psam.close()
+            except PcscError:
+                pass
+        self._psam = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._disconnect()
+            self._close_psam()
+
+    # -- what the screen adds --------------------------------------------------------------
+
+    def notices(self) -> list[str]:
+        """Lines the screen shows beside the flow's message: the weaker card kind while an
+        M1 card is in, and the blacklist's age once past the warning limit. (A station that
+        never received a list says so in its log at each farmer card, not on every screen.)"""
+        out = []
+        farmer = self._farmer
+        if farmer is not None and farmer.card_kind == "m1":
+            out.append(message("m1_weaker"))
+        fresh = self.blacklist.freshness(*self.blacklist_ages)
+        if fresh.state in ("warn", "refuse"):
+            out.append(message("blacklist_stale", age_h=f"{fresh.age_h:.0f}",
+                               max_h=f"{fresh.max_age_h:g}"))
+        return out
 
     def _report(self, uid: str, kind: str, reason: str, **ids) -> None:
         try:

@@ -41,6 +41,7 @@ class StationConfig:
     staff_reader: str               # "" = the card reader; else a part of another reader's name
     timezone: tzinfo                # the station's local time: voucher days, today's sales
     untrusted_time_max_h: int = DEFAULT_MAX_UNTRUSTED_H  # price by the last trusted time
+    language: str = "zh-CN"         # the station's language: the farmer's voucher
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,12 @@ class CardConfig:
     reader: str                     # any unique part of the PC/SC reader name; "" = the first
     issuer_public_key_file: Path
     m1_master_key_file: Path | None
-    internal_authenticate: bool     # refuse CPU cards that cannot answer a challenge
+    internal_authenticate: bool     # ed25519: refuse CPU cards without a key of their own
+    auth: str = "psam"              # "psam", "ed25519" or "none": how CPU cards are challenged
+    sam_reader: str = ""            # a part of the PSAM's reader name; "" = any other reader
+    allow_m1: bool = True           # MIFARE Classic cards accepted (the weaker kind)
+    blacklist_max_age_h: int = 24   # past this the station warns
+    blacklist_refuse_age_h: int = 72    # past this it sells no more until a fresh list
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class StationSection(Schema, kw_only=True):
     staff_reader: str = ""
     timezone: text() = DEFAULT_TIMEZONE
     untrusted_time_max_h: integer(1, 8760) = DEFAULT_MAX_UNTRUSTED_H
+    language: one_of("zh-CN", "en") = "zh-CN"
 
 
 def parse_station(path: Path, table) -> StationConfig:
@@ -97,7 +104,7 @@ def parse_station(path: Path, table) -> StationConfig:
         "card_write_s")})
     return StationConfig(timeouts=timeouts, price_tables_dir=st.price_tables_dir,
                          staff_reader=st.staff_reader, timezone=_timezone(path, st.timezone),
-                         untrusted_time_max_h=st.untrusted_time_max_h)
+                         untrusted_time_max_h=st.untrusted_time_max_h, language=st.language)
 
 
 def _timezone(path: Path, name: str) -> tzinfo:
@@ -108,15 +115,32 @@ def _timezone(path: Path, name: str) -> tzinfo:
                           f"as {DEFAULT_TIMEZONE!r}, got {name!r} ({exc})") from None
 
 
+AUTH_MODES = ("psam", "ed25519", "none")
+
+
 class CardSection(Schema, kw_only=True):
     reader: str = ""
     issuer_public_key_file: PATH
     m1_master_key_file: PATH | None = None
     internal_authenticate: FLAG = False
+    auth: one_of(*AUTH_MODES) = "psam"
+    sam_reader: str = ""
+    allow_m1: FLAG = True
+    blacklist_max_age_h: integer(1, 8760) = 24
+    blacklist_refuse_age_h: integer(1, 8760) = 72
 
 
 def parse_card(path: Path, table) -> CardConfig:
     cd = decode(path, "card", table, CardSection)
+    if cd.blacklist_refuse_age_h < cd.blacklist_max_age_h:
+        raise ConfigError(f"{path}: [card] blacklist_refuse_age_h ({cd.blacklist_refuse_age_h})"
+                          f" must not be below blacklist_max_age_h ({cd.blacklist_max_age_h}):"
+                          " the station warns before it refuses")
+    if cd.internal_authenticate and cd.auth == "none":
+        # (with "psam" it is what happens anyway: every CPU card is challenged)
+        raise ConfigError(f"{path}: [card] internal_authenticate = true asks for a challenge "
+                          "that auth = \"none\" switches off: choose auth = \"psam\" or "
+                          "\"ed25519\", or remove internal_authenticate")
     return CardConfig(**msgspec.structs.asdict(cd))
 
 

@@ -5,6 +5,8 @@
     x          cancel the current sale
     v VOUCHER REASON...   void a recorded sale (a supervisor must be signed in)
     r VOUCHER REASON...   correct a recorded sale: the next sale replaces it (supervisor)
+    p VOUCHER  print a recorded sale's voucher again (marked as a copy)
+    e          end of day: record day.closed with the day's totals and print the report
     o          sign the clerk out
     q          leave the screen (the agent stops with it)
 
@@ -15,15 +17,20 @@ feeds the parsed keys to the station.
 
 from __future__ import annotations
 
+import os
 import re
+import select
+import sqlite3
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from agent.errors import EXPECTED, CocoonError
 from agent.station import purchase as p
 from agent.station import sales
+from agent.station.effects import CloseDay, Reprint
 
 MEASUREMENTS = ("shell_g", "shell_ratio_pct", "moisture_pct", "reelable_pct")
 _DEFECT = re.compile(r"^defects_pct\.([a-z_]{1,32})$")
@@ -59,9 +66,10 @@ def parse_key(line: str):
     """A clerk's line -> a flow input, Grade, VoidRequest, CorrectRequest or Quit."""
     words = line.split()
     if not words:
-        raise ClerkKeyError("type a command: g (grade), c, x, v, r, o or q")
+        raise ClerkKeyError("type a command: g (grade), c, x, v, r, p, e, o or q")
     key, args = words[0].lower(), words[1:]
-    simple = {"c": p.Confirm(), "x": p.Cancel(), "o": p.SignOut(), "q": Quit()}
+    simple = {"c": p.Confirm(), "x": p.Cancel(), "o": p.SignOut(), "q": Quit(),
+              "e": CloseDay()}
     if key in simple:
         if args:
             raise ClerkKeyError(f"{key} takes nothing after it")
@@ -76,7 +84,11 @@ def parse_key(line: str):
         if len(args) < 2:
             raise ClerkKeyError("correct: r VOUCHER REASON (the reason is required)")
         return CorrectRequest(args[0], " ".join(args[1:])[:200])
-    raise ClerkKeyError(f"unknown key {key!r}: use g, c, x, v, r, o or q")
+    if key == "p":
+        if len(args) != 1:
+            raise ClerkKeyError("print a copy: p VOUCHER")
+        return Reprint(args[0])
+    raise ClerkKeyError(f"unknown key {key!r}: use g, c, x, v, r, p, e, o or q")
 
 
 def parse_measurements(args: list[str]) -> dict:
@@ -128,7 +140,13 @@ def apply_key(part, action) -> bool:
 
 
 class Console:
-    """The station screen on a terminal: redrawn on change, keys read line by line."""
+    """The station screen on a terminal: redrawn on change, keys read line by line.
+
+    The screen is drawn by the calling thread and the keys are read by a thread of their own,
+    from the descriptor itself with a timeout, so that a stop (SIGTERM, Ctrl-C, `q`, the end of
+    the input) ends the console at once, without waiting for a line. `run` returns only once
+    the screen is no longer drawn, so the agent may close the outbox after it.
+    """
 
     def __init__(self, part, *, stdin=None, stdout=None):
         self.part = part
@@ -136,28 +154,63 @@ class Console:
         self.stdout = stdout or sys.stdout
         self.clear = self.stdout.isatty()
 
-    def run(self, stop: threading.Event) -> None:
-        drawer = threading.Thread(target=self._draw_loop, args=(stop,), daemon=True,
-                                  name="station-screen")
-        drawer.start()
+    def run(self, stop: threading.Event, *, agent_stopped: threading.Event | None = None) -> None:
+        """Draw and take keys until `stop` (or `agent_stopped`, the agent's own stop) is set."""
+        keys = threading.Thread(target=self._key_loop, args=(stop,), daemon=True,
+                                name="station-keys")
+        keys.start()
+        version = -1
+
+        def stopped() -> bool:
+            return stop.is_set() or (agent_stopped is not None and agent_stopped.is_set())
+
         try:
-            for line in self.stdin:
-                if stop.is_set():
-                    break
+            while not stopped():
                 try:
-                    if not apply_key(self.part, parse_key(line)):
-                        break
-                except EXPECTED as exc:
-                    self.part._show(str(exc))
+                    text = self.part.screen()
+                except sqlite3.ProgrammingError:    # the agent stopped and closed the outbox
+                    if stopped():
+                        return
+                    raise
+                prefix = "\x1b[H\x1b[2J" if self.clear else "\n"
+                self.stdout.write(prefix + text + "\n")
+                self.stdout.flush()
+                deadline = time.monotonic() + 1.0
+                seen = version
+                while seen == version and not stopped() and time.monotonic() < deadline:
+                    seen = self.part.wait_change(version, timeout=0.2)
+                version = seen
         finally:
             stop.set()
-            drawer.join(timeout=2)
 
-    def _draw_loop(self, stop: threading.Event) -> None:
-        version = -1
+    def _key_loop(self, stop: threading.Event) -> None:
+        for line in self._lines(stop):
+            try:
+                if not apply_key(self.part, parse_key(line)):
+                    break
+            except EXPECTED as exc:
+                self.part._show(str(exc))
+        stop.set()
+
+    def _lines(self, stop: threading.Event):
+        """The input's lines until its end or `stop`; a real descriptor is polled, so that
+        the thread notices `stop` without a line arriving."""
+        try:
+            fd = self.stdin.fileno()
+        except (AttributeError, OSError, ValueError):
+            yield from (line for line in self.stdin if not stop.is_set())
+            return
+        pending = b""
         while not stop.is_set():
-            version = self.part.wait_change(version, timeout=1.0)
-            text = self.part.screen()
-            prefix = "\x1b[H\x1b[2J" if self.clear else "\n"
-            self.stdout.write(prefix + text + "\n")
-            self.stdout.flush()
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                if pending:
+                    yield pending.decode("utf-8", "replace")
+                return
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                yield line.decode("utf-8", "replace")

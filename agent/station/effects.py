@@ -45,7 +45,7 @@ class EffectRunner:
                  printer=None, prices=None, timeouts: p.Timeouts | None = None,
                  clock: Callable[[], float] = time.monotonic, tz: tzinfo | None = None,
                  wall_clock: Callable[[], float] = time.time,
-                 trusted: TrustedTime | None = None):
+                 trusted: TrustedTime | None = None, language: str = "en"):
         self.device = device
         self.tz = tz or sales.local_zone()  # the voucher's day is the station's local day
         self.wall_clock = wall_clock
@@ -59,10 +59,12 @@ class EffectRunner:
         self.prices = prices  # a PriceTableStore
         self.legal_record = None  # an agent.station.legal.LegalRecord, set by the part
         self.trusted = trusted or TrustedTime(outbox)
+        self.language = language    # the farmer's voucher: the station's language
         self._refused_tables = ""
         self.clock = clock
         self.inputs: queue.Queue = queue.Queue()
         self.last_voucher: dict | None = None
+        self.printer_fault = ""     # why the last voucher did not print ('' when it did)
 
     # -- feeding ----------------------------------------------------------------------
 
@@ -89,6 +91,9 @@ class EffectRunner:
 
     def handle(self, event) -> None:
         """Process one input and everything that follows from it, synchronously."""
+        if isinstance(event, CloseDay | Reprint):
+            self._station_request(event)
+            return
         if isinstance(event, _GradeRequest):
             event = self._price(event)
         pending = [event]
@@ -254,22 +259,113 @@ class EffectRunner:
             log.error("could not record %s: %s", draft.type, exc)
             self.display(f"WARNING: could not record {draft.type}: {exc}")
 
-    def _print(self, voucher: dict) -> None:
-        self.last_voucher = voucher
+    def _station_request(self, request) -> None:
+        """The end of the day and a voucher's copy: a signed-in clerk, between sales."""
+        clerk = self.flow.clerk
+        if clerk is None:
+            self.display("Sign in with your staff card first")
+            return
+        if self.flow.sale is not None:
+            self.display("Finish or cancel the current sale first")
+            return
+        try:
+            if isinstance(request, CloseDay):
+                body = self.close_day(clerk.staff_id)
+                self.display(f"Day {body['day']} closed: {body['count']} sales, "
+                             f"{body['amount']} yuan; {body['acknowledged']} acknowledged by "
+                             "the bank. The report is printed.")
+            else:
+                self.reprint(request.voucher)
+                self.display(f"Voucher {request.voucher} printed again (copy)")
+        except EXPECTED as exc:
+            log.error("%s", exc)
+            self.display(str(exc))
+
+    def close_day(self, clerk: str, now: float | None = None) -> dict:
+        """Record the end of the station's local day as a signed `day.closed` (money: never
+        evicted) with the day's count and sums in all and per grade, so that the bank can
+        reconcile, and print the report. A day may be closed again later: each `day.closed`
+        carries the whole day as it stood. Returns the event's body."""
+        now = self.wall_clock() if now is None else now
+        body = {"station": self.device, "clerk": clerk,
+                **sales.day_report(self.outbox, self.device, sales.day_of(now, self.tz))}
+        seq = self.outbox.append(Draft("day.closed", "money", body))
+        log.info("day %s closed (seq %d): %d sales, %s yuan", body["day"], seq, body["count"],
+                 body["amount"])
+        self._print_lines(day_report_lines(body), f"day report {body['day']}")
+        return body
+
+    def reprint(self, voucher: str) -> None:
+        """Print a recorded sale's voucher again, marked as a copy."""
+        doc = sales.kept_voucher(self.outbox, voucher)
+        self._print({**doc, "copy": True}, keep=False)
+
+    def _print_lines(self, lines: list[str], what: str) -> None:
+        if self.printer is None:
+            return
+        from drivers.printer import PrinterError, print_lines
+
+        try:
+            print_lines(self.printer, lines)
+        except PrinterError as exc:
+            log.error("%s", exc)
+            self.printer_fault = str(exc)
+            self.display(f"Printer fault: {exc}. The {what} is recorded; print it again.")
+
+    def _print(self, voucher: dict, keep: bool = True) -> None:
+        if keep:
+            self.last_voucher = voucher
+            try:
+                sales.keep_voucher(self.outbox, voucher)
+            except EXPECTED as exc:      # the sale stands; only a later copy cannot be made
+                log.error("voucher %s not kept for copies: %s", voucher["voucher"], exc)
         if self.printer is None:
             return
         from drivers.printer import PrinterError, print_voucher
 
         try:
-            print_voucher(self.printer, voucher)
+            print_voucher(self.printer, voucher, self.language)
+            self.printer_fault = ""
         except PrinterError as exc:
             log.error("%s", exc)
+            self.printer_fault = str(exc)
             self.display(f"Printer fault: {exc}. The sale is recorded; print it again.")
             self._record(Draft("printer.failed", "alert",
                                {"voucher": voucher["voucher"], "reason": str(exc)[:300]}))
 
 
 AMOUNT_RE = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,8})?$")
+
+
+@dataclass(frozen=True)
+class CloseDay:
+    """Close the station's day: `day.closed` and the printed report (a clerk signed in)."""
+
+
+@dataclass(frozen=True)
+class Reprint:
+    """Print a recorded sale's voucher again, marked as a copy."""
+
+    voucher: str
+
+
+def day_report_lines(body: dict) -> list[str]:
+    """The end-of-day report as printed: the day, the count, weight and amount per grade and
+    in all, and how many of the day's sales the bank has acknowledged and paid."""
+    lines = ["END OF DAY REPORT", f"Station {body['station']}  day {body['day']}",
+             f"Closed by {body['clerk']}"]
+    for g in body["by_grade"]:
+        lines.append(f"Grade {g['grade']}: {g['count']} sales, {_kg(g['net_g'])} kg, "
+                     f"{g['amount']} yuan")
+    lines += [f"TOTAL: {body['count']} sales, {_kg(body['net_g'])} kg, {body['amount']} yuan",
+              f"Voided: {body['voided']}",
+              f"Acknowledged by the bank: {body['acknowledged']} of {body['count']}",
+              f"Paid: {body['paid']}"]
+    return lines
+
+
+def _kg(grams: str) -> str:
+    return str((Decimal(grams) / 1000).quantize(Decimal("0.001")))
 
 
 def payment_handler(outbox, on_paid: Callable[[sales.Sale], None] = lambda sale: None):

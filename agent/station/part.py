@@ -81,6 +81,7 @@ class StationPart:
         self.device = config.device.id
         self.outbox = agent.outbox
         self.message = "Swipe a staff card to start."
+        self.refused = False    # the last message came with the refusal beep
         self._changed = threading.Condition()
         self._version = 0
         self.prices = PriceTableStore(st.price_tables_dir or config.device.data_dir,
@@ -104,7 +105,8 @@ class StationPart:
         self.station = EffectRunner(self.device, agent.outbox, write_card=self._write_card,
                                     display=self._show, buzzer=self._beep, printer=printer,
                                     prices=self.prices, timeouts=st.timeouts, tz=st.timezone,
-                                    trusted=TrustedTime(agent.outbox, st.untrusted_time_max_h))
+                                    trusted=TrustedTime(agent.outbox, st.untrusted_time_max_h),
+                                    language=st.language)
         self.scale_config = scale
         self.legal = LegalRecord(agent.outbox, running_legal_id(),
                                  legal_parameters(scale, self._tables_for_the_record()))
@@ -115,6 +117,10 @@ class StationPart:
                              outbox=agent.outbox, submit=self.submit, blacklist=self.blacklist,
                              m1_master_key=load_m1_master_key(card.m1_master_key_file),
                              require_card_key=card.internal_authenticate,
+                             auth=card.auth, sam_reader=card.sam_reader,
+                             allow_m1=card.allow_m1,
+                             blacklist_max_age_h=card.blacklist_max_age_h,
+                             blacklist_refuse_age_h=card.blacklist_refuse_age_h,
                              tz=st.timezone)
         self.judge = ScaleJudge(
             scale.scale_id,
@@ -179,10 +185,15 @@ class StationPart:
 
     def _show(self, text: str) -> None:
         log.info("station: %s", text)
-        self.message = text
+        # the card desk's notices (an M1 card is the weaker kind, an old blacklist) go along
+        self.message = " | ".join([text, *self.desk.notices()])
+        self.refused = False
         self._touch()
 
     def _beep(self, kind: str) -> None:
+        if kind == "refuse":
+            self.refused = True
+            self._touch()
         if self.signals is not None:
             self.signals.beep(kind)
 
@@ -271,6 +282,7 @@ class StationPart:
     def close(self) -> None:
         self.scale_reader.stop()
         self.monitor.stop()
+        self.desk.close()
         for thread in self._threads:
             thread.join(timeout=5)
         if self.signals is not None:

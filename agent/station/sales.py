@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from agent.errors import CocoonError
@@ -87,10 +88,10 @@ def recorder(device: str, body: dict, now: float | None = None,
                 "ON CONFLICT(day) DO UPDATE SET last = excluded.last", (day, number))
         voucher = f"{device}-{day}-{number:04d}"
         execute(
-            "INSERT INTO sales (seq, voucher, farmer_id, card_uid, net_g, amount, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sales (seq, voucher, farmer_id, card_uid, net_g, amount, created,"
+            " grade) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (seq, voucher, body["farmer"]["farmer_id"], body["farmer"]["card_uid"],
-             int(body["scale"]["net_g"]), body["amount"], now))
+             int(body["scale"]["net_g"]), body["amount"], now, body.get("grade")))
         return {"voucher": voucher}
 
     return within
@@ -152,6 +153,56 @@ def check_open(sale: Sale, action: str) -> None:
     if sale.paid_at:
         raise SaleClosed(f"voucher {sale.voucher} is already paid by the bank "
                          f"({sale.payment_ref}); it cannot be {action}")
+
+
+def keep_voucher(outbox, voucher: dict) -> None:
+    """Keep the voucher as printed, to print it again (marked as a copy) on request."""
+    outbox.write("UPDATE sales SET voucher_doc = ? WHERE voucher = ?",
+                 [(json.dumps(voucher, sort_keys=True, ensure_ascii=False),
+                   voucher["voucher"])])
+
+
+def kept_voucher(outbox, voucher: str) -> dict:
+    """The voucher as first printed; SaleNotFound if there is no such sale or copy."""
+    rows = outbox.read("SELECT voucher_doc FROM sales WHERE voucher = ?", (voucher,))
+    if not rows:
+        raise SaleNotFound(f"no sale {voucher} at this station")
+    if rows[0][0] is None:
+        raise SaleNotFound(f"no copy of voucher {voucher} is kept (it was recorded by an "
+                           "earlier release)")
+    return json.loads(rows[0][0])
+
+
+def day_report(outbox, device: str, day: str) -> dict:
+    """The end-of-day report of the station's local `day` (YYYYMMDD): the sales whose voucher
+    carries that day, with count, net weight and amount in all and per grade (voided sales
+    apart), how many the bank has acknowledged and paid. Amounts are exact decimal strings."""
+    rows = outbox.read("SELECT seq, grade, net_g, amount, voided_by, paid_at FROM sales "
+                       "WHERE voucher LIKE ? ESCAPE '\\' ORDER BY seq",
+                       (_like_prefix(f"{device}-{day}-"),))
+    acked = outbox.acked_seq()
+    kept = [r for r in rows if r[4] is None]
+    grades: dict[str, list] = {}
+    for _seq, grade, net_g, amount, _voided, _paid in kept:
+        g = grades.setdefault(grade or "?", [0, 0, Decimal(0)])
+        g[0], g[1], g[2] = g[0] + 1, g[1] + net_g, g[2] + Decimal(amount)
+    return {
+        "day": day,
+        "count": len(kept),
+        "net_g": str(sum(r[2] for r in kept)),
+        "amount": str(sum((Decimal(r[3]) for r in kept), Decimal("0.00"))),
+        "by_grade": [{"grade": g, "count": c, "net_g": str(n), "amount": str(a)}
+                     for g, (c, n, a) in sorted(grades.items())],
+        "voided": len(rows) - len(kept),
+        "acknowledged": sum(1 for r in kept if r[0] <= acked),
+        "paid": sum(1 for r in kept if r[5] is not None),
+        "first_seq": rows[0][0] if rows else None,
+        "last_seq": rows[-1][0] if rows else None,
+    }
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def owe_card(outbox, seq: int, card_sale: dict) -> None:

@@ -7,6 +7,15 @@ commands before the application is selected; 6A82 unknown AID or file; 6A83 no s
 6CXX when Le is neither 00 nor the exact length; 61XX chaining when an answer is longer than
 `chunk` bytes (GET RESPONSE); 6700 wrong length; 6986 writing a read-only file.
 
+Card authentication: with `own_key`, GENERATE ASYMMETRIC KEY PAIR and INTERNAL AUTHENTICATE
+with P2 00 (Ed25519, drivers/pcsc/card_auth.py); with `sym_keys` (the PSAM scheme: key 01 and
+key 02 diversified from the PSAM's masters, drivers/vpcd/psam.py's `card_keys`), INTERNAL
+AUTHENTICATE with P2 01, GET CHALLENGE and EXTERNAL AUTHENTICATE with P2 02: 6A88 for a key the
+card does not hold, 6A86 for an INTERNAL AUTHENTICATE key reference it does not know, 6985 for
+EXTERNAL AUTHENTICATE without a fresh challenge (each challenge serves once), 63CX for a wrong
+cryptogram (X tries left, 15 at first, back to 15 on success) and 6983 once blocked. A card with
+neither answers 6D00 to all of them, as older CPU cards do.
+
 Test hooks: `files` (edit the contents directly), `pull_on(predicate)` pulls the card out
 when a command matches, as a farmer would mid-read or mid-write.
 """
@@ -28,6 +37,9 @@ SW_NOT_ALLOWED = b"\x69\x86"
 SW_WRONG_P1P2 = b"\x6a\x86"
 SW_INS = b"\x6d\x00"
 SW_CONDITIONS = b"\x69\x85"
+SW_KEY_NOT_FOUND = b"\x6a\x88"
+SW_BLOCKED = b"\x69\x83"
+EXTERNAL_TRIES = 15
 
 
 @dataclass
@@ -60,10 +72,16 @@ class CpuFarmerCard(VirtualCard):
 
     def __init__(self, reader, *, serial: bytes = bytes.fromhex("8600112233445566"),
                  sales_capacity: int = 5, chunk: int = 128, aid: bytes = AID,
-                 own_key: bool = True, **kwargs):
+                 own_key: bool = True, sym_alg: int | None = None,
+                 sym_keys: dict[int, bytes] | None = None, **kwargs):
         super().__init__(reader, **kwargs)
         self.own_key = own_key          # False: an older card without GENERATE/INTERNAL AUTH
         self.auth_private = None        # the key the card generated; never leaves the card
+        self.sym_alg = sym_alg          # the PSAM scheme's algorithm (symmetric.ALG_*)
+        self.sym_keys = dict(sym_keys or {})    # key id -> diversified key
+        self.challenge: bytes | None = None     # the last GET CHALLENGE, until used
+        self.external_tries = EXTERNAL_TRIES
+        self.station_authenticated = False      # EXTERNAL AUTHENTICATE passed this session
         self.files = blank_files(serial, sales_capacity)
         self.chunk = chunk
         self.aid = aid
@@ -77,6 +95,7 @@ class CpuFarmerCard(VirtualCard):
     def _handle(self, payload: bytes) -> bytes | None:
         if len(payload) == 1 and payload[0] in (0x00, 0x01, 0x02):
             self.selected = False                   # power cycle or reset: selection lost
+            self.challenge, self.station_authenticated = None, False
         return super()._handle(payload)
 
     # -- APDUs -----------------------------------------------------------------------------
@@ -98,10 +117,18 @@ class CpuFarmerCard(VirtualCard):
                 return SW_WRONG_P1P2
             self.selected = body == self.aid
             return SW_OK if self.selected else SW_FILE_NOT_FOUND
+        if ins in (0x84, 0x82) or (ins == 0x88 and p2 != 0x00):
+            if not self.sym_keys:
+                return SW_INS if not self.own_key or ins != 0x88 else SW_WRONG_P1P2
+            if not self.selected:
+                return SW_NOT_SELECTED
+            return self._symmetric(ins, p2, body, le)
         if ins in (0x46, 0x88) and self.own_key:
             if not self.selected:
                 return SW_NOT_SELECTED
             return self._authentication(ins, body, le)
+        if ins == 0x88 and self.sym_keys:
+            return SW_WRONG_P1P2                    # P2 00: no Ed25519 key on this card
         if ins not in (0xB0, 0xD6, 0xB2, 0xDC, 0xE2):
             return SW_INS
         if not self.selected:
@@ -136,6 +163,39 @@ class CpuFarmerCard(VirtualCard):
             return SW_WRONG_LENGTH
         serial = bytes(self.files[4].data)
         return self._answer(self.auth_private.sign(card_auth.auth_message(serial, body)), le)
+
+    def _symmetric(self, ins, p2, body, le) -> bytes:
+        import hmac
+        import os
+
+        from drivers.pcsc import symmetric
+
+        if ins == 0x84:                 # GET CHALLENGE
+            if le not in (4, 8, 16):
+                return SW_WRONG_LENGTH
+            self.challenge = os.urandom(le)
+            return self.challenge + SW_OK
+        key = self.sym_keys.get(p2)
+        if key is None:
+            return SW_KEY_NOT_FOUND if ins == 0x82 else SW_WRONG_P1P2
+        if ins == 0x88:                 # INTERNAL AUTHENTICATE: the card proves itself
+            if not body or len(body) % symmetric.block_size(self.sym_alg):
+                return SW_WRONG_LENGTH
+            return self._answer(symmetric.encrypt(self.sym_alg, key, body), le)
+        if self.external_tries == 0:    # EXTERNAL AUTHENTICATE: the station proves itself
+            return SW_BLOCKED
+        challenge, self.challenge = self.challenge, None
+        if challenge is None or len(challenge) % symmetric.block_size(self.sym_alg):
+            return SW_CONDITIONS
+        if len(body) != len(challenge):
+            return SW_WRONG_LENGTH
+        if not hmac.compare_digest(body, symmetric.encrypt(self.sym_alg, key, challenge)):
+            self.external_tries -= 1
+            self.station_authenticated = False
+            return bytes((0x63, 0xC0 | self.external_tries))
+        self.external_tries = EXTERNAL_TRIES
+        self.station_authenticated = True
+        return SW_OK
 
     def _binary(self, ins, p1, p2, body, le) -> bytes:
         if not p1 & 0x80:

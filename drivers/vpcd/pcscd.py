@@ -129,7 +129,8 @@ class Pcscd:
             self._proc = subprocess.Popen(
                 [self._activate, "-l", str(self.socket_path), self._pcscd, "--foreground",
                  "--config", str(self.conf_dir)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)     # a terminal's Ctrl-C is for its owner; stop() ends it
         try:
             self.readers = self._wait_for_readers(timeout)
         except BaseException:

@@ -1,8 +1,11 @@
-"""Personalised virtual cards for station tests: farmer and staff CPU cards, as issued.
+"""Personalised virtual cards for station tests: farmer and staff CPU cards, as issued, and
+the station's PSAM.
 
 The files are filled with the drivers' own record builders and a real issuer signature, so a
 test starts with a card in the state `cocoon-agent card issue` leaves it in, without spending
-APDUs on issuing it every time (issuing itself is tested through pcscd elsewhere).
+APDUs on issuing it every time (issuing itself is tested through pcscd elsewhere). Cards hold
+the keys of the PSAM scheme, diversified from MASTERS by their serial (SM4 unless told), as the
+cooperative's card maker personalises them; `psam()` is the PSAM that goes with them.
 """
 
 from __future__ import annotations
@@ -10,8 +13,16 @@ from __future__ import annotations
 from drivers.pcsc import card_auth
 from drivers.pcsc import farmer_card as fc
 from drivers.pcsc import staff_card as sc
+from drivers.pcsc.psam import USAGE_EXTERNAL, USAGE_INTERNAL
+from drivers.pcsc.symmetric import ALG_SM4
+from drivers.vpcd.psam import VirtualPsam, card_keys
 
 from .cpu_card import CpuFarmerCard
+
+#: The tests' PSAM master keys (usage -> key).
+MASTERS = {USAGE_INTERNAL: bytes.fromhex("0F1E2D3C4B5A69788796A5B4C3D2E1F0"),
+           USAGE_EXTERNAL: bytes.fromhex("F0E1D2C3B4A5968778695A4B3C2D1E0F")}
+SAM_READER = "00 01"
 
 HOLDER = {
     "farmer_id": "F-330521-0042",
@@ -60,17 +71,36 @@ def _personalise(card: CpuFarmerCard, record: bytes, issuer_signer, *,
     return card
 
 
+def psam(make, reader=SAM_READER, *, alg: int = ALG_SM4, masters: dict | None = None,
+         **kwargs) -> VirtualPsam:
+    """The station's PSAM (not inserted) with the tests' master keys."""
+    return make(reader, cls=VirtualPsam, alg=alg, masters=masters or MASTERS, **kwargs)
+
+
+def _keys(serial: str, sym_alg: int | None, masters: dict | None) -> dict:
+    if sym_alg is None:
+        return {}
+    return {"sym_alg": sym_alg,
+            "sym_keys": card_keys(sym_alg, masters or MASTERS, bytes.fromhex(serial))}
+
+
 def farmer_card(make, reader, issuer_signer, *, serial: str = "8600112233445566",
-                holder: dict | None = None, own_key: bool = False, **kwargs) -> CpuFarmerCard:
-    """A farmer CPU card issued to `holder` (not inserted), with its own authentication key
-    when `own_key`. `make` is the virtual_card fixture's factory."""
-    card = make(reader, cls=CpuFarmerCard, serial=bytes.fromhex(serial), **kwargs)
+                holder: dict | None = None, own_key: bool = False,
+                sym_alg: int | None = ALG_SM4, masters: dict | None = None,
+                **kwargs) -> CpuFarmerCard:
+    """A farmer CPU card issued to `holder` (not inserted), with the PSAM scheme's keys
+    (`sym_alg` None: none, an older card) and its own Ed25519 key when `own_key`. `make` is
+    the virtual_card fixture's factory."""
+    card = make(reader, cls=CpuFarmerCard, serial=bytes.fromhex(serial), own_key=own_key,
+                **_keys(serial, sym_alg, masters), **kwargs)
     return _personalise(card, fc.build_holder(holder or HOLDER), issuer_signer,
                         own_key=own_key)
 
 
 def staff_card(make, reader, issuer_signer, *, serial: str = "5300000000000007",
-               staff: dict | None = None) -> CpuFarmerCard:
+               staff: dict | None = None, sym_alg: int | None = ALG_SM4,
+               masters: dict | None = None) -> CpuFarmerCard:
     """A staff card (the staff application on a CPU card), not inserted."""
-    card = make(reader, cls=CpuFarmerCard, serial=bytes.fromhex(serial), aid=sc.STAFF_AID)
+    card = make(reader, cls=CpuFarmerCard, serial=bytes.fromhex(serial), aid=sc.STAFF_AID,
+                **_keys(serial, sym_alg, masters))
     return _personalise(card, sc.build_staff(staff or CLERK), issuer_signer)

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from agent.demo.bench import Bench
-from agent.demo.clerk import Clerk, Screen
+from agent.demo.console_clerk import Clerk, Screen
 from agent.demo.sandbox import Site
 from agent.demo.station import install_price_table, terminate
 from tests.support.running import BIN, ingest_device, ingest_store_rows
