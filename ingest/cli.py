@@ -82,7 +82,7 @@ def status(obj: ConfigContext, as_json: bool) -> None:
     for r in rows:
         seen = "-" if r["last_seen_s_ago"] is None else f"{r['last_seen_s_ago']}s ago"
         click.echo(f"{r['device']:20} {seen:>10} {r['watermark']:>8} {r['accepted']:>9} "
-                   f"{r['duplicates']:>5} {r['rejected']:>8}  {', '.join(r['open_alerts']) or '-'}")
+                   f"{r['duplicates']:>5} {r['rejected']:>8}  {','.join(r['open_alerts']) or '-'}")
 
 
 @cli.command()
