@@ -3,7 +3,7 @@ from one run.
 
     .venv/bin/python bench/ingest.py [--events N] [--devices N] [--workers 1,2,4] [--no-profile]
 
-Devices' events are sealed and signed beforehand (Ed25519, as the agent does; about 550 bytes);
+Devices' events (heartbeats) are sealed and signed beforehand (Ed25519, as the agent does);
 in each phase one paho client per device publishes all of its events with QoS 1 (an in-flight
 window of 100) over TLS, and the phase lasts from the first publish until every event is in the
 `events` table of a fresh database of one PostgreSQL server (its default durability: fsync on,
@@ -46,8 +46,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-BODY = {"voucher": "20260601-0042", "farmer_id": "F-000123", "net_g": 52340,
-        "amount": "2015.09"}
+# A device's heartbeat, the bulk of what a station sends (one a minute). Not a purchase: the
+# bank recomputes each purchase.recorded from its pricing record (ingest/purchases.py), which
+# these figures leave out, as the ceiling does.
+BODY = {"uptime_s": 86400, "outbox_depth": 3, "oldest_pending_age_s": None,
+        "outbox_used_bytes": 1048576, "clock_synced": True, "link_connected": True}
 INFLIGHT = 100              # the publishers' in-flight window
 BATCH = 500                 # rows per transaction of the bare subscriber (the ingest's batch_max)
 TIMEOUT_S = 600.0
@@ -198,7 +201,7 @@ def seal_events(site, devices: list[str], n: int) -> dict[str, list[bytes]]:
         signer = load_signer(site.devices[device].parent / "data" / "device-signing.key")
         prev, payloads = events.GENESIS_PREV, []
         for seq in range(1, n + 1):
-            draft = Draft("purchase.recorded", "money", {**BODY, "seq": seq})
+            draft = Draft("device.heartbeat", "telemetry", {**BODY, "uptime_s": 86400 + seq})
             _, encoded = events.seal_encoded(draft, device=device, seq=seq, prev=prev,
                                              signer=signer)
             payloads.append(encoded)
