@@ -82,7 +82,58 @@ def status(obj: ConfigContext, as_json: bool) -> None:
     for r in rows:
         seen = "-" if r["last_seen_s_ago"] is None else f"{r['last_seen_s_ago']}s ago"
         click.echo(f"{r['device']:20} {seen:>10} {r['watermark']:>8} {r['accepted']:>9} "
-                   f"{r['duplicates']:>5} {r['rejected']:>8}  {', '.join(r['open_alerts']) or '-'}")
+                   f"{r['duplicates']:>5} {r['rejected']:>8}  {','.join(r['open_alerts']) or '-'}")
+
+
+@cli.command()
+@click.option("--device", required=True, help="The device id to revoke.")
+@click.option("--reason", default="", help="Why (kept with the record).")
+@click.option("--cert", "cert_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A certificate of the device the enrolment service did not issue, to list on "
+                   "the CRL too (repeatable).")
+@click.pass_obj
+def revoke(obj: ConfigContext, device: str, reason: str, cert_files) -> None:
+    """Revoke DEVICE at the bank: its events above its watermark now are refused.
+
+    The watermark is recorded in the store; every worker refuses (and counts) the device's
+    events above it, whatever their time and whatever the broker's CRL says, and the enrolment
+    service refuses to renew its certificate. With [broker] crl_file, the CRL is written again
+    (signed by the [enrolment] CA) with the device's certificates, and [broker] reload_command
+    is run. Prints the recorded watermark.
+    """
+    from agent.contract.topics import DEVICE_ID_RE
+
+    from . import revocation
+    from .store import open_store
+
+    if not DEVICE_ID_RE.match(device):
+        raise click.BadParameter(f"{device!r} is not a device id", param_hint="--device")
+    settings = obj.config.require_ingest()
+    store = open_store(settings)
+    try:
+        watermark, at, new = store.revoke(device, reason)
+        everyone = set(store.revoked())
+    finally:
+        store.close()
+    revocation.mark(settings.devices_dir, device, watermark, at)
+    click.echo(f"revoked {device} at seq {watermark}"
+               + ("" if new else " (already revoked then)"))
+    broker = obj.config.broker
+    if broker.crl_file is None:
+        click.echo("no [broker] crl_file: the broker's CRL is left as it is", err=True)
+        return
+    enrolment = obj.config.enrolment
+    if enrolment is None:
+        raise click.ClickException("[broker] crl_file needs the [enrolment] section (the "
+                                   "device CA that signs the CRL); the revocation is recorded")
+    serials = revocation.issued_serials(enrolment.data_dir, everyone)
+    serials |= {revocation.certificate_serial(f) for f in cert_files}
+    count = revocation.write_crl(broker.crl_file, enrolment.ca_cert_file, enrolment.ca_key_file,
+                                 serials)
+    click.echo(f"CRL {broker.crl_file}: {count} certificate(s) listed")
+    if broker.reload_command:
+        revocation.reload_broker(broker.reload_command)
+        click.echo("broker told to reload")
 
 
 @cli.command("send-command")
@@ -94,11 +145,22 @@ def status(obj: ConfigContext, as_json: bool) -> None:
 @click.option("--expires", default=3600, show_default=True, type=click.IntRange(1, 30 * 86400),
               help="Seconds until the command expires.")
 @click.option("--id", "command_id", default=None, help="Command id (default: a new UUID).")
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0.1), default=None, metavar="S",
+              help="Wait up to S seconds for the device's answer, read from the ingest's store "
+                   "(--config then needs [ingest], and [store] if the ingest has one), and "
+                   "print it on a second line: accepted (exit 0), refused (exit 3), failed "
+                   "(exit 4) or no answer (exit 5).")
 @click.pass_obj
-def send_command(obj: ConfigContext, key_file, device, type_, body, expires, command_id) -> None:
+def send_command(obj: ConfigContext, key_file, device, type_, body, expires, command_id,
+                 wait_s) -> None:
     """Sign a command and publish it to the device's commands topic (QoS 1).
 
-    Uses the [mqtt] section of --config (an operator's client certificate).
+    Uses the [mqtt] section of --config (an operator's client certificate). Prints the command
+    id. With --wait S, then waits for the device's verified answer in the ingest's store:
+    `accepted` (command.accepted, and command.done once its handler ran; exit 0), `refused`
+    (command.refused; exit 3), `failed` (accepted, then command.failed; exit 4) or `no answer`
+    within S seconds (exit 5); the reason of a refusal or failure goes to stderr. Exit 1: the
+    broker did not take the command; 2: a configuration problem.
 
     Example: cocoon-ingest --config operator.toml send-command --key bank.key --device st-01
     --type payment.confirmed
@@ -106,10 +168,22 @@ def send_command(obj: ConfigContext, key_file, device, type_, body, expires, com
     """
     from .commanding import publish_command
 
+    watcher = None
+    if wait_s is not None:
+        from .answers import AnswerWatcher
+
+        watcher = AnswerWatcher(obj.config.require_ingest(), device)
+
     command = make_command(device, type_, parse_json_object(body, "--body"),
                            load_signer(key_file), expires_in_s=expires, command_id=command_id)
     publish_command(obj.config.mqtt, command)
     click.echo(command["id"])
+    if watcher is not None:
+        answer = watcher.wait(command["id"], wait_s)
+        click.echo(answer.outcome)
+        if answer.reason:
+            click.echo(f"{answer.outcome}: {answer.reason}", err=True)
+        raise click.exceptions.Exit(answer.exit_code)
 
 
 @cli.group()

@@ -68,11 +68,21 @@ class EnrolmentSettings:
 
 
 @dataclass(frozen=True)
+class BrokerSettings:
+    """What `cocoon-ingest revoke` does to the broker: the CRL file it reads, and the command
+    that makes it read the file again (for Mosquitto: a SIGHUP to its process)."""
+
+    crl_file: Path | None = None
+    reload_command: str | None = None
+
+
+@dataclass(frozen=True)
 class IngestConfig:
     path: Path
     ingest: IngestSettings | None
     mqtt: MqttConfig
     enrolment: EnrolmentSettings | None = None
+    broker: BrokerSettings = BrokerSettings()
     #: Keys no section knows, each with its line and the nearest valid key (strict=False).
     unknown_keys: tuple[UnknownKey, ...] = ()
 
@@ -112,7 +122,12 @@ class StoreSection(Schema, kw_only=True):
     url: text(STORE_URL_RE) | None = None
 
 
-SECTIONS = {"ingest", "mqtt", "enrolment", "store"}
+class BrokerSection(Schema, kw_only=True):
+    crl_file: PATH | None = None
+    reload_command: text() | None = None
+
+
+SECTIONS = {"ingest", "mqtt", "enrolment", "store", "broker"}
 
 
 def load_ingest_config(path: str | Path, *, strict: bool = True) -> IngestConfig:
@@ -123,7 +138,8 @@ def load_ingest_config(path: str | Path, *, strict: bool = True) -> IngestConfig
     with collecting_unknown_keys() as found:
         config = IngestConfig(path, _ingest(path, raw.get("ingest"), raw.get("store")),
                               parse_mqtt(path, raw.get("mqtt")),
-                              _enrolment(path, raw.get("enrolment")))
+                              _enrolment(path, raw.get("enrolment")),
+                              _broker(path, raw.get("broker")))
     if strict:
         refuse_unknown_keys(found)
     return dataclasses.replace(config, unknown_keys=tuple(found))
@@ -157,3 +173,10 @@ def _enrolment(path: Path, table) -> EnrolmentSettings | None:
             raise ConfigError(f"{path}: [enrolment] {key}: file {getattr(en, key)} does not "
                               "exist")
     return EnrolmentSettings(**msgspec.structs.asdict(en))
+
+
+def _broker(path: Path, table) -> BrokerSettings:
+    if table is None:
+        return BrokerSettings()
+    sec = decode(path, "broker", table, BrokerSection)
+    return BrokerSettings(crl_file=sec.crl_file, reload_command=sec.reload_command)

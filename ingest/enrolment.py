@@ -12,6 +12,9 @@ CA's key, and answers the requests described in agent/contract/enrolment.py:
   with `--replace` (a device re-provisioned on purpose);
 - a renewal request (over the device's own certificate) needs no token but must be signed by
   the device's registered signing key;
+- a device revoked at the bank (`cocoon-ingest revoke`, which marks it `<id>.revoked` beside
+  its key) is refused both: neither renewed nor enrolled again under its id;
+- every certificate issued is recorded (`issued`: serial and device) for the broker's CRL;
 - asked again with the same token for the same TLS key (the CSR's public key and common name)
   and the same signing key, the service answers with the certificate it already issued: a
   device whose answer was lost can simply retry (a CSR made again over the same key differs
@@ -42,6 +45,8 @@ from agent.contract.errors import CocoonError
 from agent.contract.signing import Verifier
 from agent.contract.topics import DEVICE_ID_RE
 
+from .revocation import is_revoked
+
 log = logging.getLogger(__name__)
 
 
@@ -63,6 +68,11 @@ class TokenStore:
             self.db["tokens"].create({"hash": str, "device": str, "expires": float,
                                       "replace": int, "used_at": float, "csr": str,
                                       "signing_key": str, "certificate": str}, pk="hash")
+        if "issued" not in self.db.table_names():
+            # Every certificate issued, so that `cocoon-ingest revoke` can list a revoked
+            # device's certificates on the broker's CRL (serials as text: they are 159 bits).
+            self.db["issued"].create({"serial": str, "device": str, "not_after": str,
+                                      "issued_at": float}, pk="serial")
 
     def issue(self, device: str, *, ttl_s: float, replace: bool = False) -> str:
         if not DEVICE_ID_RE.match(device) or device in proto.RESERVED_IDS:
@@ -79,6 +89,13 @@ class TokenStore:
         with self._lock:
             rows = list(self.db["tokens"].rows_where("hash = ?", [token_hash(token)]))
         return rows[0] if rows else None
+
+    def record_issued(self, device: str, certificate: str) -> None:
+        cert = x509.load_pem_x509_certificate(certificate.encode())
+        with self._lock:
+            self.db["issued"].insert({"serial": str(cert.serial_number), "device": device,
+                                      "not_after": cert.not_valid_after_utc.isoformat(),
+                                      "issued_at": time.time()}, replace=True)
 
     def spend(self, token: str, csr: str, signing_key: str, certificate: str) -> None:
         with self._lock:
@@ -159,6 +176,7 @@ class EnrolmentService:
         if record["expires"] < time.time():
             raise Refused("the token has expired; ask for a new one")
         verifier = self._check(request)
+        self._refuse_revoked(device)
         registered = self._registered(device)
         if registered is not None and registered.kid != verifier.kid and not record["replace"]:
             raise Refused(f"{device} is already registered with another signing key; a "
@@ -188,10 +206,16 @@ class EnrolmentService:
         if request.get("type") != "renew.request":
             raise Refused("not a renewal request")
         verifier = self._check(request)
+        self._refuse_revoked(device)
         registered = self._registered(device)
         if registered is None or registered.kid != verifier.kid:
             raise Refused("a renewal must be signed by the device's registered signing key")
         return self._sign(request["csr"], device)
+
+    def _refuse_revoked(self, device: str) -> None:
+        if is_revoked(self.devices_dir, device):
+            raise Refused(f"{device} is revoked at the bank (cocoon-ingest revoke); a device "
+                          "that replaces it is enrolled under a new device id")
 
     def _check(self, request: dict) -> Verifier:
         device = request.get("device")
@@ -245,7 +269,9 @@ class EnrolmentService:
                 self.ca_key.public_key()), critical=False)
             .sign(self.ca_key, hashes.SHA256())
         )
-        return cert.public_bytes(serialization.Encoding.PEM).decode()
+        pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        self.tokens.record_issued(device, pem)
+        return pem
 
     def _ca_pem(self) -> str:
         return self.ca_cert.public_bytes(serialization.Encoding.PEM).decode()

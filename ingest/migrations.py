@@ -96,6 +96,27 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
         "FROM day_closures c WHERE c.seq = (SELECT max(c2.seq) FROM day_closures c2 "
         "WHERE c2.device = c.device AND c2.day = c.day)) r",
     )),
+    # Revocation at the bank: the device's watermark when it was revoked; its events above
+    # it are refused, whatever the broker's CRL says.
+    ("0006-revoked-devices", (
+        "CREATE TABLE revoked (device TEXT PRIMARY KEY, watermark {int}, revoked_at {real}, "
+        "reason TEXT)",
+    )),
+    # One event, one signature. `events.payload` and `hash` hold the low-s form of an ES256
+    # signature; `chain_hash` is the hash of the form the device's chain names when it is the
+    # other one ('' while two forms came and no later event has named one; NULL: `hash`).
+    # `signing` records what each `agent.started` announced (low_s: 1 or 0) at its seq.
+    ("0007-one-signature", (
+        "ALTER TABLE events ADD COLUMN chain_hash TEXT",
+        "CREATE TABLE signing (device TEXT, seq {int}, low_s {int}, PRIMARY KEY (device, seq))",
+    )),
+    # The device's own alerts (agent/contract/alerts.py): the seqs of the latest event that
+    # opened and that closed each, so that the order of arrival does not matter; the alert is
+    # open, in `alerts`, while opened_seq > closed_seq.
+    ("0008-device-alerts", (
+        "CREATE TABLE alert_state (device TEXT, kind TEXT, opened_seq {int}, closed_seq {int}, "
+        "PRIMARY KEY (device, kind))",
+    )),
 ]
 
 

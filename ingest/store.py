@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.contract import events, topics
+from agent.contract.alerts import alert_change
 from agent.contract.envelope import parse_json_object
 from agent.contract.errors import EventFormatError, SignatureError
+from agent.contract.signing import ES256, P256_N, b64url, b64url_decode, is_high_s, low_s
 from ingest.db import connect
 from ingest.migrations import migrate
 from ingest.purchases import record_day_closed, record_purchase, record_void
@@ -33,6 +35,7 @@ ACCEPTED, DUPLICATE, REJECTED, FORKED = "accepted", "duplicate", "rejected", "fo
 PURCHASE_RECORDED, PURCHASE_VOIDED = "purchase.recorded", "purchase.voided"
 DAY_CLOSED = "day.closed"
 MONEY_CHANNEL = "cocoon_money"      # LISTEN/NOTIFY: {"device", "seq"} of each new money event
+AGENT_STARTED = "agent.started"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,26 @@ COUNTERS = ("accepted", "duplicates", "rejected")
 def _text(value: str) -> str:
     """Text PostgreSQL can hold (no NUL, no lone surrogate), for what quotes hostile input."""
     return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_ABSENT = "absent"           # _names(): the seq is not stored
+
+
+def signed_bytes(event: dict) -> bytes:
+    """The canonical bytes of an event without its signature: what makes two copies one."""
+    return events.encode({k: v for k, v in event.items() if k != "sig"})
+
+
+def other_form_hash(event: dict) -> str | None:
+    """The hash of `event` with its ES256 signature in the other form (s and n - s); None for
+    Ed25519, which has one form."""
+    if event.get("alg") != ES256:
+        return None
+    sig = b64url_decode(event["sig"])
+    if len(sig) != 64:
+        return None
+    other = sig[:32] + (P256_N - int.from_bytes(sig[32:], "big")).to_bytes(32, "big")
+    return events.event_hash({**event, "sig": b64url(other)})
 
 
 def open_store(settings) -> IngestStore:
@@ -125,6 +148,8 @@ class IngestStore:
         named = {d for d in (topics.device_of(t) for t, _ in messages) if d}
         self._counts: dict[str, dict[str, int]] = {}
         with self.db.transaction(named):
+            self._revoked = self.revoked()
+            self._signing: dict[str, list[tuple[int, int]]] = {}
             for topic, payload in messages:
                 outcome = self._process(topic, payload, registry)
                 outcomes.append(outcome)
@@ -151,6 +176,10 @@ class IngestStore:
         if event["device"] != device:
             return self._reject(device, seq, f"event names device {event['device']!r} but came "
                                              f"on the topic of {device!r}")
+        limit = self._revoked.get(device)
+        if limit is not None and seq > limit:
+            return self._reject(device, seq, f"device revoked at the bank: seq {seq} is above "
+                                             f"its recorded watermark {limit}")
         verifier = registry.get(device)
         if verifier is None:
             return self._reject(device, seq, "unknown device: no registered public key")
@@ -158,11 +187,21 @@ class IngestStore:
             events.verify(event, verifier)
         except (SignatureError, EventFormatError) as exc:
             return self._reject(device, seq, f"bad signature: {exc}")
+        # One event, one signature: an ES256 copy with a high s is the other form of the same
+        # signature (anyone can make it); it is stored in its low-s form, and refused from a
+        # device that announced low-s signing before this seq.
+        sig = b64url_decode(event["sig"])
+        if event["alg"] == ES256 and is_high_s(sig):
+            if self._announced_low_s(device, seq):
+                return self._reject(device, seq, "bad signature: a high-s ES256 signature from "
+                                                 "a device that signs with low s")
+            event = {**event, "sig": b64url(low_s(sig))}
+            payload = events.encode(event)
         digest = events.event_hash(event)
-        row = self.db.execute("SELECT hash FROM events WHERE device=? AND seq=?",
+        row = self.db.execute("SELECT hash, chain_hash FROM events WHERE device=? AND seq=?",
                               (device, seq)).fetchone()
         if row:
-            if row[0] == digest:
+            if row[0] == digest or self._same_content(device, seq, event):
                 self._count(device, "duplicates")
                 return Outcome(DUPLICATE, device, seq, event["type"], event["priority"])
             # Validly signed by the device, yet not the event stored at this seq: the device
@@ -179,14 +218,33 @@ class IngestStore:
             log.warning("ingest: %s seq %s: forked record kept", device, seq)
             return Outcome(FORKED, device, seq, event["type"], event["priority"],
                            "seq already stored with other content: kept as a forked record")
-        problem = self._chain_problem(device, event, digest)
+        self._named: list[tuple[str | None, str, int]] = []
+        problem, named = self._chain_problem(device, event, digest)
         if problem:
             return self._reject(device, seq, f"out of chain: {problem}")
+        self.db.executemany("UPDATE events SET chain_hash=? WHERE device=? AND seq=?", self._named)
+        if event["type"] == AGENT_STARTED:
+            announced = event["body"].get("signature")
+            flag = int(isinstance(announced, dict) and announced.get("low_s") is True)
+            self.db.execute(
+                "INSERT INTO signing (device, seq, low_s) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                (device, seq, flag))
+            self._announced_low_s(device, seq)      # read before this one is added
+            self._signing[device].append((seq, flag))
+        # The form the device's chain names: the next event's prev when it is here; the one
+        # form there is for Ed25519 and for a device that signs with low s; else not known
+        # until the next event names it ('': the watermark waits below it).
+        if named:
+            chain = named
+        elif event["alg"] == ES256 and not self._announced_low_s(device, seq):
+            chain = ""
+        else:
+            chain = digest
         self.db.execute(
-            "INSERT INTO events (device, seq, hash, prev, type, priority, ts, payload, received_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (device, seq, hash, prev, type, priority, ts, payload, received_at,"
+            " chain_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (device, seq, digest, event["prev"], event["type"], event["priority"], event["ts"],
-             payload, time.time()))
+             payload, time.time(), None if chain == digest else chain))
         if event["type"] == events.SEQ_SKIPPED:
             self.db.executemany(
                 "INSERT INTO skipped (device, first, last, last_hash, declared_by)"
@@ -214,51 +272,115 @@ class IngestStore:
         if event["priority"] == "money":
             # Integrators listening on PostgreSQL hear of it once the batch commits.
             self.db.notify(MONEY_CHANNEL, json.dumps({"device": device, "seq": seq}))
+        change = alert_change(event["type"], event["body"])
+        if change:
+            self._device_alert(device, seq, *change)
         self._count(device, "accepted")
         return Outcome(ACCEPTED, device, seq, event["type"], event["priority"])
 
-    def _chain_problem(self, device: str, event: dict, digest: str) -> str | None:
+    def _device_alert(self, device: str, seq: int, kind: str, opens: bool) -> None:
+        """An event at `seq` opened or closed the device's alert `kind`: the later seq wins,
+        whichever came first; `alerts` holds it open while its opening seq is the later."""
+        column = "opened_seq" if opens else "closed_seq"
+        self.db.execute(
+            "INSERT INTO alert_state (device, kind, opened_seq, closed_seq) VALUES (?, ?, 0, 0)"
+            " ON CONFLICT (device, kind) DO NOTHING", (device, kind))
+        self.db.execute(f"UPDATE alert_state SET {column} = ? WHERE device = ? AND kind = ? AND"
+                        f" {column} < ?", (seq, device, kind, seq))
+        opened, closed = self.db.execute(
+            "SELECT opened_seq, closed_seq FROM alert_state WHERE device = ? AND kind = ?",
+            (device, kind)).fetchone()
+        if opened > closed:
+            self.open_alert(device, kind, f"opened by seq {opened}")
+        else:
+            self.close_alerts(device, kind)
+
+    def _chain_problem(self, device: str, event: dict, digest: str) -> tuple[str | None,
+                                                                             str | None]:
+        """Why `event` (hash `digest`, in its low-s form) disagrees with a stored neighbour, or
+        None; and the hash of this event that a stored seq + 1 names, if there is one. A hash
+        of the other form of an ES256 signature names the same event."""
         seq, prev = event["seq"], event["prev"]
         if event["type"] == events.CHAIN_RESUMED:
             # It links to the last event the device vouches for, not to seq - 1.
             try:
                 after_seq, after_hash, _ = events.resumed_chain(event)
             except EventFormatError as exc:
-                return str(exc)
+                return str(exc), None
             if after_seq == 0 and after_hash != events.GENESIS_PREV:
-                return "a chain resumed after seq 0 must name 64 zeros"
-            vouched = self.db.execute("SELECT hash FROM events WHERE device=? AND seq=?",
-                                      (device, after_seq)).fetchone()
-            if vouched and vouched[0] != after_hash:
-                return f"after_hash does not match the stored seq {after_seq}"
+                return "a chain resumed after seq 0 must name 64 zeros", None
+            if not self._names(device, after_seq, after_hash):
+                return f"after_hash does not match the stored seq {after_seq}", None
         elif seq == 1:
             if prev != events.GENESIS_PREV:
-                return "seq 1 must chain to 64 zeros"
+                return "seq 1 must chain to 64 zeros", None
         else:
-            before = self.db.execute("SELECT hash FROM events WHERE device=? AND seq=?",
-                                     (device, seq - 1)).fetchone()
-            if before and before[0] != prev:
-                return f"prev does not match the hash of seq {seq - 1}"
-            declared = None if before else self.db.execute(
+            before = self._names(device, seq - 1, prev)
+            if not before:
+                return f"prev does not match the hash of seq {seq - 1}", None
+            declared = None if before is not _ABSENT else self.db.execute(
                 "SELECT last_hash FROM skipped WHERE device=? AND last=?", (device, seq - 1)
             ).fetchone()
             if declared and declared[0] is not None and declared[0] != prev:
-                return f"prev does not match the declared hash before the skipped seq {seq - 1}"
+                return f"prev does not match the declared hash before the skipped seq {seq - 1}", \
+                    None
+        named = None
         after = self.db.execute("SELECT prev, type FROM events WHERE device=? AND seq=?",
                                 (device, seq + 1)).fetchone()
-        if after and after[1] != events.CHAIN_RESUMED and after[0] != digest:
-            return f"the stored seq {seq + 1} does not chain to this event"
+        if after and after[1] != events.CHAIN_RESUMED:
+            if after[0] not in (digest, other_form_hash(event)):
+                return f"the stored seq {seq + 1} does not chain to this event", None
+            named = after[0]
         if event["type"] == events.SEQ_SKIPPED:
             try:
                 ranges = events.skipped_ranges(event)
             except EventFormatError as exc:
-                return str(exc)
+                return str(exc), None
             for _first, last, last_hash in ranges:
                 nxt = self.db.execute("SELECT prev FROM events WHERE device=? AND seq=?",
                                       (device, last + 1)).fetchone()
                 if nxt and nxt[0] != last_hash:
-                    return f"declared hash before seq {last + 1} does not match that event"
-        return None
+                    return f"declared hash before seq {last + 1} does not match that event", None
+        return None, named
+
+    def _names(self, device: str, seq: int, named: str):
+        """Whether `named` (a later event's prev, or a chain.resumed's after_hash) is the hash
+        of the stored event `seq` in either form of its signature: True, and the form the
+        device's chain names is recorded once the naming event is stored; False if it is
+        another hash; `_ABSENT` if `seq` is not stored."""
+        row = self.db.execute("SELECT hash, chain_hash, payload FROM events WHERE device=? AND "
+                              "seq=?", (device, seq)).fetchone() if seq >= 1 else None
+        if row is None:
+            return _ABSENT
+        digest, chain = row[0], row[1]
+        if named != digest and named != chain:
+            stored = parse_json_object(bytes(row[2]), "stored event")
+            if named != other_form_hash(stored):
+                return False
+        want = None if named == digest else named
+        if chain != want:
+            self._named.append((want, device, seq))     # recorded if the event is stored
+        return True
+
+    def _announced_low_s(self, device: str, seq: int) -> bool:
+        """Whether the device's latest `agent.started` at or before `seq` announced low-s
+        signing (read once per batch and device)."""
+        if device not in self._signing:
+            self._signing[device] = [tuple(r) for r in self.db.execute(
+                "SELECT seq, low_s FROM signing WHERE device=?", (device,)).fetchall()]
+        before = [(n, flag) for n, flag in self._signing[device] if n <= seq]
+        return bool(before and max(before)[1])
+
+    def _same_content(self, device: str, seq: int, event: dict) -> bool:
+        """Whether the stored event at `seq` has the canonical bytes of `event`, signature
+        aside (two copies of one event, whatever their signatures)."""
+        row = self.db.execute("SELECT payload FROM events WHERE device=? AND seq=?",
+                              (device, seq)).fetchone()
+        try:
+            stored = parse_json_object(bytes(row[0]), "stored event")
+        except EventFormatError:
+            return False
+        return signed_bytes(stored) == signed_bytes(event)
 
     def _reject(self, device: str | None, seq: int | None, reason: str) -> Outcome:
         log.warning("ingest: rejected %s seq %s: %s", device, seq, reason)
@@ -303,7 +425,8 @@ class IngestStore:
 
     def _advance(self, device: str) -> tuple[int, str]:
         """Walk from the watermark over stored events and declared ranges, reading the events
-        in chunks rather than one seq at a time."""
+        in chunks rather than one seq at a time. The watermark's hash is the one the device's
+        chain names (`chain_hash` when it is the other form of the signature)."""
         wm, wm_hash = self.watermark(device)
         nxt = wm + 1
         ranges = self.db.execute("SELECT first, last FROM skipped WHERE device=? AND last>=?",
@@ -312,15 +435,17 @@ class IngestStore:
         while True:
             if i == len(rows) and more:
                 rows = self.db.execute(
-                    "SELECT seq, hash FROM events WHERE device=? AND seq>=? ORDER BY seq LIMIT ?",
-                    (device, nxt, ADVANCE_CHUNK)).fetchall()
+                    "SELECT seq, hash, chain_hash FROM events WHERE device=? AND seq>=?"
+                    " ORDER BY seq LIMIT ?", (device, nxt, ADVANCE_CHUNK)).fetchall()
                 i, more = 0, len(rows) == ADVANCE_CHUNK
             while i < len(rows) and rows[i][0] < nxt:
                 i += 1
             if i == len(rows) and more:
                 continue                        # the chunk ran out below nxt: read on
-            if i < len(rows) and rows[i][0] == nxt:
-                wm, wm_hash, nxt = nxt, rows[i][1], nxt + 1
+            # An event that came in both forms of its signature, neither named yet by the
+            # device's next event, is not acknowledged: the ack carries the device's hash.
+            if i < len(rows) and rows[i][0] == nxt and rows[i][2] != "":
+                wm, wm_hash, nxt = nxt, rows[i][2] or rows[i][1], nxt + 1
                 i += 1
                 continue
             ends = [last for first, last in ranges if first <= nxt <= last]
@@ -331,6 +456,28 @@ class IngestStore:
         self.db.execute("UPDATE devices SET watermark=?, watermark_hash=? WHERE device=?",
                         (wm, wm_hash, device))
         return wm, wm_hash
+
+    # -- revocation ---------------------------------------------------------------------
+
+    def revoke(self, device: str, reason: str = "") -> tuple[int, float, bool]:
+        """Record `device` as revoked at its watermark now (under its lock, so that no batch of
+        it is half way); (watermark, revoked_at, whether this call revoked it). Revoking again
+        keeps the first record."""
+        with self.db.transaction([device]):
+            wm, _ = self.watermark(device)
+            at = time.time()
+            new = bool(self.db.execute(
+                "INSERT INTO revoked (device, watermark, revoked_at, reason) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (device) DO NOTHING RETURNING device",
+                (device, wm, at, _text(reason[:500]))).fetchall())
+            if not new:
+                wm, at = self.db.execute("SELECT watermark, revoked_at FROM revoked WHERE "
+                                         "device=?", (device,)).fetchone()
+        return wm, at, new
+
+    def revoked(self) -> dict[str, int]:
+        """Revoked devices and the watermark above which their events are refused."""
+        return dict(self.db.execute("SELECT device, watermark FROM revoked").fetchall())
 
     # -- status & alerts ---------------------------------------------------------------
 

@@ -167,7 +167,7 @@ def produce(agent, device: str, stop: threading.Event, appended: list[int]) -> N
 def test_workers_killed_at_random_store_every_event_once(site, services, postgres_url, tmp_path,
                                                          workers):
     use_store_url(site, postgres_url)
-    agents_config = {d: add_device(site, d, heartbeat_s=30) for d in DEVICES}
+    agents_config = {d: add_device(site, d, heartbeat_s=3600) for d in DEVICES}
     for device in DEVICES:
         append_offline(site, device, [Draft("purchase.recorded", "money",
                                             {"marker": f"{device}-backlog-{i}"})

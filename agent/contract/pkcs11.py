@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import unquote, unquote_to_bytes
 
 from agent.contract.errors import KeyFileError, SignatureError
+from agent.contract.signing import low_s
 
 ES256 = "ES256"
 SECP256R1_OID = "1.2.840.10045.3.1.7"
@@ -369,7 +370,7 @@ class Pkcs11Signer:
         if len(sig) != 64:
             raise KeyFileError(f"{self.uri.describe()}: the token gave a {len(sig)}-byte "
                                "signature; expected 64 (r||s of P-256)")
-        return bytes(sig)
+        return low_s(bytes(sig))      # one signature per event, as the software signer
 
     def close(self) -> None:
         """Close the token session (a later signature opens another)."""

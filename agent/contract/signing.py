@@ -27,6 +27,24 @@ from agent.contract.errors import KeyFileError, SignatureError
 
 ED25519 = "Ed25519"
 ES256 = "ES256"
+#: The order of P-256's group: an ECDSA signature (r, s) verifies as (r, n - s) too.
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def is_high_s(sig: bytes) -> bool:
+    """Whether a 64-byte ES256 signature r||s has s above n/2 (its other, malleated form)."""
+    return len(sig) == 64 and int.from_bytes(sig[32:], "big") > P256_N // 2
+
+
+def low_s(sig: bytes) -> bytes:
+    """The low-s form of a 64-byte ES256 signature r||s (s replaced by n - s when s > n/2).
+
+    Both forms verify for the same bytes: anyone can turn one into the other without the key.
+    Devices sign with low s, so that an event has one signature; the ingest stores the low-s
+    form of whatever copy it receives (docs/ingest.md)."""
+    if not is_high_s(sig):
+        return bytes(sig)
+    return sig[:32] + (P256_N - int.from_bytes(sig[32:], "big")).to_bytes(32, "big")
 
 
 def b64url(data: bytes) -> str:
@@ -119,6 +137,8 @@ class Ed25519Signer(_SoftwareSigner):
 
 
 class ES256Signer(_SoftwareSigner):
+    """ECDSA P-256 with SHA-256; signatures always in their low-s form (`low_s`)."""
+
     alg = ES256
 
     @classmethod
@@ -133,7 +153,7 @@ class ES256Signer(_SoftwareSigner):
         from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
         r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return low_s(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
 
 
 @dataclass(frozen=True)

@@ -256,7 +256,10 @@ class Agent:
         notifier = notifier or Notifier()
         log.info("agent %s starting; outbox %s", self.config.device.id, self.outbox.path)
         try:
-            self.outbox.append(Draft("agent.started", "telemetry", {"version": _version()}))
+            # `signature`: how this agent signs (ES256 with low s: one signature per event),
+            # so that the ingest may refuse another form of this device's later events.
+            self.outbox.append(Draft("agent.started", "telemetry", {
+                "version": _version(), "signature": {"low_s": True}}))
         except OutboxError as exc:  # a full disk: the link must still run to send and prune
             log.error("agent.started not recorded: %s", exc)
         if self.config.unknown_keys:
