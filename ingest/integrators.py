@@ -13,7 +13,7 @@ import re
 from agent.contract.errors import CocoonError
 
 #: The views an integrator may read; `schema_version` first.
-VIEWS = ("schema_version", "purchases", "reconciliation")
+VIEWS = ("schema_version", "purchases", "reconciliation", "devices", "custody_alerts")
 ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 

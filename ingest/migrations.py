@@ -117,6 +117,22 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
         "CREATE TABLE alert_state (device TEXT, kind TEXT, opened_seq {int}, closed_seq {int}, "
         "PRIMARY KEY (device, kind))",
     )),
+    # The rest of what integrators read (docs/ingest.md): `devices`, which names the view, so
+    # the table of the ingest's counters becomes `device_state`; and `custody_alerts`.
+    ("0009-integrator-views", (
+        "ALTER TABLE devices RENAME TO device_state",
+        "CREATE VIEW devices AS SELECT d.device, d.last_seen, d.watermark, d.accepted, "
+        "d.duplicates, d.rejected, "
+        "(SELECT r.watermark FROM revoked r WHERE r.device = d.device) AS revoked_after_seq, "
+        "(SELECT count(*) FROM alerts a WHERE a.device = d.device AND a.closed_at IS NULL) "
+        "AS open_alerts FROM device_state d",
+        "CREATE VIEW custody_alerts AS SELECT s.device, s.kind AS alert, s.opened_seq, "
+        "e.ts AS opened_ts, CASE WHEN s.closed_seq > s.opened_seq THEN s.closed_seq END "
+        "AS closed_seq, CASE WHEN s.opened_seq > s.closed_seq THEN 1 ELSE 0 END AS open "
+        "FROM alert_state s LEFT JOIN events e ON e.device = s.device AND e.seq = s.opened_seq "
+        "WHERE s.opened_seq > 0 AND (s.kind LIKE 'custody.%' OR s.kind LIKE 'door.opened%' "
+        "OR s.kind LIKE 'tamper.%' OR s.kind LIKE 'power.%')",
+    )),
 ]
 
 

@@ -403,13 +403,13 @@ class IngestStore:
         now = time.time()
         for device, counts in sorted(self._counts.items()):
             self.db.execute(
-                "INSERT INTO devices (device, watermark, watermark_hash, last_seen, accepted,"
+                "INSERT INTO device_state (device, watermark, watermark_hash, last_seen, accepted,"
                 " duplicates, rejected) VALUES (?, 0, ?, ?, 0, 0, 0)"
                 " ON CONFLICT(device) DO NOTHING",
                 (device, events.GENESIS_PREV, now))
             heard = counts["accepted"] or counts["duplicates"]     # a rejection is not heard
             self.db.execute(
-                "UPDATE devices SET accepted = accepted + ?, duplicates = duplicates + ?,"
+                "UPDATE device_state SET accepted = accepted + ?, duplicates = duplicates + ?,"
                 " rejected = rejected + ?" + (", last_seen = ?" if heard else "")
                 + " WHERE device = ?",
                 (counts["accepted"], counts["duplicates"], counts["rejected"],
@@ -419,7 +419,7 @@ class IngestStore:
     # -- watermark ----------------------------------------------------------------------
 
     def watermark(self, device: str) -> tuple[int, str]:
-        row = self.db.execute("SELECT watermark, watermark_hash FROM devices WHERE device=?",
+        row = self.db.execute("SELECT watermark, watermark_hash FROM device_state WHERE device=?",
                               (device,)).fetchone()
         return (row[0], row[1]) if row else (0, events.GENESIS_PREV)
 
@@ -453,7 +453,7 @@ class IngestStore:
                 nxt = max(ends) + 1
                 continue
             break
-        self.db.execute("UPDATE devices SET watermark=?, watermark_hash=? WHERE device=?",
+        self.db.execute("UPDATE device_state SET watermark=?, watermark_hash=? WHERE device=?",
                         (wm, wm_hash, device))
         return wm, wm_hash
 
@@ -483,7 +483,7 @@ class IngestStore:
 
     def devices(self) -> list[dict]:
         cols = ["device", "watermark", "last_seen", "accepted", "duplicates", "rejected"]
-        rows = self.db.execute(f"SELECT {', '.join(cols)} FROM devices").fetchall()
+        rows = self.db.execute(f"SELECT {', '.join(cols)} FROM device_state").fetchall()
         # sorted here: PostgreSQL's collation of the database may order '-' otherwise
         return sorted((dict(zip(cols, r, strict=True)) for r in rows), key=lambda d: d["device"])
 

@@ -286,3 +286,33 @@ def _config(url: str, folder: Path) -> Path:
         f'[store]\nurl = "{url}"\n[mqtt]\nhost = "127.0.0.1"\nca_file = "x"\n'
         'cert_file = "x"\nkey_file = "x"\n')
     return folder / "ingest.toml"
+
+
+def test_the_devices_and_custody_alerts_views(store):
+    """A warehouse's breach, opened and then closed by its events, whatever order they came
+    in; the device's open alerts and its revocation in `devices`."""
+    device = Ed25519Signer.generate()
+    drafts = [Draft("custody.breach", "alert", {"lot": "L-1", "epc": "E1", "pledge": "P-1"}),
+              Draft("tamper.detected", "alert", {"input": "lid"}),
+              Draft("tag.arrived", "telemetry", {"epc": "E1", "reader": "r1", "lot": "L-1"})]
+    prev, sealed = events.GENESIS_PREV, []
+    for seq, draft in enumerate(drafts, 1):
+        sealed.append(events.seal(draft, device="wh-1", seq=seq, prev=prev, signer=device))
+        prev = events.event_hash(sealed[-1])
+    registry = type("R", (), {"get": lambda self, d: Verifier.from_pem(
+        device.public_key_pem()) if d == "wh-1" else None})()
+    store.process_batch([("cocoon/v1/wh-1/events", json.dumps(e).encode())
+                         for e in reversed(sealed)], registry)
+    cols = ["device", "alert", "opened_seq", "opened_ts", "closed_seq", "open"]
+    rows = sorted(store.query(f"SELECT {', '.join(cols)} FROM custody_alerts"))
+    assert [dict(zip(cols, r, strict=True)) for r in rows] == [
+        {"device": "wh-1", "alert": "custody.breach:E1", "opened_seq": 1,
+         "opened_ts": sealed[0]["ts"], "closed_seq": 3, "open": 0},
+        {"device": "wh-1", "alert": "tamper.detected:lid", "opened_seq": 2,
+         "opened_ts": sealed[1]["ts"], "closed_seq": None, "open": 1}]
+    store.revoke("wh-1", "stolen")
+    cols = ["device", "watermark", "accepted", "revoked_after_seq", "open_alerts"]
+    (row,) = store.query(f"SELECT {', '.join(cols)} FROM devices")
+    assert dict(zip(cols, row, strict=True)) == {
+        "device": "wh-1", "watermark": 3, "accepted": 3, "revoked_after_seq": 3,
+        "open_alerts": 1}

@@ -272,8 +272,8 @@ def test_the_watermark_read_in_chunks_walks_as_one_seq_at_a_time(store, monkeypa
         for n, (a, b) in enumerate(ranges):
             store.execute("INSERT INTO skipped (device, first, last, last_hash, declared_by)"
                           " VALUES (?, ?, ?, NULL, ?) ON CONFLICT DO NOTHING", (device, a, b, n))
-        store.execute("INSERT INTO devices (device, watermark, watermark_hash) VALUES (?, 0, ?)",
-                      (device, events.GENESIS_PREV))
+        store.execute("INSERT INTO device_state (device, watermark, watermark_hash)"
+                      " VALUES (?, 0, ?)", (device, events.GENESIS_PREV))
         with store.db.transaction([device]):
             assert store._advance(device) == reference_watermark(stored, ranges), (stored,
                                                                                     ranges)

@@ -277,7 +277,8 @@ def ingest_store_rows(site: Site, device: str) -> list[dict]:
 def ingest_device(site: Site, device: str) -> dict:
     """The ingest's counters for `device` (zeros before it is first heard of)."""
     cols = ["watermark", "accepted", "duplicates", "rejected", "last_seen"]
-    rows = ingest_query(site, f"SELECT {', '.join(cols)} FROM devices WHERE device=?", (device,))
+    rows = ingest_query(site, f"SELECT {', '.join(cols)} FROM devices WHERE device=?",
+                        (device,))
     return dict(zip(cols, rows[0], strict=True)) if rows else dict.fromkeys(cols, 0)
 
 
