@@ -33,7 +33,7 @@ def test_append_is_durable_and_numbered_from_one(make_outbox, tmp_path):
     names = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
     assert names == {"0001-events-and-meta", "0002-seen-commands", "0003-station-sales",
                      "0004-events-sent-index", "0005-station-cards",
-                     "0006-emit-keys-and-command-clock"}
+                     "0006-emit-keys-and-command-clock", "0007-sales-grade-and-voucher"}
 
 
 def test_chain_links_and_signatures(make_outbox, signer):
