@@ -37,6 +37,18 @@ POWER_OFF, POWER_ON, RESET, GET_ATR = 0x00, 0x01, 0x02, 0x04
 SW_OK = b"\x90\x00"
 SW_INS_NOT_SUPPORTED = b"\x6d\x00"
 SW_NO_PRECISE_DIAGNOSIS = b"\x6f\x00"
+# ISO 7816-4 status words the virtual cards answer with.
+SW_WRONG_LENGTH = b"\x67\x00"
+SW_SECURITY = b"\x69\x82"          # security status not satisfied (also: nothing selected)
+SW_BLOCKED = b"\x69\x83"
+SW_CONDITIONS = b"\x69\x85"
+SW_NOT_ALLOWED = b"\x69\x86"
+SW_FILE_NOT_FOUND = b"\x6a\x82"
+SW_RECORD_NOT_FOUND = b"\x6a\x83"
+SW_WRONG_P1P2 = b"\x6a\x86"
+SW_KEY_NOT_FOUND = b"\x6a\x88"
+SW_INS = SW_INS_NOT_SUPPORTED
+SW_CLA = b"\x6e\x00"
 
 
 def make_atr(historical: bytes = b"cocoon-vcard") -> bytes:

@@ -25,20 +25,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .card import SW_OK, VirtualCard, make_atr
+from .card import (
+    SW_BLOCKED,
+    SW_CONDITIONS,
+    SW_FILE_NOT_FOUND,
+    SW_INS,
+    SW_KEY_NOT_FOUND,
+    SW_NOT_ALLOWED,
+    SW_OK,
+    SW_RECORD_NOT_FOUND,
+    SW_WRONG_LENGTH,
+    SW_WRONG_P1P2,
+    VirtualCard,
+    make_atr,
+)
+from .card import SW_SECURITY as SW_NOT_SELECTED
 
 AID = bytes.fromhex("F0434F434F4F4E01")
-
-SW_NOT_SELECTED = b"\x69\x82"
-SW_FILE_NOT_FOUND = b"\x6a\x82"
-SW_RECORD_NOT_FOUND = b"\x6a\x83"
-SW_WRONG_LENGTH = b"\x67\x00"
-SW_NOT_ALLOWED = b"\x69\x86"
-SW_WRONG_P1P2 = b"\x6a\x86"
-SW_INS = b"\x6d\x00"
-SW_CONDITIONS = b"\x69\x85"
-SW_KEY_NOT_FOUND = b"\x6a\x88"
-SW_BLOCKED = b"\x69\x83"
 EXTERNAL_TRIES = 15
 
 

@@ -30,16 +30,19 @@ from drivers.pcsc.psam import (
     USAGE_INTERNAL,
 )
 
-from .card import SW_OK, VirtualCard, make_atr
-
-SW_WRONG_LENGTH = b"\x67\x00"
-SW_SECURITY = b"\x69\x82"
-SW_CONDITIONS = b"\x69\x85"
-SW_FILE_NOT_FOUND = b"\x6a\x82"
-SW_WRONG_P1P2 = b"\x6a\x86"
-SW_KEY_NOT_FOUND = b"\x6a\x88"
-SW_INS = b"\x6d\x00"
-SW_CLA = b"\x6e\x00"
+from .card import (
+    SW_CLA,
+    SW_CONDITIONS,
+    SW_FILE_NOT_FOUND,
+    SW_INS,
+    SW_KEY_NOT_FOUND,
+    SW_OK,
+    SW_SECURITY,
+    SW_WRONG_LENGTH,
+    SW_WRONG_P1P2,
+    VirtualCard,
+    make_atr,
+)
 
 
 def card_keys(alg: int, masters: dict[int, bytes], serial: bytes) -> dict[int, bytes]:
