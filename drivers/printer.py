@@ -53,7 +53,8 @@ def open_printer(url: str):
     raise PrinterError(f"unknown printer URL {url!r}: use usb://, serial://, file:// or dummy://")
 
 
-def _kg(grams: int) -> str:
+def kg(grams: int | str) -> str:
+    """Grams (an int or a string of digits) as kilograms with three decimals."""
     return str((Decimal(grams) / 1000).quantize(Decimal("0.001")))
 
 
@@ -103,16 +104,16 @@ def voucher_lines(v: dict, language: str = "en") -> list[str]:
         *([w["copy"]] if v.get("copy") else []),
         w["no"].format(v["voucher"]),
         w["farmer"].format(v["farmer"], v["farmer_id"]),
-        w["gross"].format(_kg(v["gross_g"])),
-        w["tare"].format(_kg(v["tare_g"])),
-        w["net"].format(_kg(v["net_g"])),
+        w["gross"].format(kg(v["gross_g"])),
+        w["tare"].format(kg(v["tare_g"])),
+        w["net"].format(kg(v["net_g"])),
     ]
     deductions = v.get("deductions", ())
     for d in deductions:
         if d["applies_to"] == "mass":
             lines.append(w["less_weight"].format(d["pct"], measure(d["measure"]),
                                                  d["measured_pct"]))
-    payable = _exact_kg(v["payable_g"]) if "payable_g" in v else _kg(v["net_g"])
+    payable = _exact_kg(v["payable_g"]) if "payable_g" in v else kg(v["net_g"])
     lines.append(w["payable"].format(payable))
     price_unit = v.get("price_unit") or "kg"
     graded = w["graded"].format(v["graded_price"], unit.get(price_unit, price_unit)) \

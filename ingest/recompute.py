@@ -26,7 +26,7 @@ from decimal import Decimal, InvalidOperation
 
 from agent.contract.errors import CocoonError
 from agent.contract.pricing.amount import price
-from agent.contract.pricing.record import lot_from_record, table_ref, verify_record
+from agent.contract.pricing.record import check_quote, lot_from_record, table_ref
 from agent.contract.pricing.tables import PriceTable
 
 MATCH, MISMATCH, TABLE_UNKNOWN, UNREADABLE = "match", "mismatch", "table_unknown", "unreadable"
@@ -67,7 +67,7 @@ def recompute_purchase(body: dict,
     amount = str(quote.amount)
     problems = []
     try:
-        verify_record(record, table)
+        check_quote(record, quote)
     except CocoonError as exc:
         problems.append(str(exc))
     for name, stated, computed in (("amount", body.get("amount"), quote.amount),

@@ -355,17 +355,6 @@ class DashboardApp(ScreenApp):
             raise Refused("409 Conflict", str(exc)) from None
         return self._json(start_response, "202 Accepted", {"ok": True, "seq": seq})
 
-    @staticmethod
-    def _body(environ) -> dict:
-        try:
-            size = int(environ.get("CONTENT_LENGTH") or 0)
-            request = json.loads(environ["wsgi.input"].read(min(size, 16384)) or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            raise Refused("400 Bad Request", "the action is not JSON") from None
-        if not isinstance(request, dict):
-            raise Refused("400 Bad Request", "the action is not a JSON object")
-        return request
-
 
 def dashboard_app(agent, config: ScreenConfig, stop: threading.Event) -> DashboardApp | None:
     """The dashboard for the agent's warehouse part, or None without one."""

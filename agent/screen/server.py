@@ -233,13 +233,7 @@ class ScreenApp:
 
     def _action(self, environ, start_response):
         self._check_same_origin(environ)
-        try:
-            size = int(environ.get("CONTENT_LENGTH") or 0)
-            request = json.loads(environ["wsgi.input"].read(min(size, 16384)) or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            raise Refused("400 Bad Request", "the action is not JSON") from None
-        if not isinstance(request, dict):
-            raise Refused("400 Bad Request", "the action is not a JSON object")
+        request = self._body(environ)
         _ = self.lang._
         if self.part.station.flow.clerk is None:
             raise Refused("403 Forbidden", _("Sign in with your staff card first"))
@@ -265,6 +259,18 @@ class ScreenApp:
         log.info("screen: clerk's action %s", name)
         apply_key(self.part, action)
         return self._json(start_response, "202 Accepted", {"ok": True})
+
+    @staticmethod
+    def _body(environ) -> dict:
+        """The action's JSON object (at most 16 KiB read); Refused when it is not one."""
+        try:
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            request = json.loads(environ["wsgi.input"].read(min(size, 16384)) or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise Refused("400 Bad Request", "the action is not JSON") from None
+        if not isinstance(request, dict):
+            raise Refused("400 Bad Request", "the action is not a JSON object")
+        return request
 
     def _check_same_origin(self, environ) -> str:
         """Refuse a request from another site or without the page's session; its cookie."""

@@ -28,6 +28,7 @@ from agent.station import sales
 from agent.station.messages import message
 from agent.station.price_store import PriceTableRefused
 from agent.station.trusted_time import TrustedTime
+from drivers.printer import kg
 
 log = logging.getLogger(__name__)
 
@@ -355,17 +356,13 @@ def day_report_lines(body: dict) -> list[str]:
     lines = ["END OF DAY REPORT", f"Station {body['station']}  day {body['day']}",
              f"Closed by {body['clerk']}"]
     for g in body["by_grade"]:
-        lines.append(f"Grade {g['grade']}: {g['count']} sales, {_kg(g['net_g'])} kg, "
+        lines.append(f"Grade {g['grade']}: {g['count']} sales, {kg(g['net_g'])} kg, "
                      f"{g['amount']} yuan")
-    lines += [f"TOTAL: {body['count']} sales, {_kg(body['net_g'])} kg, {body['amount']} yuan",
+    lines += [f"TOTAL: {body['count']} sales, {kg(body['net_g'])} kg, {body['amount']} yuan",
               f"Voided: {body['voided']}",
               f"Acknowledged by the bank: {body['acknowledged']} of {body['count']}",
               f"Paid: {body['paid']}"]
     return lines
-
-
-def _kg(grams: str) -> str:
-    return str((Decimal(grams) / 1000).quantize(Decimal("0.001")))
 
 
 def payment_handler(outbox, on_paid: Callable[[sales.Sale], None] = lambda sale: None):

@@ -122,7 +122,12 @@ def recompute(record: Any, table: PriceTable) -> Decimal:
 def verify_record(record: Any, table: PriceTable) -> None:
     """PricingRecordError unless pricing the record's inputs again gives the same record."""
     check_table(record, table)
-    again = pricing_record(price(table, lot_from_record(record)))
+    check_quote(record, price(table, lot_from_record(record)))
+
+
+def check_quote(record: Any, quote: Quote) -> None:
+    """PricingRecordError unless `record` is the record of `quote` (its recomputation)."""
+    again = pricing_record(quote)
     differing = sorted(k for k in set(again) | set(record) if again.get(k) != record.get(k))
     if differing:
         raise PricingRecordError(f"pricing record does not match its recomputation in "
