@@ -164,8 +164,10 @@ def snapshot(wh, device: str, store_path: Path, lang: Language) -> dict:
     """What the dashboard shows, read from the running warehouse and its store."""
     _ = lang._
     now = time.time()
-    counts = load_view(store_path, device)      # the terminal view's counts, the same rule
     with wh.lock:
+        # Under the warehouse's lock: the stored counts and the live state are of one moment
+        # (a housekeeping pass writes its alerts before its tags).
+        counts = load_view(store_path, device)      # the terminal view's counts, same rule
         now_ms = wh.mono_ms()
         tags = {epc: (t.status.value, f"{t.location[0]}#{t.location[1]}",
                       now - (now_ms - t.last_seen_ms) / 1000)

@@ -447,6 +447,7 @@ class Warehouse:
         if forgotten:
             self.store.forget_tags(forgotten)
         self._dirty.clear()
+        self._touch()       # the counts a view reads from the store changed only now
 
     # -- power loss -----------------------------------------------------------------------
 
