@@ -45,6 +45,9 @@ DEVICE = [
     # for aiohttp); Babel formats its numbers and dates and reads its gettext catalogs.
     "waitress>=3.0",
     "babel>=2.12",
+    # Remote screens over TLS (agent/screen/remote.py, only with [screen] listen on the
+    # network): waitress has no TLS, cheroot's built-in adapter uses the standard ssl module.
+    "cheroot>=10",
     # Pin backends exist only on a Raspberry Pi: RPi.GPIO for older models, lgpio for
     # the Pi 5 (where RPi.GPIO fails). 64-bit Raspberry Pi OS reports aarch64, 32-bit
     # armv7l (Pi 2 to 5) or armv6l (Pi 1, Zero, Zero W). x86 test machines use gpiozero's

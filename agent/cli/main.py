@@ -20,6 +20,7 @@ from agent.cli.field import decommission, doctor, provision
 from agent.cli.firmware import firmware
 from agent.cli.release import release
 from agent.cli.scale import scale
+from agent.cli.screen import screen
 from agent.cli.tags import tags
 from agent.cli.warehouse import warehouse
 from agent.contract.commandline import ConfigContext, run_cli, setup_logging, version_line
@@ -259,6 +260,7 @@ def verify(public_key: str, capture) -> None:
 
 
 cli.add_command(scale)
+cli.add_command(screen)
 cli.add_command(card)
 cli.add_command(enrol)
 cli.add_command(renew)

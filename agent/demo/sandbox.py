@@ -11,27 +11,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomlkit
+
 from agent.contract.signing import generate_key_file, load_signer
 from agent.demo.devpki import LocalCA
 from agent.demo.localbroker import LocalBroker
 
 
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
+def _toml_value(value):
+    """A value tomlkit writes: numbers, flags, lists and tables as they are, paths as text."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_toml_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _toml_value(v) for k, v in value.items() if v is not None}
+    return str(value)
 
 
 def write_toml(path: Path, sections: dict[str, dict]) -> Path:
-    lines = []
-    for name, table in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
-        lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
+    doc = {name: _toml_value(table) for name, table in sections.items()}
+    path.write_text(tomlkit.dumps(doc), encoding="utf-8")
     return path
 
 

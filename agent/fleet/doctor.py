@@ -176,6 +176,9 @@ def plan(config, options: DoctorOptions) -> list[tuple[str, Callable[[], CheckRe
     screen = configured(config, "screen")
     if screen is not None:
         todo.append(("clerk's screen", lambda: checks.check_screen(screen)))
+        if screen.remote:
+            todo.append(("remote screens", lambda: checks.check_remote_screen(
+                screen, config.device.data_dir)))
     firmware = configured(config, "firmware")
     if firmware is not None:
         todo.append(("co-processor", lambda: _coprocessor(firmware)))

@@ -471,8 +471,8 @@ def check_screen(screen, timeout_s: float = 5.0) -> CheckResult:
     if screen.port == 0:
         return _warn(name, "[screen] port = 0: any free port, found at each start",
                      "set [screen] port (8480) so that the kiosk can find the screen")
-    where = f"http://{screen.listen}:{screen.port}/"
-    conn = http.client.HTTPConnection(screen.listen, screen.port, timeout=timeout_s)
+    where = f"http://{screen.local_host}:{screen.port}/"
+    conn = http.client.HTTPConnection(screen.local_host, screen.port, timeout=timeout_s)
     try:
         conn.request("GET", "/")
         reply = conn.getresponse()
@@ -491,3 +491,63 @@ def check_screen(screen, timeout_s: float = 5.0) -> CheckResult:
         return _warn(name, f"{where} speaks {lang.group(1)}, the file says {screen.language}",
                      "restart the agent to apply [screen] language")
     return _ok(name, f"{where} answers ({screen.language})")
+
+
+def check_remote_screen(screen, data_dir: Path, timeout_s: float = 5.0) -> CheckResult:
+    """The screen for other devices ([screen] listen on the network): its password and
+    certificate are set up, the certificate names the station as configured and is not about
+    to end, and the TLS port answers with the login page under the first name."""
+    import http.client
+    import socket
+    from datetime import datetime, timezone
+
+    from agent.screen.remote import cert_files, certificate_facts, host_header, password_file
+
+    name = "remote screens"
+    cert_path, key_path = cert_files(data_dir)
+    if not password_file(data_dir).is_file():
+        return _fail(name, "no password is set: remote screens are not served",
+                     "cocoon-agent screen password, then restart the agent")
+    if not (cert_path.is_file() and key_path.is_file()):
+        return _fail(name, "no TLS certificate: remote screens are not served",
+                     "cocoon-agent screen certificate, then restart the agent")
+    try:
+        fingerprint, names, until = certificate_facts(cert_path)
+    except (OSError, ValueError) as exc:
+        return _fail(name, f"{cert_path} cannot be read: {exc}",
+                     "make it again: cocoon-agent screen certificate --force")
+    where = f"https://{host_header(screen.names[0], screen.tls_port)}/"
+    host = "127.0.0.1" if screen.listen in ("0.0.0.0", "") else \
+        "::1" if screen.listen == "::" else screen.listen
+    context = ssl.create_default_context(cafile=str(cert_path))
+    try:
+        with socket.create_connection((host, screen.tls_port), timeout_s) as raw, \
+                context.wrap_socket(raw, server_hostname=screen.names[0]) as tls:
+            conn = http.client.HTTPConnection(host, screen.tls_port, timeout=timeout_s)
+            conn.sock = tls
+            conn.request("GET", "/login",
+                         headers={"Host": host_header(screen.names[0], screen.tls_port)})
+            reply = conn.getresponse()
+            page = reply.read(65536).decode("utf-8", "replace")
+    except ssl.SSLCertVerificationError as exc:
+        return _fail(name, f"{where}: the certificate served is not this device's {cert_path} "
+                     f"for {screen.names[0]} ({exc.verify_message})",
+                     "restart the agent after making the certificate; "
+                     "cocoon-agent screen show says what it names")
+    except (OSError, ssl.SSLError) as exc:
+        return _fail(name, f"{where} does not answer over TLS: {exc}",
+                     "start the agent; its log says why remote screens are not served")
+    if reply.status != 200 or 'name="password"' not in page:
+        return _fail(name, f"{where} answers HTTP {reply.status}, but not with the login",
+                     f"another program holds port {screen.tls_port}: set [screen] tls_port")
+    missing = sorted(set(screen.names) - set(names))
+    left = (until - datetime.now(timezone.utc)).days
+    if missing:
+        return _warn(name, f"{where} answers; the certificate does not name "
+                     f"{', '.join(missing)}", "cocoon-agent screen certificate --force")
+    if left < 30:
+        return _warn(name, f"{where} answers; its certificate ends in {left} days",
+                     "cocoon-agent screen certificate --force, then check the new "
+                     "fingerprint on each tablet")
+    return _ok(name, f"{where} answers with its login; certificate {fingerprint[:23]}..., "
+               f"{left} days left")

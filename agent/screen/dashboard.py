@@ -272,7 +272,8 @@ class DashboardApp(ScreenApp):
         try:
             self._check_host(environ)
             if method == "GET" and path in ("/", "/dashboard"):
-                return self._page(start_response, "dashboard", new_session=True)
+                return self._page(start_response, "dashboard", new_session=True,
+                                  secure=environ.get("wsgi.url_scheme") == "https")
             if method == "GET" and path == "/climate":
                 return self._climate(start_response)
             if method == "POST" and path in ("/sign-in", "/sign-out", "/acknowledge"):
@@ -286,7 +287,7 @@ class DashboardApp(ScreenApp):
         except Refused as exc:
             return self._json(start_response, exc.status, {"ok": False, "error": str(exc)})
 
-    def _page(self, start_response, name: str, *, new_session: bool):
+    def _page(self, start_response, name: str, *, new_session: bool, secure: bool = False):
         cookie, token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         with self._lock:
             self._sessions[cookie] = token
@@ -299,7 +300,7 @@ class DashboardApp(ScreenApp):
         return self._send(start_response, "200 OK", "text/html; charset=utf-8",
                           body.encode("utf-8"),
                           [("Set-Cookie", f"{COOKIE}={cookie}; Path=/; HttpOnly; "
-                                          "SameSite=Strict")])
+                                          f"SameSite=Strict{'; Secure' if secure else ''}")])
 
     def _asset(self, start_response, name: str):
         if name not in ASSETS:

@@ -144,7 +144,8 @@ class ScreenApp:
         try:
             self._check_host(environ)
             if method == "GET" and path == "/":
-                return self._page(start_response, "clerk", new_session=True)
+                return self._page(start_response, "clerk", new_session=True,
+                                  secure=environ.get("wsgi.url_scheme") == "https")
             if method == "GET" and path == "/farmer":
                 return self._page(start_response, "farmer", new_session=False)
             if method == "GET" and path.startswith("/static/"):
@@ -164,13 +165,15 @@ class ScreenApp:
             return self._json(start_response, exc.status, {"ok": False, "error": str(exc)})
 
     def _check_host(self, environ) -> None:
+        if environ.get("cocoon.remote"):     # the remote screens' login checked it (names)
+            return
         host = environ.get("HTTP_HOST", "")
         allowed = {f"{name}:{self.port}" for name in ("127.0.0.1", "localhost", "[::1]")}
         if host not in allowed:
             raise Refused("421 Misdirected Request", f"this screen answers on 127.0.0.1:"
                                                      f"{self.port} only")
 
-    def _page(self, start_response, name: str, *, new_session: bool):
+    def _page(self, start_response, name: str, *, new_session: bool, secure: bool = False):
         headers = []
         token = ""
         if new_session:
@@ -180,7 +183,7 @@ class ScreenApp:
                 while len(self._sessions) > MAX_SESSIONS:
                     self._sessions.popitem(last=False)
             headers.append(("Set-Cookie", f"{COOKIE}={cookie}; Path=/; HttpOnly; "
-                                          "SameSite=Strict"))
+                                          f"SameSite=Strict{'; Secure' if secure else ''}"))
         words = labels(self.lang)
         body = self._pages[name].substitute(
             lang=self.lang.tag, token=token, title=words["title" if name == "clerk"
@@ -275,7 +278,8 @@ class ScreenApp:
     def _check_same_origin(self, environ) -> str:
         """Refuse a request from another site or without the page's session; its cookie."""
         origin = environ.get("HTTP_ORIGIN")
-        if origin is not None and origin != f"http://{environ.get('HTTP_HOST', '')}":
+        own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
+        if origin is not None and origin != own:
             raise Refused("403 Forbidden", "cross-site request refused")
         if environ.get("HTTP_SEC_FETCH_SITE", "same-origin") not in ("same-origin", "none"):
             raise Refused("403 Forbidden", "cross-site request refused")
@@ -320,6 +324,8 @@ class ScreenPart:
         self.config: ScreenConfig = agent.config.section("screen")
         self.server = None
         self.url: str | None = None
+        self.remote = None              # the TLS listener for other devices ([screen] listen)
+        self.remote_url: str | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -341,7 +347,7 @@ class ScreenPart:
             app = ScreenApp(part, self.config, broadcaster, self._stop)
         try:
             self.server = waitress.create_server(
-                app, host=self.config.listen,
+                app, host=self.config.local_host,
                 port=self.config.port, threads=MAX_STREAMS + 3, ident="cocoon-agent",
                 channel_timeout=60, clear_untrusted_proxy_headers=True,
                 channel_request_lookahead=1)
@@ -349,19 +355,22 @@ class ScreenPart:
             # The station still records and forwards (and the console still sells); the
             # doctor's screen check and this line say what to fix.
             log.error("screen: cannot serve the clerk's screen on %s:%s (%s): another program "
-                      "holds the port? Set [screen] port to a free one", self.config.listen,
-                      self.config.port, exc)
+                      "holds the port? Set [screen] port to a free one",
+                      self.config.local_host, self.config.port, exc)
             return
         port = self.server.effective_port
         app.port = port
-        self.url = f"http://{self.config.listen}:{port}/"
+        self.url = f"http://{self.config.local_host}:{port}/"
         if part is None:
             log.info("screen: serving the warehouse's dashboard on %s", self.url)
         else:
             log.info("screen: serving the clerk's screen on %s (farmer's display %sfarmer)",
                      self.url, self.url)
-        for name, target in (("screen-state", lambda: broadcaster.run(self._stop)),
-                             ("screen-http", self.server.run)):
+        serving = [("screen-state", lambda: broadcaster.run(self._stop)),
+                   ("screen-http", self.server.run)]
+        if self.config.remote:
+            self._serve_remote(app, serving)
+        for name, target in serving:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -371,6 +380,23 @@ class ScreenPart:
                                    name="screen-stop", daemon=True)
         watcher.start()
 
+    def _serve_remote(self, app, serving: list) -> None:
+        """The TLS listener for other devices, when `listen` says so and the device has its
+        password and certificate; without them the kiosk's screen is still served, and this
+        line and the doctor say what to make."""
+        from agent.screen.remote import RemoteAccessError, RemoteServer, host_header
+
+        try:
+            self.remote = RemoteServer(app, self.config, self.agent.config.device.data_dir,
+                                       MAX_STREAMS + 3)
+        except RemoteAccessError as exc:
+            log.error("screen: %s", exc)
+            return
+        self.remote_url = f"https://{host_header(self.config.names[0], self.remote.port)}/"
+        log.info("screen: serving remote screens over TLS on %s:%s (%s), after a login",
+                 self.config.listen, self.remote.port, self.remote_url)
+        serving.append(("screen-https", self.remote.serve))
+
     def close(self) -> None:
         """Stop reading the station and serving, before the agent closes the outbox."""
         self._stop.set()
@@ -378,5 +404,7 @@ class ScreenPart:
             return
         self.broadcaster.wake()
         self._threads[0].join(timeout=5)     # the streams end with the broadcaster
+        if self.remote is not None:
+            self.remote.close()
         self.server.task_dispatcher.shutdown(timeout=3)
         self.server.close()

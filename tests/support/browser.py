@@ -53,13 +53,14 @@ def need_chromium() -> None:
 
 
 @contextmanager
-def chromium():
-    """A headless Chromium, closed (and its processes ended) at the end."""
+def chromium(*args: str):
+    """A headless Chromium (with `args` beside the usual flags), closed (and its processes
+    ended) at the end."""
     need_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[*FLAGS, *args], headless=True)
         try:
             yield browser
         finally:

@@ -48,7 +48,10 @@ class ScreenStation:
 
 def start_screen_station(site, services, pty_pair, tmp_path, virtual_card, *,
                          language: str = "en", settle_s: float = 0.2,
-                         port: int = 0) -> ScreenStation:
+                         port: int = 0, screen: dict | None = None,
+                         before_start=None) -> ScreenStation:
+    """`screen`: more [screen] keys; `before_start(data_dir)` runs before the agent starts
+    (a technician's set-up on the device)."""
     issuer = Ed25519Signer.generate()
     issuer_pem = tmp_path / "issuer.pem"
     issuer_pem.write_bytes(issuer.public_key_pem())
@@ -63,9 +66,11 @@ def start_screen_station(site, services, pty_pair, tmp_path, virtual_card, *,
                                "division_g": "20", "capacity_g": "150000", "tare_g": 400,
                                "stable_count": 4, "stable_window_s": 1.0},
                         printer={"url": f"file://{tmp_path / 'vouchers.escpos'}"},
-                        screen={"port": port, "language": language})
+                        screen={"port": port, "language": language, **(screen or {})})
     give_the_bank(site, install_price_table(config.parent / "data", datetime.now(timezone.utc),
                                             site.backend_key))
+    if before_start is not None:
+        before_start(config.parent / "data")
     psam(virtual_card).insert()                      # the PSAM in the SAM slot ([card] auth)
     services.ingest(site.ingest_config)
     running = services.agent(config)
