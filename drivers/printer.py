@@ -131,6 +131,35 @@ def voucher_lines(v: dict, language: str = "en") -> list[str]:
     return lines
 
 
+# The end-of-day report's words (the station's language, like the voucher's).
+REPORT_WORDS = {
+    "en": {"title": "END OF DAY REPORT", "station": "Station {}  day {}", "clerk": "Closed by {}",
+           "grade": "Grade {}: {} sales, {} kg, {} yuan",
+           "total": "TOTAL: {} sales, {} kg, {} yuan", "voided": "Voided: {}",
+           "acked": "Acknowledged by the bank: {} of {}", "paid": "Paid: {}"},
+    "zh-CN": {"title": "日结报表", "station": "收购站 {}  日期 {}", "clerk": "日结人：{}",
+              "grade": "等级 {}：{} 笔，{} 公斤，{} 元",
+              "total": "合计：{} 笔，{} 公斤，{} 元", "voided": "作废：{} 笔",
+              "acked": "银行已收到：{} / {} 笔", "paid": "已付款：{} 笔"},
+}
+
+
+def day_report_lines(body: dict, language: str = "en") -> list[str]:
+    """The end-of-day report as printed, from a `day.closed` body, in `language`: the day,
+    the count, weight and amount per grade and in all, and how many of the day's sales the
+    bank has acknowledged and paid."""
+    w = REPORT_WORDS[language]
+    lines = [w["title"], w["station"].format(body["station"], body["day"]),
+             w["clerk"].format(body["clerk"])]
+    for g in body["by_grade"]:
+        lines.append(w["grade"].format(g["grade"], g["count"], kg(g["net_g"]), g["amount"]))
+    lines += [w["total"].format(body["count"], kg(body["net_g"]), body["amount"]),
+              w["voided"].format(body["voided"]),
+              w["acked"].format(body["acknowledged"], body["count"]),
+              w["paid"].format(body["paid"])]
+    return lines
+
+
 def qr_payload(v: dict) -> str:
     return json.dumps({"d": v["device"], "s": v["seq"], "v": v["voucher"]},
                       separators=(",", ":"))

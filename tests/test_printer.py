@@ -4,7 +4,15 @@ import json
 
 import pytest
 
-from drivers.printer import PrinterError, open_printer, print_voucher, qr_payload, voucher_lines
+from drivers.printer import (
+    PrinterError,
+    day_report_lines,
+    open_printer,
+    print_lines,
+    print_voucher,
+    qr_payload,
+    voucher_lines,
+)
 
 VOUCHER = {"voucher": "station-01-20260601-0001", "device": "station-01", "seq": 42,
            "farmer": "Zhang San", "farmer_id": "F-0001", "gross_g": 52400, "tare_g": 60,
@@ -87,3 +95,25 @@ def test_a_chinese_voucher_prints_as_gb18030_in_the_printers_chinese_mode():
         assert b"\x1c\x26" + (line + "\n").encode("gb18030") + b"\x1c\x2e" in out
     assert "张三".encode("gb18030") in out and "张三".encode() not in out
     assert qr_payload(v).encode() in out and out.endswith(b"\x1dV\x00")
+
+
+def test_the_end_of_day_report_prints_in_the_stations_language():
+    """The report of a `day.closed` body, in Chinese as GB18030 in the Chinese mode, and in
+    English; the same numbers in both."""
+    body = {"station": "station-01", "day": "20261207", "clerk": "S-09", "count": 3,
+            "net_g": "152340", "amount": "6015.09", "voided": 1, "acknowledged": 2, "paid": 1,
+            "by_grade": [{"grade": "+1", "count": 2, "net_g": "100000", "amount": "3999.00"},
+                         {"grade": "0", "count": 1, "net_g": "52340", "amount": "2016.09"}]}
+    zh = day_report_lines(body, "zh-CN")
+    assert zh == ["日结报表", "收购站 station-01  日期 20261207", "日结人：S-09",
+                  "等级 +1：2 笔，100.000 公斤，3999.00 元",
+                  "等级 0：1 笔，52.340 公斤，2016.09 元",
+                  "合计：3 笔，152.340 公斤，6015.09 元", "作废：1 笔", "银行已收到：2 / 3 笔",
+                  "已付款：1 笔"]
+    en = day_report_lines(body)
+    assert en[0] == "END OF DAY REPORT" and "TOTAL: 3 sales, 152.340 kg, 6015.09 yuan" in en
+    assert "Acknowledged by the bank: 2 of 3" in en
+    printer = open_printer("dummy://")
+    print_lines(printer, zh, language="zh-CN")
+    for line in zh:
+        assert b"\x1c\x26" + (line + "\n").encode("gb18030") + b"\x1c\x2e" in printer.output

@@ -5,12 +5,18 @@ recognised (a new or reworded message fails here until the screen's table and ca
 
 from __future__ import annotations
 
+import json
+import re
 from decimal import Decimal
+from pathlib import Path
 
 from agent.screen.flow_words import flow_words, known
 from agent.screen.i18n import Language
 from agent.station import card_messages
 from agent.station import purchase as p
+from tests.test_pricing import DELETE
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CLERK = p.Staff("s-01", "Clerk Li", "clerk")
 SUPERVISOR = p.Staff("s-09", "Supervisor Wang", "supervisor")
@@ -137,3 +143,98 @@ def test_the_station_requests_sentences_are_known_and_said_in_chinese():
         assert flow_words(zh, text) != text and "{" not in flow_words(zh, text)
     assert flow_words(zh, closed) == ("20261207 已日结：3 笔，5120.40 元；银行已收到 2 笔。"
                                       "报表已打印")
+
+
+# -- the reasons the scale check and the pricing give ------------------------------------------
+
+def scale_reasons() -> list[str]:
+    """Each refusal of drivers.scale.sale.check_sale, and the station's held-tare guard, as
+    the weighing joins them."""
+    from drivers.scale.reading import Reading, Unit, WeightKind
+    from drivers.scale.sale import SalePolicy, check_sale
+
+    policy = SalePolicy(Decimal("20"), 20, Decimal("150000"))
+
+    def reading(weight: str | None = "52.40", **kw) -> Reading:
+        return Reading("xk3190-a9", b"", None if weight is None else Decimal(weight),
+                       None if weight is None else Unit.KG, **{"stable": True, **kw})
+
+    cases = [(reading(overload=True), None), (reading(underload=True), None),
+             (reading(out_of_range=True), None), (reading(unzeroed=True), None),
+             (reading(None), None), (reading(kind=WeightKind.TARE), None),
+             (reading("-0.40"), None), (reading("-0.40", kind=WeightKind.GROSS), None),
+             (reading("52.41"), None), (reading(kind=WeightKind.NET), None),
+             (reading(kind=WeightKind.NET, tare=Decimal("-0.40")), None),
+             (reading(kind=WeightKind.NET, tare=Decimal("0.0004")), None),
+             (reading("0.30"), None), (reading("0.60"), None), (reading("160.00"), None),
+             (reading(stable=False), None), (reading(stable=None), None)]
+    texts = [str(check_sale(r, policy, stable=s, tare_g=400)) for r, s in cases]
+    assert all(t != "ready" for t in texts)
+    from agent.station.weighing import HELD_TARE
+
+    return texts + [HELD_TARE, f"the weight is not stable; {HELD_TARE}"]
+
+
+def pricing_reasons() -> list[str]:
+    """Each refusal of agent.contract.pricing.price for a lot the clerk could enter."""
+    from agent.contract.pricing.errors import MeasurementError, PurchaseRefused
+    from agent.contract.pricing.tables import parse_price_table
+    from agent.contract.pricing.amount import Lot, price
+    from tests.test_pricing import PER_50KG_DOC, PER_KG_DOC, edit
+
+    shell = parse_price_table(json.loads((ROOT / "config" / "price-table.example.json")
+                                         .read_text()))
+    ratio = parse_price_table(PER_50KG_DOC)
+    heavy = parse_price_table(edit(PER_KG_DOC, deductions__reelable__rate="4",
+                                   deductions__reelable__refuse_beyond_pct=DELETE))
+    good = {"moisture_pct": "15", "reelable_pct": "100",
+            "defects_pct": {"mouldy": "0", "perforated": "0", "stained": "0", "thin": "0"}}
+    cases = [(shell, dict(shell_g="20")), (shell, dict(moisture_pct="25")),
+             (shell, dict(reelable_pct="50")), (shell, dict(moisture_pct="150")),
+             (shell, dict(shell_g=None)), (shell, dict(shell_g="60")),
+             (shell, dict(moisture_pct="-1")),
+             (shell, dict(defects_pct={**good["defects_pct"], "mouldy": "-1"})),
+             (shell, dict(defects_pct={**good["defects_pct"], "burnt": "1"})),
+             (shell, dict(shell_g=None, shell_ratio_pct="21")),
+             (shell, dict(defects_pct={"mouldy": "0", "perforated": "100", "stained": "100",
+                                       "thin": "100"})),
+             (shell, dict(net_g=0)), (shell, dict(net_g=10 ** 9 + 1)),
+             (shell, dict(defects_pct={"perforated": "0", "stained": "0", "thin": "0"})),
+             (ratio, dict(shell_g=None, shell_ratio_pct=None)),
+             (ratio, dict(shell_g=None, shell_ratio_pct="150")),
+             (ratio, dict(shell_g=None, shell_ratio_pct="5")),
+             (ratio, dict(shell_g=None, shell_ratio_pct="80")),
+             (ratio, dict(shell_ratio_pct=None)),
+             (heavy, dict(reelable_pct="60")),
+             (shell, dict(defects_pct={"mouldy": "0", "perforated": "100", "stained": "100",
+                                       "thin": "3.333"}))]
+    texts = []
+    for table, changes in cases:
+        values = {"net_g": 52000, "shell_g": "9.6", **good, **changes}
+        try:
+            price(table, Lot(**values))
+        except (MeasurementError, PurchaseRefused) as exc:
+            texts.append(str(exc))
+        else:
+            raise AssertionError(f"{changes} was priced")
+    return texts
+
+
+def test_every_reason_of_the_scale_and_the_pricing_is_said_in_chinese():
+    zh, en = Language("zh-CN"), Language("en")
+    reasons = scale_reasons() + pricing_reasons()
+    assert len(set(reasons)) == len(reasons)
+    for reason in reasons:
+        said = flow_words(zh, reason)
+        assert known(reason), reason
+        assert "{" not in said and said != reason, (reason, said)
+        # No English sentence is left: what stays is values (numbers, units, ids, e).
+        assert not re.search(r"[A-Za-z]{4,}", re.sub(r"v\d+ \(.*?\)|\S+-\S+-\S+|burnt", "", said)), \
+            (reason, said)
+        assert flow_words(en, reason) and "{" not in flow_words(en, reason)
+    # Inside the flow's sentences, with the measurement named as its grade field is.
+    refused = flow_words(zh, "Grading refused: moisture 25 % is above the limit of 21 % in the "
+                             "price table: the lot cannot be bought as it is")
+    assert refused == "定级被拒：水分 25 % 超过价格表的上限 21 %：这批蚕茧不能按现状收购"
+    assert flow_words(zh, "the weight is not stable; net 200 g is below the minimum load 400 g "
+                          "(20 e)") == "重量未稳定；净重 200 克低于最小称量 400 克（20 e）"

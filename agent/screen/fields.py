@@ -14,6 +14,7 @@ from decimal import Decimal
 from agent.contract.pricing.deductions import DEFECT_PREFIX
 from agent.contract.pricing.grading import DryShellRule
 from agent.contract.pricing.tables import PriceTable
+from agent.screen.i18n import Language
 
 
 @dataclass(frozen=True)
@@ -37,3 +38,22 @@ def grade_fields(table: PriceTable) -> list[Field]:
             name = f"{rule.measure}_pct"
         fields.append(Field(name, "%", Decimal(0), hundred))
     return fields
+
+
+def measure_label(lang: Language, name: str) -> str:
+    """The words for a measurement (`shell_g`, `defects_pct.mouldy`, `moisture`...)."""
+    _ = lang._
+    known = {
+        "shell_g": _("Dry shell of the sample"),
+        "shell_ratio_pct": _("Shell ratio"),
+        "moisture_pct": _("Moisture"),
+        "reelable_pct": _("Reelable cocoons"),
+        "defects_pct.perforated": _("Perforated cocoons"),
+        "defects_pct.stained": _("Stained cocoons"),
+        "defects_pct.thin": _("Thin-shelled cocoons"),
+        "defects_pct.mouldy": _("Mouldy cocoons"),
+    }
+    name = {"moisture": "moisture_pct", "reelable": "reelable_pct"}.get(name, name)
+    if name.startswith("defects."):
+        name = "defects_pct." + name[len("defects."):]
+    return known.get(name, name.replace("defects_pct.", "").replace("_", " "))

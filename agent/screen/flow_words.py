@@ -3,8 +3,9 @@
 The purchase flow and the station speak English (the console and the logs show it as it is).
 The screen recognises each of their sentences by its fixed words and says it again from the
 gettext catalog, keeping the values (names, vouchers, weights, reasons) as they came. A reason
-that comes from elsewhere (the pricing's words for a refused grade, the card layer's for a
-refused card) stays as it was. A sentence not recognised is shown as it is: a test drives the
+that comes from the scale check or the pricing is said again the same way
+(agent.screen.reason_words); one from elsewhere (the card layer's for a refused card) stays as
+it was. A sentence not recognised is shown as it is: a test drives the
 flow through its paths and fails on any sentence this table does not know.
 """
 
@@ -14,6 +15,7 @@ import functools
 import re
 
 from agent.screen.i18n import Language
+from agent.screen.reason_words import reason_patterns, say_value
 from agent.station.card_messages import CATALOGUE as CARD_CATALOGUE
 from agent.station.messages import CATALOGUE as FLOW_CATALOGUE
 
@@ -176,6 +178,7 @@ def _patterns(lang: Language) -> list[tuple[re.Pattern, str]]:
     ]
     keyed = keyed_messages(lang)
     table[:0] = [(_template(CATALOGUE[key]), keyed[key]) for key in CATALOGUE if key in keyed]
+    table += reason_patterns(lang)
     return [(re.compile(f"^{pattern}$", re.S), words) for pattern, words in table]
 
 
@@ -186,8 +189,11 @@ def _table(tag: str) -> list[tuple[re.Pattern, str]]:
 
 def known(text: str) -> bool:
     """Whether the table recognises this sentence of the station's (each part of it)."""
-    return all(any(pattern.match(part) for pattern, _ in _table("en"))
-               for part in text.split(" | "))
+    english = Language("en")
+    return all(_say(english, part) is not None or (
+        "; " in part and all(_say(english, piece) is not None
+                             for piece in _reasons(english, part)))
+        for part in text.split(" | "))
 
 
 def flow_words(lang: Language, text: str) -> str:
@@ -195,6 +201,27 @@ def flow_words(lang: Language, text: str) -> str:
     card desk's notices follow the flow's sentence after " | "; each is said on its own."""
     if " | " in text:
         return " | ".join(flow_words(lang, part) for part in text.split(" | "))
+    said = _say(lang, text)
+    if said is not None:
+        return said
+    if "; " in text:       # the scale's reasons, one after the other (some hold a "; ")
+        joint = "；" if lang.tag == "zh-CN" else "; "
+        return joint.join(_say(lang, part) or part for part in _reasons(lang, text))
+    return text
+
+
+def _reasons(lang: Language, text: str) -> list[str]:
+    """`text` cut at "; " into the longest pieces the table knows (an unknown piece alone)."""
+    parts, out, i = text.split("; "), [], 0
+    while i < len(parts):
+        j = next((j for j in range(len(parts), i + 1, -1)
+                  if _say(lang, "; ".join(parts[i:j])) is not None), i + 1)
+        out.append("; ".join(parts[i:j]))
+        i = j
+    return out
+
+
+def _say(lang: Language, text: str) -> str | None:
     for pattern, words in _table(lang.tag):
         found = pattern.match(text)
         if found:
@@ -204,5 +231,6 @@ def flow_words(lang: Language, text: str) -> str:
                     values[name] = flow_words(lang, values[name])
             if values.get("card"):
                 values["card"] = _card_kind(lang, values["card"])
+            values = {name: say_value(lang, name, value) for name, value in values.items()}
             return words.format(**values)
-    return text
+    return None

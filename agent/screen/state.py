@@ -13,30 +13,11 @@ from decimal import Decimal
 
 from agent import __version__
 from agent.errors import EXPECTED
-from agent.screen.fields import grade_fields
+from agent.screen.fields import grade_fields, measure_label
 from agent.screen.flow_words import flow_words
 from agent.screen.i18n import Language
 from agent.station.purchase import breakdown
 from agent.station.view import sale_lines, start_of_day
-
-
-def measure_label(lang: Language, name: str) -> str:
-    """The words for a measurement (`shell_g`, `defects_pct.mouldy`, `moisture`...)."""
-    _ = lang._
-    known = {
-        "shell_g": _("Dry shell of the sample"),
-        "shell_ratio_pct": _("Shell ratio"),
-        "moisture_pct": _("Moisture"),
-        "reelable_pct": _("Reelable cocoons"),
-        "defects_pct.perforated": _("Perforated cocoons"),
-        "defects_pct.stained": _("Stained cocoons"),
-        "defects_pct.thin": _("Thin-shelled cocoons"),
-        "defects_pct.mouldy": _("Mouldy cocoons"),
-    }
-    name = {"moisture": "moisture_pct", "reelable": "reelable_pct"}.get(name, name)
-    if name.startswith("defects."):
-        name = "defects_pct." + name[len("defects."):]
-    return known.get(name, name.replace("defects_pct.", "").replace("_", " "))
 
 
 def labels(lang: Language) -> dict[str, str]:
@@ -190,7 +171,8 @@ def snapshot(part, lang: Language, cache: dict | None = None) -> dict:
                                              "id": sale.farmer.farmer_id},
         "weight": None if w is None else {
             "gross": lang.kg(w.gross_g), "tare": lang.kg(w.tare_g), "net": lang.kg(w.net_g),
-            "stable": w.stable, "sale_ok": w.sale_ok, "reason": w.reason},
+            "stable": w.stable, "sale_ok": w.sale_ok,
+            "reason": flow_words(lang, w.reason) if w.reason else ""},
         "parts": _parts(part, lang, online, queued),
         "online": online,
         "queued": queued,

@@ -28,7 +28,7 @@ from agent.station import sales
 from agent.station.messages import message
 from agent.station.price_store import PriceTableRefused
 from agent.station.trusted_time import TrustedTime
-from drivers.printer import kg
+from drivers.printer import day_report_lines
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ class EffectRunner:
         seq = self.outbox.append(Draft("day.closed", "money", body))
         log.info("day %s closed (seq %d): %d sales, %s yuan", body["day"], seq, body["count"],
                  body["amount"])
-        self._print_lines(day_report_lines(body), f"day report {body['day']}")
+        self._print_lines(day_report_lines(body, self.language), f"day report {body['day']}")
         return body
 
     def reprint(self, voucher: str) -> None:
@@ -307,7 +307,7 @@ class EffectRunner:
         from drivers.printer import PrinterError, print_lines
 
         try:
-            print_lines(self.printer, lines)
+            print_lines(self.printer, lines, language=self.language)
         except PrinterError as exc:
             log.error("%s", exc)
             self.printer_fault = str(exc)
@@ -348,21 +348,6 @@ class Reprint:
     """Print a recorded sale's voucher again, marked as a copy."""
 
     voucher: str
-
-
-def day_report_lines(body: dict) -> list[str]:
-    """The end-of-day report as printed: the day, the count, weight and amount per grade and
-    in all, and how many of the day's sales the bank has acknowledged and paid."""
-    lines = ["END OF DAY REPORT", f"Station {body['station']}  day {body['day']}",
-             f"Closed by {body['clerk']}"]
-    for g in body["by_grade"]:
-        lines.append(f"Grade {g['grade']}: {g['count']} sales, {kg(g['net_g'])} kg, "
-                     f"{g['amount']} yuan")
-    lines += [f"TOTAL: {body['count']} sales, {kg(body['net_g'])} kg, {body['amount']} yuan",
-              f"Voided: {body['voided']}",
-              f"Acknowledged by the bank: {body['acknowledged']} of {body['count']}",
-              f"Paid: {body['paid']}"]
-    return lines
 
 
 def payment_handler(outbox, on_paid: Callable[[sales.Sale], None] = lambda sale: None):
