@@ -112,6 +112,12 @@ def test_only_the_signed_in_clerks_page_can_act(site, services, pty_pair, tmp_pa
     status, answer = clerk.act("grade", measurements={"shell_g": "abc"})
     assert status == 400 and "not a measurement" in answer["error"]  # the console's words
     assert clerk.act("reprint", voucher="")[0] == 400
+    # void and correct: a voucher and a reason; a sale the station does not have is refused at
+    # once, in the clerk's words; the clerk's own card cannot void (the flow says so)
+    assert clerk.act("void", voucher="station-01-20261207-0001")[0] == 400
+    assert clerk.act("correct", voucher="x", reason="  ")[0] == 400
+    status, answer = clerk.act("void", voucher="V-9", reason="wrong weight")
+    assert status == 409 and answer["error"] == "No sale V-9 at this station"
     # the end of the day, from the sales panel: the station records day.closed
     status, _ = clerk.act("close-day")
     assert status == 202

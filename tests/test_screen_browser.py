@@ -6,6 +6,7 @@ screen, the right `<html lang>`, the CJK font really used, and screenshots at 80
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -19,9 +20,9 @@ pytest_plugins = ("tests.support.pty",)
 
 WORDS = {   # what the page must say, by language
     "en": {"idle": "staff card", "unstable": "Not stable", "refused": "Grading refused",
-           "range": "Out of range", "link_advice": "No link to the bank"},
+           "range": "Out of range", "link_advice": "No link to the bank", "voided": "voided"},
     "zh-CN": {"idle": "工卡", "unstable": "未稳定", "refused": "定级被拒",
-              "range": "超出范围", "link_advice": "与银行的连接中断"},
+              "range": "超出范围", "link_advice": "与银行的连接中断", "voided": "已作废"},
 }
 GOOD = {"shell_g": "9.6", "moisture_pct": "15", "reelable_pct": "100"}
 
@@ -168,6 +169,26 @@ def test_a_whole_sale_by_touch(site, services, pty_pair, tmp_path, virtual_card,
         assert f"legal {running_legal_id()}" in page.inner_text("#software")
         inside(page, "sales")
         screenshot(page, f"screen-{language}-800x480-sales")
+        # A clerk is offered no void; a supervisor's card brings it, with the reasons to choose.
+        assert page.locator("#sales-table button.void").count() == 0
+        assert page.is_visible("#supervisor-only")
+        page.tap("#sales-close")
+        with st.supervisor:
+            page.wait_for_function("document.querySelector('#sales-table button.void')",
+                                   timeout=10000)
+        page.tap("#sales-open")
+        page.tap("#sales-table button.void")
+        assert number in page.inner_text("#why-title")
+        inside(page, "why")
+        screenshot(page, f"screen-{language}-800x480-void-why")
+        page.tap("#why-reasons button >> nth=0")                 # wrong weight
+        voided = "SELECT payload FROM events WHERE type = 'purchase.voided'"
+        wait_for(lambda: st.part.outbox.read(voided) or None, 10, what="the void recorded")
+        (payload,), = st.part.outbox.read(voided)
+        assert json.loads(payload)["body"]["reason"] == "wrong weight"
+        page.tap("#sales-open")
+        page.wait_for_function(f"document.getElementById('sales-table').textContent"
+                               f".includes({words['voided']!r})", timeout=10000)
         page.tap("#sales-close")
 
         st.site.broker.stop()                                      # the link goes down

@@ -177,9 +177,9 @@ def scale_reasons() -> list[str]:
 
 def pricing_reasons() -> list[str]:
     """Each refusal of agent.contract.pricing.price for a lot the clerk could enter."""
+    from agent.contract.pricing.amount import Lot, price
     from agent.contract.pricing.errors import MeasurementError, PurchaseRefused
     from agent.contract.pricing.tables import parse_price_table
-    from agent.contract.pricing.amount import Lot, price
     from tests.test_pricing import PER_50KG_DOC, PER_KG_DOC, edit
 
     shell = parse_price_table(json.loads((ROOT / "config" / "price-table.example.json")
@@ -229,8 +229,8 @@ def test_every_reason_of_the_scale_and_the_pricing_is_said_in_chinese():
         assert known(reason), reason
         assert "{" not in said and said != reason, (reason, said)
         # No English sentence is left: what stays is values (numbers, units, ids, e).
-        assert not re.search(r"[A-Za-z]{4,}", re.sub(r"v\d+ \(.*?\)|\S+-\S+-\S+|burnt", "", said)), \
-            (reason, said)
+        values = re.sub(r"v\d+ \(.*?\)|\S+-\S+-\S+|burnt", "", said)
+        assert not re.search(r"[A-Za-z]{4,}", values), (reason, said)
         assert flow_words(en, reason) and "{" not in flow_words(en, reason)
     # Inside the flow's sentences, with the measurement named as its grade field is.
     refused = flow_words(zh, "Grading refused: moisture 25 % is above the limit of 21 % in the "
@@ -238,3 +238,25 @@ def test_every_reason_of_the_scale_and_the_pricing_is_said_in_chinese():
     assert refused == "定级被拒：水分 25 % 超过价格表的上限 21 %：这批蚕茧不能按现状收购"
     assert flow_words(zh, "the weight is not stable; net 200 g is below the minimum load 400 g "
                           "(20 e)") == "重量未稳定；净重 200 克低于最小称量 400 克（20 e）"
+
+
+def test_a_sale_that_cannot_be_voided_or_corrected_is_said_in_chinese():
+    from agent.station import sales
+
+    zh = Language("zh-CN")
+    voided = sales.Sale(7, "station-01-20261207-0001", "F-1", 52000, "2000.00", 0.0, None, None,
+                        9)
+    paid = sales.Sale(7, "station-01-20261207-0001", "F-1", 52000, "2000.00", 0.0, 1.0,
+                      "PAY-77", None)
+    said = []
+    for sale in (voided, paid):
+        for action in ("voided", "corrected"):
+            try:
+                sales.check_open(sale, action)
+            except sales.SaleClosed as exc:
+                assert known(str(exc)), str(exc)
+                said.append(flow_words(zh, str(exc)))
+    assert said == ["凭证 station-01-20261207-0001 已经作废",
+                    "凭证 station-01-20261207-0001 已作废，不能更正",
+                    "凭证 station-01-20261207-0001 银行已付款（PAY-77）：收购站不能再修改",
+                    "凭证 station-01-20261207-0001 银行已付款（PAY-77）：收购站不能再修改"]

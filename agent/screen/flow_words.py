@@ -171,6 +171,13 @@ def _patterns(lang: Language) -> list[tuple[re.Pattern, str]]:
         (r"no copy of voucher (?P<voucher>\S+) is kept \(it was recorded by an earlier "
          r"release\)",
          _("No copy of voucher {voucher} is kept (it was recorded by an earlier release)")),
+        (r"voucher (?P<voucher>\S+) was voided \(by seq (?P<seq>\d+)\); it cannot be voided",
+         _("Voucher {voucher} is already voided")),
+        (r"voucher (?P<voucher>\S+) was voided \(by seq (?P<seq>\d+)\); it cannot be corrected",
+         _("Voucher {voucher} is voided: it cannot be corrected")),
+        (r"voucher (?P<voucher>\S+) is already paid by the bank \((?P<ref>.*)\); it cannot be "
+         r"(voided|corrected)", _("Voucher {voucher} is already paid by the bank ({ref}): it "
+                                  "cannot be changed at the station")),
         (r"no sale (?P<voucher>\S+) at this station",
          _("No sale {voucher} at this station")),
         (r"WARNING: could not record (?P<what>\S+): (?P<reason>.*)",

@@ -8,7 +8,8 @@
                     after the agent started again, the current one at once)
     GET  /state     the current state, once
     POST /action    the clerk's action as JSON: {"action": "confirm" | "cancel" | "sign-out" |
-                    "grade", "measurements": {"shell_g": "9.6", ...}}
+                    "close-day" | "grade", "measurements": {"shell_g": "9.6", ...} |
+                    "reprint" | "void" | "correct", "voucher": "...", "reason": "..."}
 
 An action becomes the same flow input the console's key would (agent.station.console), so the
 two screens cannot disagree. It needs the session's cookie and token, a request from the page's
@@ -31,13 +32,16 @@ import waitress
 
 from agent.errors import EXPECTED, CocoonError
 from agent.screen.config import ScreenConfig
+from agent.screen.flow_words import flow_words
 from agent.screen.i18n import Language
 from agent.screen.state import labels, snapshot
 from agent.station.console import (
     ClerkKeyError,
     CloseDay,
+    CorrectRequest,
     Grade,
     Reprint,
+    VoidRequest,
     apply_key,
     parse_measurements,
 )
@@ -252,6 +256,13 @@ class ScreenApp:
                 action = Grade(parse_measurements([f"{k}={v}" for k, v in measurements.items()]))
             except ClerkKeyError as exc:
                 raise Refused("400 Bad Request", str(exc)) from None
+        elif name in ("void", "correct"):
+            voucher, reason = request.get("voucher"), request.get("reason")
+            if not isinstance(voucher, str) or not 0 < len(voucher) <= 128 or \
+                    not isinstance(reason, str) or not 0 < len(reason.strip()) <= 200:
+                raise Refused("400 Bad Request", f"{name}: a voucher number and a reason")
+            kind = VoidRequest if name == "void" else CorrectRequest
+            action = kind(voucher, reason.strip())
         elif name == "reprint":
             voucher = request.get("voucher")
             if not isinstance(voucher, str) or not 0 < len(voucher) <= 128:
@@ -260,7 +271,10 @@ class ScreenApp:
         else:
             raise Refused("400 Bad Request", f"unknown action {name!r}")
         log.info("screen: clerk's action %s", name)
-        apply_key(self.part, action)
+        try:
+            apply_key(self.part, action)
+        except CocoonError as exc:     # no such sale, or one voided or paid: said at once
+            raise Refused("409 Conflict", flow_words(self.lang, str(exc))) from None
         return self._json(start_response, "202 Accepted", {"ok": True})
 
     @staticmethod

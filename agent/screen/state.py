@@ -16,6 +16,7 @@ from agent.errors import EXPECTED
 from agent.screen.fields import grade_fields, measure_label
 from agent.screen.flow_words import flow_words
 from agent.screen.i18n import Language
+from agent.screen.reason_words import N_
 from agent.station.purchase import breakdown
 from agent.station.view import sale_lines, start_of_day
 
@@ -65,7 +66,20 @@ def labels(lang: Language) -> dict[str, str]:
         "software": _("Weighing software"),
         "reprint": _("Copy"),
         "close_day": _("Close the day"),
+        "void": _("Void"),
+        "correct": _("Correct"),
+        "void_why": _("Void voucher {voucher}: why?"),
+        "correct_why": _("Correct voucher {voucher}: why?"),
+        "supervisor_only": _("Void and correct need a supervisor's staff card"),
+        # What the supervisor may choose as the reason; the English is what is recorded.
+        "reasons": {reason: _(reason) for reason in VOID_REASONS},
     }
+
+
+# The reasons a supervisor chooses from on the touch screen for a void or a correction (the
+# console takes any words): recorded in English in the event, shown in the clerk's language.
+VOID_REASONS = (N_("wrong weight"), N_("wrong grade"), N_("wrong farmer card"),
+                N_("the farmer withdrew the sale"))
 
 
 def _instruction(lang: Language, phase: str) -> str:

@@ -17,7 +17,7 @@ from drivers.scale.sim_model import WeightModel
 from drivers.scale.simulator import Simulator
 
 from .running import add_device
-from .station_cards import SAM_READER, farmer_card, psam, staff_card
+from .station_cards import SAM_READER, SUPERVISOR, farmer_card, psam, staff_card
 from .waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +40,7 @@ class ScreenStation:
     sim: Simulator
     staff: object       # the staff card (a context manager: in, then out)
     farmer: object      # the farmer card (insert() / remove())
+    supervisor: object  # a supervisor's staff card (like `staff`)
 
     @property
     def url(self) -> str:
@@ -80,4 +81,6 @@ def start_screen_station(site, services, pty_pair, tmp_path, virtual_card, *,
         wait_for(lambda: screen.url, 10, what="the screen served")
     return ScreenStation(site, running, part, screen, sim,
                          staff_card(virtual_card, READER, issuer),
-                         farmer_card(virtual_card, READER, issuer))
+                         farmer_card(virtual_card, READER, issuer),
+                         staff_card(virtual_card, READER, issuer, serial="5300000000000008",
+                                    staff=SUPERVISOR))

@@ -109,7 +109,7 @@ function drawParts(s) {
   show(faults, advice.length > 0);
 }
 
-function drawSales(sales) {
+function drawSales(sales, supervisor) {
   text("sales-total", `${L.total}: ${sales.count} · ${sales.net} ${L.kg} · ${sales.amount} ` +
     `${L.yuan} · ${sales.acknowledged}/${sales.count} ✓`);
   text("software", `${L.software}: ${sales.software}`);
@@ -123,13 +123,41 @@ function drawSales(sales) {
       tr.insertCell().textContent = v;
     }
     if (line.state !== "voided") {
-      const copy = document.createElement("button");
-      copy.className = "small reprint";
-      copy.textContent = L.reprint;
-      copy.addEventListener("click", () => act("reprint", {voucher: line.voucher}));
-      tr.insertCell().appendChild(copy);
+      const cell = tr.insertCell();
+      cell.appendChild(button("small reprint", L.reprint,
+        () => act("reprint", {voucher: line.voucher})));
+      // Void and correct: offered while a supervisor is signed in (the flow checks it again).
+      if (supervisor && line.state !== "paid") {
+        cell.appendChild(button("small void", L.void, () => askWhy("void", line.voucher)));
+        cell.appendChild(button("small correct", L.correct,
+          () => askWhy("correct", line.voucher)));
+      }
     }
   }
+  show($("supervisor-only"), !supervisor);
+}
+
+function button(className, words, onTap) {
+  const b = document.createElement("button");
+  b.className = className;
+  b.textContent = words;
+  b.addEventListener("click", onTap);
+  return b;
+}
+
+// The supervisor picks the reason for a void or a correction from the list the agent gives.
+function askWhy(action, voucher) {
+  text("why-title", L[action + "_why"].replace("{voucher}", voucher));
+  const list = $("why-reasons");
+  list.textContent = "";
+  for (const [reason, words] of Object.entries(L.reasons)) {
+    list.appendChild(button("reason", words, () => {
+      show($("why"), false);
+      show($("sales"), false);
+      act(action, {voucher: voucher, reason: reason});
+    }));
+  }
+  show($("why"), true);
 }
 
 function drawBreakdown(priced) {
@@ -157,7 +185,7 @@ function render(s) {
   // The flow's last words, unless they only repeat the step's instruction.
   showMessage(s.message.text === s.instruction ? "" : s.message.text, s.message.refused);
   drawParts(s);
-  drawSales(s.sales);
+  drawSales(s.sales, !!(s.clerk && s.clerk.role === "supervisor"));
   show($("sign-out"), !!s.clerk);
   const w = s.weight;
   show($("weigh"), phase === "weighing");
@@ -207,5 +235,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("sales-open").addEventListener("click", () => show($("sales"), true));
   $("sales-close").addEventListener("click", () => show($("sales"), false));
   $("close-day").addEventListener("click", () => { act("close-day"); show($("sales"), false); });
+  $("why-cancel").addEventListener("click", () => show($("why"), false));
   follow(render);
 });
