@@ -36,9 +36,9 @@ def factory():
 class Dashboard:
     """The screen part of an agent whose only other part is the warehouse."""
 
-    def __init__(self, rig: Rig, language: str = "en"):
+    def __init__(self, rig: Rig, language: str = "en", config: ScreenConfig | None = None):
         self.rig = rig
-        config = ScreenConfig("127.0.0.1", 0, language)
+        config = config or ScreenConfig("127.0.0.1", 0, language)
         agent = SimpleNamespace(
             parts=[rig.w], config=SimpleNamespace(
                 section=lambda name: config if name == "screen" else None,
@@ -281,3 +281,38 @@ def test_every_word_of_the_dashboard_has_its_chinese():
     source = (LOCALE_DIR.parent / "dashboard.py").read_text(encoding="utf-8")
     said = set(re.findall(r'_\(\s*"((?:[^"\\]|\\.)*)"\s*\)', source))
     assert said and {s for s in said if "\n" not in s} <= wanted     # the template is current
+
+
+def test_the_dashboard_on_the_network_waits_behind_the_login(tmp_path, make_outbox, factory):
+    """A monitor's office PC reaches the dashboard over TLS, after the device's password; the
+    acknowledgement's same-origin check holds over https."""
+    from tests.test_screen_remote import NAME, PASSWORD, Tablet, technician
+
+    rig = Rig(tmp_path, make_outbox(), factory)
+    technician(tmp_path)
+    board = Dashboard(rig, config=ScreenConfig("0.0.0.0", 0, "zh-CN", (NAME,), 0))
+    try:
+        port = board.part.remote.port
+        tablet = Tablet(port, tmp_path / "screen" / "tls.pem")
+        status, headers, _ = tablet.request("GET", "/dashboard")
+        assert status == 303 and headers["Location"] == "/login?next=/dashboard"
+        assert tablet.request("GET", "/climate")[0] == 401
+        form = {"Origin": f"https://{NAME}:{port}",
+                "Content-Type": "application/x-www-form-urlencoded"}
+        status, headers, _ = tablet.request("POST", "/login",
+                                            f"password={PASSWORD}&next=/dashboard", **form)
+        assert status == 303 and headers["Location"] == "/dashboard"
+        status, headers, page = tablet.request("GET", "/dashboard")
+        assert status == 200 and '<html lang="zh-CN">' in page
+        token = re.search(r'name="cocoon-token" content="([^"]+)"', page).group(1)
+        act = {"Content-Type": "application/json", "X-Cocoon-Token": token,
+               "Sec-Fetch-Site": "same-origin"}
+        body = json.dumps({"staff": "W-07"})
+        assert tablet.request("POST", "/sign-in", body, **act,
+                              Origin=f"http://{NAME}:{port}")[0] == 403     # not this origin
+        status, _, reply = tablet.request("POST", "/sign-in", body, **act,
+                                          Origin=f"https://{NAME}:{port}")
+        assert status == 200 and json.loads(reply)["staff"] == "W-07"
+    finally:
+        board.close()
+        rig.close()
