@@ -9,6 +9,10 @@ it agrees with every neighbour already stored: `prev` must equal the hash of seq
 A `chain.resumed` event links to the last event its device vouches for instead, and declares the
 seqs it lost: the watermark passes over them, and the next event's `prev` is not checked
 against a lost one. Whatever fails is counted, logged and kept out of the events table.
+
+A batch is one transaction under its devices' locks: it reads the stored rows its checks look
+at in one query per device, keeps the rows it adds beside them, and writes its new events in
+one statement before the watermarks move (a read of the table meanwhile writes them first).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class Outcome:
 
 MAX_REJECTIONS = 10_000     # rejection records kept (the newest)
 ADVANCE_CHUNK = 1000        # events read at once while the watermark moves
+PREFETCH_CHUNK = 900        # seqs named in one read of a batch's neighbours (SQLite: 999 max)
 COUNTERS = ("accepted", "duplicates", "rejected")
 
 
@@ -150,11 +155,15 @@ class IngestStore:
         with self.db.transaction(named):
             self._revoked = self.revoked()
             self._signing: dict[str, list[tuple[int, int]]] = {}
-            for topic, payload in messages:
-                outcome = self._process(topic, payload, registry)
+            self._pending: list[tuple] = []
+            parsed = [self._parse(topic, payload) for topic, payload in messages]
+            self._prefetch(parsed)
+            for (topic, payload), (event, problem) in zip(messages, parsed, strict=True):
+                outcome = self._process(topic, payload, event, problem, registry)
                 outcomes.append(outcome)
                 if outcome.device and outcome.status != REJECTED:
                     touched.add(outcome.device)
+            self._flush_events()
             self._flush_counts()
             moved = {}
             for device in sorted(touched):
@@ -165,13 +174,66 @@ class IngestStore:
                     moved[device] = after
         return outcomes, moved
 
-    def _process(self, topic: str, payload: bytes, registry) -> Outcome:
-        device = topics.device_of(topic)
+    @staticmethod
+    def _parse(topic: str, payload: bytes) -> tuple[dict | None, str]:
+        """The event of a message, or why it is not one."""
         try:
             event = parse_json_object(payload, "event")
             events.check_shape(event)
         except EventFormatError as exc:
-            return self._reject(device, None, f"malformed: {exc}")
+            return None, f"malformed: {exc}"
+        return event, ""
+
+    def _prefetch(self, parsed: list[tuple[dict | None, str]]) -> None:
+        """Read at once, per device, the stored rows a batch's chain checks look at (each
+        event's seq and its two neighbours), instead of three reads per event. Rows this batch
+        adds are added as they are; the device's lock keeps other workers out meanwhile."""
+        wanted: dict[str, set[int]] = {}
+        for event, _ in parsed:
+            if event is not None:
+                wanted.setdefault(event["device"], set()).update(
+                    (event["seq"] - 1, event["seq"], event["seq"] + 1))
+        self._known: dict[str, tuple[set[int], dict[int, tuple]]] = {}
+        for device, seqs in sorted(wanted.items()):
+            ordered = sorted(seqs)
+            rows: dict[int, tuple] = {}
+            for i in range(0, len(ordered), PREFETCH_CHUNK):
+                chunk = ordered[i:i + PREFETCH_CHUNK]
+                for seq, *row in self.db.execute(
+                        "SELECT seq, hash, chain_hash, prev, type FROM events WHERE device=? AND "
+                        f"seq IN ({', '.join('?' * len(chunk))})", (device, *chunk)).fetchall():
+                    rows[seq] = tuple(row)
+            self._known[device] = (seqs, rows)
+
+    def _row(self, device: str, seq: int) -> tuple | None:
+        """(hash, chain_hash, prev, type) of the stored event `seq`, or None."""
+        seqs, rows = self._known.get(device, ((), {}))
+        if seq in seqs:
+            return rows.get(seq)
+        self._flush_events()
+        row = self.db.execute("SELECT hash, chain_hash, prev, type FROM events WHERE device=? "
+                              "AND seq=?", (device, seq)).fetchone()
+        return tuple(row) if row else None
+
+    def _stored_payload(self, device: str, seq: int) -> bytes:
+        self._flush_events()
+        (payload,) = self.db.execute("SELECT payload FROM events WHERE device=? AND seq=?",
+                                     (device, seq)).fetchone()
+        return bytes(payload)
+
+    def _flush_events(self) -> None:
+        """Write the batch's new events so far (one statement: pipelined on PostgreSQL)."""
+        if self._pending:
+            self.db.executemany(
+                "INSERT INTO events (device, seq, hash, prev, type, priority, ts, payload,"
+                " received_at, chain_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
+            self._pending = []
+
+    def _process(self, topic: str, payload: bytes, event: dict | None, problem: str,
+                 registry) -> Outcome:
+        device = topics.device_of(topic)
+        if event is None:
+            return self._reject(device, None, problem)
         seq = event["seq"]
         if event["device"] != device:
             return self._reject(device, seq, f"event names device {event['device']!r} but came "
@@ -198,8 +260,7 @@ class IngestStore:
             event = {**event, "sig": b64url(low_s(sig))}
             payload = events.encode(event)
         digest = events.event_hash(event)
-        row = self.db.execute("SELECT hash, chain_hash FROM events WHERE device=? AND seq=?",
-                              (device, seq)).fetchone()
+        row = self._row(device, seq)
         if row:
             if row[0] == digest or self._same_content(device, seq, event):
                 self._count(device, "duplicates")
@@ -222,7 +283,15 @@ class IngestStore:
         problem, named = self._chain_problem(device, event, digest)
         if problem:
             return self._reject(device, seq, f"out of chain: {problem}")
-        self.db.executemany("UPDATE events SET chain_hash=? WHERE device=? AND seq=?", self._named)
+        if self._named:         # the form of a stored event's signature its chain names
+            self._flush_events()
+            self.db.executemany("UPDATE events SET chain_hash=? WHERE device=? AND seq=?",
+                                self._named)
+            for want, _, named_seq in self._named:
+                known = self._row(device, named_seq)
+                if known is not None:
+                    self._known.setdefault(device, (set(), {}))[1][named_seq] = (
+                        known[0], want, *known[2:])
         if event["type"] == AGENT_STARTED:
             announced = event["body"].get("signature")
             flag = int(isinstance(announced, dict) and announced.get("low_s") is True)
@@ -240,11 +309,12 @@ class IngestStore:
             chain = ""
         else:
             chain = digest
-        self.db.execute(
-            "INSERT INTO events (device, seq, hash, prev, type, priority, ts, payload, received_at,"
-            " chain_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (device, seq, digest, event["prev"], event["type"], event["priority"], event["ts"],
-             payload, time.time(), None if chain == digest else chain))
+        chain_hash = None if chain == digest else chain
+        self._pending.append((device, seq, digest, event["prev"], event["type"],
+                              event["priority"], event["ts"], payload, time.time(), chain_hash))
+        seqs, rows = self._known.setdefault(device, (set(), {}))
+        seqs.add(seq)
+        rows[seq] = (digest, chain_hash, event["prev"], event["type"])
         if event["type"] == events.SEQ_SKIPPED:
             self.db.executemany(
                 "INSERT INTO skipped (device, first, last, last_hash, declared_by)"
@@ -325,21 +395,19 @@ class IngestStore:
                 return f"prev does not match the declared hash before the skipped seq {seq - 1}", \
                     None
         named = None
-        after = self.db.execute("SELECT prev, type FROM events WHERE device=? AND seq=?",
-                                (device, seq + 1)).fetchone()
-        if after and after[1] != events.CHAIN_RESUMED:
-            if after[0] not in (digest, other_form_hash(event)):
+        after = self._row(device, seq + 1)
+        if after and after[3] != events.CHAIN_RESUMED:
+            if after[2] not in (digest, other_form_hash(event)):
                 return f"the stored seq {seq + 1} does not chain to this event", None
-            named = after[0]
+            named = after[2]
         if event["type"] == events.SEQ_SKIPPED:
             try:
                 ranges = events.skipped_ranges(event)
             except EventFormatError as exc:
                 return str(exc), None
             for _first, last, last_hash in ranges:
-                nxt = self.db.execute("SELECT prev FROM events WHERE device=? AND seq=?",
-                                      (device, last + 1)).fetchone()
-                if nxt and nxt[0] != last_hash:
+                nxt = self._row(device, last + 1)
+                if nxt and nxt[2] != last_hash:
                     return f"declared hash before seq {last + 1} does not match that event", None
         return None, named
 
@@ -348,13 +416,12 @@ class IngestStore:
         of the stored event `seq` in either form of its signature: True, and the form the
         device's chain names is recorded once the naming event is stored; False if it is
         another hash; `_ABSENT` if `seq` is not stored."""
-        row = self.db.execute("SELECT hash, chain_hash, payload FROM events WHERE device=? AND "
-                              "seq=?", (device, seq)).fetchone() if seq >= 1 else None
+        row = self._row(device, seq) if seq >= 1 else None
         if row is None:
             return _ABSENT
         digest, chain = row[0], row[1]
         if named != digest and named != chain:
-            stored = parse_json_object(bytes(row[2]), "stored event")
+            stored = parse_json_object(self._stored_payload(device, seq), "stored event")
             if named != other_form_hash(stored):
                 return False
         want = None if named == digest else named
@@ -374,10 +441,8 @@ class IngestStore:
     def _same_content(self, device: str, seq: int, event: dict) -> bool:
         """Whether the stored event at `seq` has the canonical bytes of `event`, signature
         aside (two copies of one event, whatever their signatures)."""
-        row = self.db.execute("SELECT payload FROM events WHERE device=? AND seq=?",
-                              (device, seq)).fetchone()
         try:
-            stored = parse_json_object(bytes(row[0]), "stored event")
+            stored = parse_json_object(self._stored_payload(device, seq), "stored event")
         except EventFormatError:
             return False
         return signed_bytes(stored) == signed_bytes(event)
