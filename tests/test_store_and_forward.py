@@ -31,7 +31,6 @@ from tests.support.running import (
     cli,
     ingest_alerts,
     ingest_device,
-    ingest_query,
     ingest_store_payloads,
     ingest_store_rows,
     ingest_store_seqs,
@@ -250,21 +249,10 @@ def _overtake(site, services, config, backlog: list, t_backlog: float) -> None:
     try:
         wait_for(lambda: live and live[0] in set(ingest_store_seqs(site, DEV)), 20,
                  what="the first live event at the ingest")
-        # Overtaken: some backlog event reached the ingest after a live one. Judged by the
-        # order the ingest processed them in (a batch stores many at one commit, so what is
-        # stored at one moment cannot tell), a backlog event not yet stored counting as later;
-        # and by any of the first live events (the very first may be read with the backlog,
-        # if it was appended before the uplink's backlog cursor passed its seq).
-        wait_for(lambda: len(set(live[:20]) & set(ingest_store_seqs(site, DEV))) == 20
-                 or not producer.is_alive(), 20, what="the first live events at the ingest")
-        received = dict(ingest_query(site, "SELECT seq, received_at FROM events WHERE "
-                                           "device = ?", (DEV,)))
-        first_live = min(received[seq] for seq in live[:20] if seq in received)
-        assert any(received.get(seq, float("inf")) > first_live
-                   for seq in range(1, backlog_top + 1)), (
-            "no live event overtook the backlog", live[:3], first_live,
-            max(received.get(seq, 0) for seq in range(1, backlog_top + 1)),
-            min(received.get(seq, 1e20) for seq in range(1, backlog_top + 1)))
+        # Overtaken: judged at the end, by the order the ingest processed events in (a batch
+        # stores many at one commit). The first live events may still go out behind the
+        # backlog: a live event not yet sent when the uplink reads its streams again (after a
+        # reconnect, or an ack timeout, 2 s in these tests) is read with the backlog.
 
         def backlog_done():
             return ingest_device(site, DEV)["watermark"] >= backlog_top
@@ -283,7 +271,8 @@ def _overtake(site, services, config, backlog: list, t_backlog: float) -> None:
     rows = ingest_store_rows(site, DEV)
     backlog_end = max(r["received_at"] for r in rows if r["seq"] <= backlog_top)
     early = sum(1 for r in rows if r["seq"] > backlog_top and r["received_at"] < backlog_end)
-    assert early >= 1
+    # Most of them: the producer runs while the backlog drains and stops soon after it ends.
+    assert early * 2 > len(live), ("live events waited for the backlog", early, len(live))
     print(f"backlog of {backlog_n} appended in {t_backlog:.1f} s; {early} of {len(live)} live "
           f"events stored before the backlog finished")
 
