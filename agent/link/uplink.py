@@ -126,9 +126,9 @@ class Uplink:
             self._last_timeout_check = now
             if self._requeue(self.ack_timeout_s):
                 log.info("uplink: no ack within %.0f s; sending again", self.ack_timeout_s)
-                self._reset_cursors()
+                self._read_again()
             elif not self._inflight:
-                self._reset_cursors()  # picks up events the broker refused earlier
+                self._read_again()  # picks up events the broker refused earlier
         self._fill(link)
 
     # -- internals ------------------------------------------------------------------------
@@ -140,6 +140,16 @@ class Uplink:
         self._backlog_cursor = self.outbox.acked_seq()
         self._live_mark = self.outbox.head_seq()
         self._live_cursor = self._live_mark
+        self._backlog_buf.clear()
+        self._live_buf.clear()
+
+    def _read_again(self) -> None:
+        """Read both streams again from their starts, for rows made pending again, keeping
+        which events are live: an event appended since the link came up still goes ahead of
+        the backlog (only a new connection makes the events so far part of the backlog)."""
+        self._flush_pubacks(force=True)
+        self._backlog_cursor = self.outbox.acked_seq()
+        self._live_cursor = max(self._live_mark, self._backlog_cursor)
         self._backlog_buf.clear()
         self._live_buf.clear()
 
