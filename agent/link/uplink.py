@@ -134,19 +134,16 @@ class Uplink:
     # -- internals ------------------------------------------------------------------------
 
     def _reset_cursors(self) -> None:
-        """Start reading both streams again from the outbox (after a reconnect or timeout)."""
-        # Rows PUBACKed but not yet marked would be read back as pending and sent again.
-        self._flush_pubacks(force=True)
-        self._backlog_cursor = self.outbox.acked_seq()
+        """Start reading both streams again from the outbox, on a new connection: every
+        event so far is backlog, and live is what is appended from now on."""
         self._live_mark = self.outbox.head_seq()
-        self._live_cursor = self._live_mark
-        self._backlog_buf.clear()
-        self._live_buf.clear()
+        self._read_again()
 
     def _read_again(self) -> None:
         """Read both streams again from their starts, for rows made pending again, keeping
         which events are live: an event appended since the link came up still goes ahead of
         the backlog (only a new connection makes the events so far part of the backlog)."""
+        # Rows PUBACKed but not yet marked would be read back as pending and sent again.
         self._flush_pubacks(force=True)
         self._backlog_cursor = self.outbox.acked_seq()
         self._live_cursor = max(self._live_mark, self._backlog_cursor)
