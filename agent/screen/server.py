@@ -29,6 +29,7 @@ from pathlib import Path
 from string import Template
 
 import waitress
+from waitress import wasyncore
 
 from agent.errors import EXPECTED, CocoonError
 from agent.screen.config import ScreenConfig
@@ -421,4 +422,9 @@ class ScreenPart:
         if self.remote is not None:
             self.remote.close()
         self.server.task_dispatcher.shutdown(timeout=3)
-        self.server.close()
+        # Closed on the loop's own thread: a socket closed from this one while the loop
+        # waits in select() ends it with EBADF and a traceback (waitress 3.0, Pylons/waitress
+        # #468). With nothing left in its map the loop returns.
+        server = self.server
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        self._threads[1].join(timeout=3)
